@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/closet-sandbox/closet/internal/closure"
+	"github.com/closet-sandbox/closet/internal/resolve"
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+// openStore opens the host store, or the chroot store below root.
+func openStore(root string) (*closure.Store, error) {
+	if root != "" {
+		abs, err := filepath.Abs(root)
+		if err != nil {
+			return nil, withCode(exitBadInput, fmt.Errorf("--store %s: %w", root, err))
+		}
+		if st, err := os.Stat(filepath.Join(abs, storepath.Dir)); err != nil || !st.IsDir() {
+			return nil, withCode(exitBadInput, fmt.Errorf("--store %s: no %s below it (a chroot store has ROOT/nix/store and ROOT/nix/var/nix/db)", root, storepath.Dir))
+		}
+		root = abs
+	}
+	s, err := closure.Open(closure.Options{Root: root})
+	if err != nil {
+		return nil, withCode(exitStore, err)
+	}
+	return s, nil
+}
+
+// resolveRoots resolves the user's arguments against s and maps failures
+// to exit codes: bad input 1, an unreadable store 2.
+func resolveRoots(ctx context.Context, s *closure.Store, root string, args []string) ([]storepath.Path, error) {
+	r := &resolve.Resolver{Root: root, Path: os.Getenv("PATH")}
+	roots, err := r.Roots(ctx, s, args)
+	if err != nil {
+		return nil, storeErrCode(err)
+	}
+	return roots, nil
+}
+
+func storeErrCode(err error) error {
+	if errors.Is(err, closure.ErrStoreUnreadable) {
+		return withCode(exitStore, err)
+	}
+	return withCode(exitBadInput, err)
+}

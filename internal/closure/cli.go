@@ -1,0 +1,148 @@
+package closure
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+// cliBackend asks nix-store, which goes through the daemon on multi-user
+// installs and so works where the database is hidden. It is the fallback:
+// one process per question, and an order of magnitude slower.
+type cliBackend struct {
+	bin  string
+	root string
+}
+
+func newCLI(opts Options) (*cliBackend, error) {
+	if opts.NixStore == "-" {
+		return nil, errors.New("nix-store fallback disabled")
+	}
+	bin := opts.NixStore
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("nix-store"); err != nil {
+			return nil, errors.New("nix-store is not on PATH")
+		}
+	}
+	c := &cliBackend{bin: bin, root: opts.Root}
+	// Probe: a store nix-store cannot open fails here, not on first use.
+	if _, err := c.run(context.Background(), "--query", "--requisites", "--", "/dev/null/none"); err != nil && !strings.Contains(err.Error(), "is not in the Nix store") {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *cliBackend) name() string { return "nix-store" }
+func (c *cliBackend) close() error { return nil }
+
+func (c *cliBackend) run(ctx context.Context, args ...string) ([]byte, error) {
+	if c.root != "" {
+		args = append([]string{"--store", c.root}, args...)
+	}
+	cmd := exec.CommandContext(ctx, c.bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+			msg = msg[i+1:]
+		}
+		return nil, fmt.Errorf("%s %s: %w: %s", c.bin, strings.Join(args, " "), err, msg)
+	}
+	return out, nil
+}
+
+func (c *cliBackend) valid(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error) {
+	args := []string{"--check-validity", "--print-invalid", "--"}
+	for _, p := range paths {
+		args = append(args, string(p))
+	}
+	out, err := c.run(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	var bad []storepath.Path
+	for _, l := range strings.Fields(string(out)) {
+		bad = append(bad, storepath.Path(l))
+	}
+	return bad, nil
+}
+
+func (c *cliBackend) closure(ctx context.Context, roots []storepath.Path, refs bool) ([]Info, error) {
+	args := []string{"--query", "--requisites", "--"}
+	for _, p := range roots {
+		args = append(args, string(p))
+	}
+	out, err := c.run(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	paths := strings.Fields(string(out))
+	// --dump-db PATHS prints each path's registration: path, hash, narSize,
+	// deriver, the number of references, the references.
+	out, err = c.run(ctx, append([]string{"--dump-db", "--"}, paths...)...)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := parseDumpDB(out)
+	if err != nil {
+		return nil, err
+	}
+	if !refs {
+		for i := range infos {
+			infos[i].References = nil
+		}
+	}
+	return infos, nil
+}
+
+func parseDumpDB(out []byte) ([]Info, error) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 64*1024), 16<<20)
+	next := func() (string, bool) {
+		if !sc.Scan() {
+			return "", false
+		}
+		return sc.Text(), true
+	}
+	var infos []Info
+	for {
+		p, ok := next()
+		if !ok {
+			break
+		}
+		hash, _ := next()
+		size, _ := next()
+		deriver, _ := next()
+		nrefs, ok := next()
+		n, err := strconv.Atoi(nrefs)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("nix-store --dump-db: malformed entry for %s", p)
+		}
+		in := Info{Path: storepath.Path(p), Deriver: deriver, References: []storepath.Path{}}
+		if !strings.Contains(hash, ":") {
+			hash = "sha256:" + hash
+		}
+		in.NarHash = hash
+		in.NarSize, _ = strconv.ParseUint(size, 10, 64)
+		for i := 0; i < n; i++ {
+			r, _ := next()
+			in.References = append(in.References, storepath.Path(r))
+		}
+		sortPaths(in.References)
+		infos = append(infos, in)
+	}
+	return infos, sc.Err()
+}
+
+func sortPaths(ps []storepath.Path) { slices.Sort(ps) }

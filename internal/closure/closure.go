@@ -1,0 +1,168 @@
+// Package closure owns the store graph: it reads the Nix database, answers
+// whether a path is valid, and computes the closure of a set of roots with
+// the metadata a report or a sandbox needs (narSize, narHash, registration
+// time, references).
+//
+// The database is read directly (modernc's SQLite, read-only, WAL-aware); no
+// Nix process is needed. Where the database cannot be read (a multi-user
+// install that hides it), the package falls back to nix-store, and where
+// neither works it says why in one error that matches ErrStoreUnreadable.
+package closure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+var (
+	// ErrStoreUnreadable: neither the database nor nix-store could answer.
+	ErrStoreUnreadable = errors.New("the Nix store database cannot be read")
+	// ErrInvalidPath: a root is not registered as a valid path.
+	ErrInvalidPath = errors.New("not a valid path in the Nix store")
+)
+
+// Info is what the store knows about one path.
+type Info struct {
+	Path             storepath.Path   `json:"path"`
+	NarHash          string           `json:"narHash"`
+	NarSize          uint64           `json:"narSize"`
+	RegistrationTime int64            `json:"registrationTime,omitempty"`
+	Deriver          string           `json:"deriver,omitempty"`
+	References       []storepath.Path `json:"references"`
+}
+
+// Closure is the transitive closure of some roots, sorted by path.
+type Closure struct {
+	Roots []storepath.Path `json:"roots"`
+	Paths []Info           `json:"paths"`
+}
+
+// StorePaths returns the closure's paths, sorted.
+func (c *Closure) StorePaths() []storepath.Path {
+	out := make([]storepath.Path, len(c.Paths))
+	for i, p := range c.Paths {
+		out[i] = p.Path
+	}
+	return out
+}
+
+// NarSize is the sum of the paths' NAR sizes.
+func (c *Closure) NarSize() uint64 {
+	var n uint64
+	for _, p := range c.Paths {
+		n += p.NarSize
+	}
+	return n
+}
+
+// Options says which store to open.
+type Options struct {
+	// Root is a chroot store's root: the store is Root/nix/store and the
+	// database Root/nix/var/nix/db. Empty means the host's store.
+	Root string
+	// DB overrides the database file (tests use it to force the fallback).
+	DB string
+	// NixStore is the nix-store binary for the fallback; "" looks it up on
+	// PATH. "-" disables the fallback.
+	NixStore string
+}
+
+// backend answers questions about the store graph.
+type backend interface {
+	valid(ctx context.Context, paths []storepath.Path) (invalid []storepath.Path, err error)
+	closure(ctx context.Context, roots []storepath.Path, refs bool) ([]Info, error)
+	name() string
+	close() error
+}
+
+// Store is an open store.
+type Store struct {
+	opts Options
+	b    backend
+}
+
+// Open opens the store's database read-only, or, where that fails, prepares
+// the nix-store fallback. The error matches ErrStoreUnreadable when neither
+// works, and says what to do.
+func Open(opts Options) (*Store, error) {
+	dbPath := opts.DB
+	if dbPath == "" {
+		dbPath = filepath.Join(rootOr(opts.Root), "nix/var/nix/db/db.sqlite")
+	}
+	db, dbErr := openDB(dbPath)
+	if dbErr == nil {
+		return &Store{opts: opts, b: db}, nil
+	}
+	cli, cliErr := newCLI(opts)
+	if cliErr == nil {
+		return &Store{opts: opts, b: cli}, nil
+	}
+	return nil, fmt.Errorf("%w: database %s: %v; fallback: %v (run as a user who can read the database, or install Nix so that nix-store can reach the store)",
+		ErrStoreUnreadable, dbPath, dbErr, cliErr)
+}
+
+func rootOr(root string) string {
+	if root == "" {
+		return "/"
+	}
+	return root
+}
+
+// Source names where answers come from: "database" or "nix-store".
+func (s *Store) Source() string { return s.b.name() }
+
+// StoreDir is the physical directory of the store's paths.
+func (s *Store) StoreDir() string { return filepath.Join(rootOr(s.opts.Root), storepath.Dir) }
+
+// Close releases the database.
+func (s *Store) Close() error { return s.b.close() }
+
+// CheckValid returns an error matching ErrInvalidPath naming the first path
+// that is not registered as valid.
+func (s *Store) CheckValid(ctx context.Context, paths ...storepath.Path) error {
+	bad, err := s.b.valid(ctx, paths)
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%s: %w (it may have been garbage-collected, or was never registered; realise it with nix-store --realise or nix-build)", bad[0], ErrInvalidPath)
+	}
+	return nil
+}
+
+// Closure computes the closure of roots. With refs, each Info carries its
+// references; without, References is nil (cheaper: a sandbox needs only the
+// paths).
+func (s *Store) Closure(ctx context.Context, roots []storepath.Path, refs bool) (*Closure, error) {
+	roots = dedup(roots)
+	if len(roots) == 0 {
+		return &Closure{Roots: roots, Paths: []Info{}}, nil
+	}
+	if err := s.CheckValid(ctx, roots...); err != nil {
+		return nil, err
+	}
+	infos, err := s.b.closure(ctx, roots, refs)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Path < infos[j].Path })
+	return &Closure{Roots: roots, Paths: infos}, nil
+}
+
+func dedup(ps []storepath.Path) []storepath.Path {
+	seen := make(map[storepath.Path]bool, len(ps))
+	out := make([]storepath.Path, 0, len(ps))
+	for _, p := range ps {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

@@ -1,0 +1,245 @@
+package closure
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+// schemaVersion is the Nix database schema this package reads. It has not
+// changed since Nix 2.0.
+const schemaVersion = "10"
+
+// dbBackend reads the Nix database directly.
+//
+// Nix keeps the database in WAL mode. Read-only access to a WAL database
+// needs its -shm file: when a Nix process has the database open the file
+// exists and SQLite maps it read-only; when none has, SQLite must create it,
+// which an ordinary user cannot in root's directory (SQLITE_READONLY_DIRECTORY).
+// Then, and only then, everything is in the main file, and the backend reads
+// it with immutable=1, checking afterwards that no writer appeared meanwhile
+// (a -wal file, or a change to the main file); a read that raced one is
+// retried.
+type dbBackend struct {
+	db        *sql.DB
+	path      string
+	immutable bool
+}
+
+func openDB(path string) (*dbBackend, error) {
+	if v, err := os.ReadFile(filepath.Join(filepath.Dir(path), "schema")); err == nil {
+		if s := strings.TrimSpace(string(v)); s != schemaVersion {
+			return nil, fmt.Errorf("schema version %s, closet reads version %s", s, schemaVersion)
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	b, err := openDSN(path, false)
+	if err == nil {
+		return b, nil
+	}
+	if !isReadOnlyOrCantOpen(err) || exists(path+"-wal") {
+		return nil, err
+	}
+	return openDSN(path, true)
+}
+
+func openDSN(path string, immutable bool) (*dbBackend, error) {
+	q := url.Values{"mode": {"ro"}}
+	if immutable {
+		q.Set("immutable", "1")
+	} else {
+		q.Add("_pragma", "busy_timeout(10000)")
+	}
+	// A plain file name would silently ignore mode=ro: always a file: URI.
+	dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}).String()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(2)
+	b := &dbBackend{db: db, path: path, immutable: immutable}
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM ValidPaths WHERE id = 1").Scan(&n); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func isReadOnlyOrCantOpen(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code() & 0xff
+	return c == sqlite3.SQLITE_READONLY || c == sqlite3.SQLITE_CANTOPEN
+}
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+func (b *dbBackend) name() string { return "database" }
+func (b *dbBackend) close() error { return b.db.Close() }
+
+// stamp identifies the main file's state for the immutable-read check.
+type stamp struct {
+	size, mtime int64
+	wal         bool
+}
+
+func (b *dbBackend) stamp() stamp {
+	st, err := os.Stat(b.path)
+	if err != nil {
+		return stamp{size: -1}
+	}
+	return stamp{size: st.Size(), mtime: st.ModTime().UnixNano(), wal: exists(b.path + "-wal")}
+}
+
+// consistent runs read; for an immutable open it retries while a writer
+// raced the read.
+func (b *dbBackend) consistent(read func() error) error {
+	if !b.immutable {
+		return read()
+	}
+	for try := 0; try < 5; try++ {
+		before := b.stamp()
+		if before.wal {
+			return fmt.Errorf("%s: a Nix process started writing the database; run again", b.path)
+		}
+		if err := read(); err != nil {
+			return err
+		}
+		if b.stamp() == before {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: the database kept changing while it was read; run again", b.path)
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+func pathArgs(ps []storepath.Path) []any {
+	args := make([]any, len(ps))
+	for i, p := range ps {
+		args[i] = string(p)
+	}
+	return args
+}
+
+func (b *dbBackend) valid(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error) {
+	found := make(map[string]bool, len(paths))
+	err := b.consistent(func() error {
+		rows, err := b.db.QueryContext(ctx,
+			"SELECT path FROM ValidPaths WHERE path IN ("+placeholders(len(paths))+")", pathArgs(paths)...)
+		if err != nil {
+			return fmt.Errorf("query %s: %w", b.path, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				return err
+			}
+			found[p] = true
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	var bad []storepath.Path
+	for _, p := range paths {
+		if !found[string(p)] {
+			bad = append(bad, p)
+		}
+	}
+	return bad, nil
+}
+
+// closureCTE names the closure's row ids: the roots, then everything their
+// references reach, in one recursive query (SQLite walks the IndexReferrer
+// index; the cost grows with the closure, not the store).
+const closureCTE = `WITH RECURSIVE closure(id) AS (
+	SELECT id FROM ValidPaths WHERE path IN (%s)
+	UNION SELECT r.reference FROM Refs r JOIN closure c ON r.referrer = c.id)
+`
+
+func (b *dbBackend) closure(ctx context.Context, roots []storepath.Path, refs bool) ([]Info, error) {
+	var infos []Info
+	err := b.consistent(func() error {
+		infos = infos[:0]
+		// One read transaction: both queries see the same snapshot.
+		tx, err := b.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return fmt.Errorf("read %s: %w", b.path, err)
+		}
+		defer tx.Rollback()
+		cte := fmt.Sprintf(closureCTE, placeholders(len(roots)))
+		rows, err := tx.QueryContext(ctx, cte+`SELECT v.id, v.path, v.hash, coalesce(v.narSize, 0),
+			v.registrationTime, coalesce(v.deriver, '') FROM ValidPaths v JOIN closure USING (id)`, pathArgs(roots)...)
+		if err != nil {
+			return fmt.Errorf("closure query on %s: %w", b.path, err)
+		}
+		index := make(map[int64]int)
+		for rows.Next() {
+			var id int64
+			var in Info
+			var p string
+			if err := rows.Scan(&id, &p, &in.NarHash, &in.NarSize, &in.RegistrationTime, &in.Deriver); err != nil {
+				rows.Close()
+				return err
+			}
+			in.Path = storepath.Path(p)
+			index[id] = len(infos)
+			infos = append(infos, in)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if !refs {
+			return nil
+		}
+		for i := range infos {
+			infos[i].References = []storepath.Path{}
+		}
+		rows, err = tx.QueryContext(ctx, cte+`SELECT r.referrer, r.reference FROM Refs r JOIN closure c ON r.referrer = c.id`, pathArgs(roots)...)
+		if err != nil {
+			return fmt.Errorf("references query on %s: %w", b.path, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var from, to int64
+			if err := rows.Scan(&from, &to); err != nil {
+				return err
+			}
+			fi, ok1 := index[from]
+			ti, ok2 := index[to]
+			if !ok1 || !ok2 {
+				return fmt.Errorf("%s: reference %d -> %d outside the closure (database changed during the read?)", b.path, from, to)
+			}
+			infos[fi].References = append(infos[fi].References, infos[ti].Path)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range infos {
+		sortPaths(infos[i].References)
+	}
+	return infos, nil
+}
