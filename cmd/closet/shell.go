@@ -1,0 +1,38 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newShellCmd) }
+
+func newShellCmd() *cobra.Command {
+	o := &runOpts{}
+	cmd := &cobra.Command{
+		Use:   "shell [flags] ROOT...",
+		Short: "Start an interactive shell whose /nix/store is the closure of ROOTs",
+		Long: `Start an interactive shell in the same sandbox 'closet run' builds: the
+closure of the ROOTs at /nix/store and nothing else of the store.
+
+The shell is bash or sh from the ROOTs' bin directories, or --shell PATH. It
+gets a pty of its own, which closet relays to your terminal (window size,
+^C, ^Z); it never holds your terminal itself. The exit status is the shell's.`,
+		Example: `  closet shell ./result
+  closet shell --shell /nix/store/...-bash/bin/bash /nix/store/...-bash /nix/store/...-coreutils`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return withCode(exitBadInput, errors.New("shell needs at least one ROOT (the roots whose closure the shell sees)"))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), args, nil, true)
+		},
+	}
+	o.addFlags(cmd)
+	cmd.Flags().StringVar(&o.shellPath, "shell", "", "the shell to start, a `PATH` inside the sandbox (default: bash or sh from the roots)")
+	cmd.Flags().StringVar(&o.tty, "tty", "auto", "pty for the shell: auto (when stdin is a terminal), always, never")
+	return cmd
+}

@@ -1,0 +1,473 @@
+// Package initstage is pid 1 of the sandbox. It builds the sandbox's root
+// from the spec (a tmpfs, the store view, /proc, a minimal /dev, /tmp, HOME,
+// a synthetic /etc, the user's binds), pivots into it, starts the exec
+// stage, reaps every process of the job, and reports how the target ended.
+//
+// It runs in the namespaces the parent created at clone time, as the
+// sandbox's uid with CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SETPCAP held as
+// ambient capabilities over its own user namespace and nothing outside it.
+// Every step here finishes before any job code runs.
+package initstage
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/mountview"
+	"github.com/closet-sandbox/closet/internal/sandbox/stage"
+	"github.com/closet-sandbox/closet/internal/spec"
+)
+
+// state is what the steps share.
+type state struct {
+	s     *spec.Spec
+	root  string     // the new root, before pivot_root
+	trees []userTree // the user's binds, cloned before the root exists
+	dns   string     // the host's resolv.conf, with --network
+}
+
+type userTree struct {
+	m   spec.Mount
+	fd  int
+	dir bool
+}
+
+// Run is the init stage's main. It never returns.
+func Run() {
+	st := &state{}
+	f := os.NewFile(stage.SpecFD, "spec")
+	s, err := spec.Decode(f)
+	f.Close()
+	if err != nil {
+		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
+	}
+	st.s, st.root = s, s.RootDir
+
+	// The order matters: nothing the job can touch exists before the root
+	// is complete and pivoted into, and every user-named path is opened
+	// before anything is mounted over the host's view of it.
+	steps := []struct {
+		name string
+		fn   func(*state) error
+	}{
+		{"protect pid 1", protect},
+		{"make mounts private", makePrivate},
+		{"open user binds", (*state).openUserBinds},
+		{"mount root", (*state).mountRoot},
+		{"build store view", (*state).buildStoreView},
+		{"mount proc", (*state).mountProc},
+		{"mount dev", (*state).mountDev},
+		{"mount tmp and home", (*state).mountScratch},
+		{"write etc", (*state).writeEtc},
+		{"attach user binds", (*state).attachUserBinds},
+		{"set hostname", (*state).setHostname},
+		{"bring up lo", (*state).loopbackUp},
+		{"pivot root", (*state).pivotRoot},
+	}
+	for _, step := range steps {
+		if err := step.fn(st); err != nil {
+			stage.Fail(stage.Errorf(stage.Init, step.name, "", err))
+		}
+	}
+	os.Exit(st.runAndReap())
+}
+
+// protect makes pid 1 non-dumpable, so the job (same uid, same user
+// namespace) can neither ptrace it nor open its /proc files and fds: pid 1
+// holds capabilities over the sandbox's namespaces and the parent's pipes.
+// The result pipe is marked close-on-exec so that only init holds it.
+func protect(*state) error {
+	unix.CloseOnExec(stage.ResultFD)
+	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+}
+
+// makePrivate stops mount events from propagating back to the host.
+func makePrivate(*state) error {
+	return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
+}
+
+// openUserBinds clones each user-named path (cwd, --expose, --share) into a
+// detached mount. The path is opened with openat2 and RESOLVE_NO_SYMLINKS,
+// so a symlink swapped in anywhere along it fails the run instead of
+// redirecting the bind; the clone then pins what was opened.
+func (st *state) openUserBinds() error {
+	ms := append([]spec.Mount(nil), st.s.Mounts...)
+	// Parents before children, so a bind inside another lands on top.
+	sort.SliceStable(ms, func(i, j int) bool { return depth(ms[i].Target) < depth(ms[j].Target) })
+	for _, m := range ms {
+		fd, err := unix.Openat2(unix.AT_FDCWD, m.Source, &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if err != nil {
+			e := stage.Errorf(stage.Init, "open "+m.Why, m.Source, err)
+			if err == unix.ELOOP {
+				e.Hint = "a symlink is in the path; closet does not follow symlinks in paths it binds: name the real path"
+			}
+			return e
+		}
+		var sb unix.Stat_t
+		if err := unix.Fstat(fd, &sb); err != nil {
+			unix.Close(fd)
+			return stage.Errorf(stage.Init, "stat "+m.Why, m.Source, err)
+		}
+		tree, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+		unix.Close(fd)
+		if err != nil {
+			return stage.Errorf(stage.Init, "clone "+m.Why, m.Source, err)
+		}
+		st.trees = append(st.trees, userTree{m: m, fd: tree, dir: sb.Mode&unix.S_IFMT == unix.S_IFDIR})
+	}
+	if st.s.Network {
+		b, err := os.ReadFile("/etc/resolv.conf")
+		if err == nil {
+			st.dns = string(b)
+		}
+	}
+	return nil
+}
+
+func depth(p string) int { return strings.Count(p, "/") }
+
+// mountRoot mounts the new root's tmpfs on the empty directory the parent
+// made; only this mount namespace ever sees it.
+func (st *state) mountRoot() error {
+	if err := unix.Mount("tmpfs", st.root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return stage.Errorf(stage.Init, "mount tmpfs", st.root, err)
+	}
+	for _, d := range []string{"nix/store", "proc", "dev", "tmp", "etc", "bin", "usr/bin"} {
+		if err := os.MkdirAll(filepath.Join(st.root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	// /bin/sh and /usr/bin/env are what scripts name in #! lines; they
+	// point into the closure when it holds them, and dangle otherwise.
+	if sh := findInStore(st.s.Store, "bin/sh"); sh != "" {
+		os.Symlink(sh, filepath.Join(st.root, "bin/sh"))
+	}
+	if env := findInStore(st.s.Store, "bin/env"); env != "" {
+		os.Symlink(env, filepath.Join(st.root, "usr/bin/env"))
+	}
+	return nil
+}
+
+func findInStore(store []string, rel string) string {
+	for _, p := range store {
+		cand := filepath.Join(p, rel)
+		if _, err := os.Stat(cand); err == nil {
+			return cand
+		}
+	}
+	return ""
+}
+
+// buildStoreView mounts /nix/store with exactly the closure.
+func (st *state) buildStoreView() error {
+	return mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
+}
+
+// mountProc mounts a fresh procfs: it shows only the sandbox's pid
+// namespace.
+func (st *state) mountProc() error {
+	err := unix.Mount("proc", filepath.Join(st.root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	if err != nil {
+		e := stage.Errorf(stage.Init, "mount proc", "/proc", err)
+		e.Hint = "the host's /proc has mounts over parts of it (as in some containers); closet needs a /proc without them"
+		return e
+	}
+	return nil
+}
+
+var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// mountDev builds a minimal /dev: binds of the harmless host nodes, a new
+// devpts instance (the job's ptys are its own), and a tmpfs /dev/shm.
+func (st *state) mountDev() error {
+	dev := filepath.Join(st.root, "dev")
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
+		return stage.Errorf(stage.Init, "mount tmpfs", "/dev", err)
+	}
+	for _, n := range devNodes {
+		t := filepath.Join(dev, n)
+		if err := os.WriteFile(t, nil, 0o666); err != nil {
+			return err
+		}
+		if err := unix.Mount("/dev/"+n, t, "", unix.MS_BIND, ""); err != nil {
+			return stage.Errorf(stage.Init, "bind", "/dev/"+n, err)
+		}
+	}
+	for _, d := range []string{"pts", "shm"} {
+		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+		return stage.Errorf(stage.Init, "mount devpts", "/dev/pts", err)
+	}
+	if err := unix.Mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777"); err != nil {
+		return stage.Errorf(stage.Init, "mount tmpfs", "/dev/shm", err)
+	}
+	links := map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
+	for n, t := range links {
+		if err := os.Symlink(t, filepath.Join(dev, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mountScratch mounts the job's scratch space: /tmp and $HOME, both tmpfs
+// that vanish with the sandbox.
+func (st *state) mountScratch() error {
+	opts := "mode=1777"
+	if n := st.s.Limits.TmpSize; n > 0 {
+		opts += fmt.Sprintf(",size=%d", n)
+	}
+	if err := unix.Mount("tmpfs", filepath.Join(st.root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return stage.Errorf(stage.Init, "mount tmpfs", "/tmp", err)
+	}
+	home := filepath.Join(st.root, st.s.Home)
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", home, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+		return stage.Errorf(stage.Init, "mount tmpfs", st.s.Home, err)
+	}
+	return nil
+}
+
+// writeEtc writes the synthetic /etc files.
+func (st *state) writeEtc() error {
+	etc := st.s.Etc
+	if st.dns != "" {
+		etc = maps(etc, "resolv.conf", st.dns)
+	}
+	for name, body := range etc {
+		if err := os.WriteFile(filepath.Join(st.root, "etc", name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func maps(m map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for a, b := range m {
+		out[a] = b
+	}
+	out[k] = v
+	return out
+}
+
+// attachUserBinds moves the cloned user binds into the root. Mount points
+// are created beneath the root without following symlinks, so an earlier
+// writable bind cannot steer where a later one lands.
+func (st *state) attachUserBinds() error {
+	rootFD, err := unix.Open(st.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFD)
+	for _, t := range st.trees {
+		rel := strings.TrimPrefix(t.m.Target, "/")
+		if err := mkMountPoint(rootFD, rel, t.dir); err != nil {
+			return stage.Errorf(stage.Init, "create mount point", t.m.Target, err)
+		}
+		if err := unix.MoveMount(t.fd, "", rootFD, rel, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return stage.Errorf(stage.Init, "bind "+t.m.Why, t.m.Source+" -> "+t.m.Target, err)
+		}
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+		if !t.m.Writable {
+			attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+		}
+		if err := unix.MountSetattr(t.fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			return stage.Errorf(stage.Init, "set flags on "+t.m.Why, t.m.Target, err)
+		}
+		unix.Close(t.fd)
+	}
+	return nil
+}
+
+// mkMountPoint creates rel (and its parents) beneath rootFD.
+func mkMountPoint(rootFD int, rel string, dir bool) error {
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS}
+	parts := strings.Split(rel, "/")
+	cur := ""
+	for i, p := range parts {
+		next := filepath.Join(cur, p)
+		last := i == len(parts)-1
+		fd, err := unix.Openat2(rootFD, next, how)
+		if err == nil {
+			unix.Close(fd)
+			cur = next
+			continue
+		}
+		if err != unix.ENOENT {
+			return err
+		}
+		pfd := rootFD
+		if cur != "" {
+			if pfd, err = unix.Openat2(rootFD, cur, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS}); err != nil {
+				return err
+			}
+		}
+		if last && !dir {
+			var fd int
+			fd, err = unix.Openat(pfd, p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+		} else {
+			err = unix.Mkdirat(pfd, p, 0o755)
+		}
+		if pfd != rootFD {
+			unix.Close(pfd)
+		}
+		if err != nil {
+			return err
+		}
+		cur = next
+	}
+	return nil
+}
+
+func (st *state) setHostname() error {
+	return unix.Sethostname([]byte(st.s.Hostname))
+}
+
+// loopbackUp brings lo up in the sandbox's own network namespace, so that
+// programs that talk to localhost work. With --network the host's is shared
+// and left alone.
+func (st *state) loopbackUp() error {
+	if st.s.Network {
+		return nil
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(unix.IFF_UP | unix.IFF_LOOPBACK | unix.IFF_RUNNING)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// pivotRoot makes the new root the root, detaches the host's tree, and
+// makes the root tmpfs read-only. After this the host's filesystem is out
+// of reach for good: nothing of it is mounted and nothing references it.
+func (st *state) pivotRoot() error {
+	if err := unix.Chdir(st.root); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return stage.Errorf(stage.Init, "pivot_root", st.root, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return stage.Errorf(stage.Init, "detach old root", "", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(unix.AT_FDCWD, "/", 0, &attr); err != nil {
+		return stage.Errorf(stage.Init, "make root read-only", "/", err)
+	}
+	return nil
+}
+
+// runAndReap starts the exec stage, hands it its part of the spec, then
+// reaps every process until the target ends, and reports the target's end
+// on the result pipe. When it returns, init exits, and the kernel kills
+// whatever else is left in the pid namespace before the parent's wait on
+// init returns: nothing outlives the target.
+func (st *state) runAndReap() int {
+	r, w, err := os.Pipe()
+	if err != nil {
+		stage.Fail(stage.Errorf(stage.Init, "pipe", "", err))
+	}
+	status := os.NewFile(stage.StatusFD, "status")
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{stage.ExecStage},
+		Env:        []string{stage.EnvMarker + "=" + stage.ExecStage},
+		Stdin:      os.Stdin,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: []*os.File{r, status},
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	if err := cmd.Start(); err != nil {
+		stage.Fail(stage.Errorf(stage.Init, "start exec stage", "/proc/self/exe", err))
+	}
+	r.Close()
+	status.Close()
+	stage.WriteJSON(w, st.execSpec())
+	w.Close()
+	target := cmd.Process.Pid
+	go func() {
+		for s := range sigs {
+			unix.Kill(target, s.(unix.Signal))
+		}
+	}()
+	var res stage.Result
+	for {
+		var ws unix.WaitStatus
+		var ru unix.Rusage
+		pid, err := unix.Wait4(-1, &ws, 0, &ru)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			res = stage.Result{Exited: true, Code: 125}
+			break
+		}
+		if pid != target {
+			continue // an orphan re-parented to pid 1
+		}
+		res.Exited = ws.Exited()
+		res.Code = ws.ExitStatus()
+		if ws.Signaled() {
+			res.Signal = int(ws.Signal())
+			res.CoreDump = ws.CoreDump()
+		}
+		res.UserUsec = ru.Utime.Sec*1e6 + ru.Utime.Usec
+		res.SysUsec = ru.Stime.Sec*1e6 + ru.Stime.Usec
+		res.MaxRSSKiB = ru.Maxrss
+		break
+	}
+	stage.WriteJSON(os.NewFile(stage.ResultFD, "result"), res)
+	return 0
+}
+
+// execSpec is the exec stage's part of the spec.
+func (st *state) execSpec() *stage.Exec {
+	s := st.s
+	e := &stage.Exec{
+		Path: s.Path, Args: s.Args, Env: s.Env, Cwd: s.Cwd, TTY: s.TTY,
+		Seccomp: s.Seccomp, Rlimits: s.Limits.Rlimits,
+		Landlock: s.Landlock != "off",
+	}
+	if e.Landlock {
+		e.LandlockRO = []string{"/nix/store", "/proc", "/etc", "/bin", "/usr", "/dev"}
+		e.LandlockRW = []string{"/tmp", "/dev/shm", "/dev/pts", "/dev/null", "/dev/zero", "/dev/full", "/dev/tty", s.Home}
+		for _, m := range s.Mounts {
+			if m.Writable {
+				e.LandlockRW = append(e.LandlockRW, m.Target)
+			} else {
+				e.LandlockRO = append(e.LandlockRO, m.Target)
+			}
+		}
+	}
+	return e
+}

@@ -1,0 +1,212 @@
+// Package sandbox is the parent side of a run: it starts the init stage in
+// fresh namespaces, hands it the spec, learns whether the target started,
+// relays signals, and collects how the target ended.
+//
+// The parent is an ordinary multithreaded Go process on the host. Every
+// namespace is created by clone(2) itself (exec.Cmd's SysProcAttr), so no
+// thread ever changes namespace; the init stage is this same binary,
+// re-executed from /proc/self/exe.
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/sandbox/stage"
+	"github.com/closet-sandbox/closet/internal/spec"
+)
+
+// Stdio is what the target gets as fds 0, 1 and 2.
+type Stdio struct {
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Outcome is how a run ended.
+type Outcome struct {
+	Result stage.Result
+	Wall   time.Duration
+	// Started is when the target's execve succeeded.
+	Started time.Time
+}
+
+// ExitCode maps the target's end to a shell-style status: its exit code,
+// or 128+signal.
+func (o *Outcome) ExitCode() int {
+	if o.Result.Signal != 0 {
+		return 128 + o.Result.Signal
+	}
+	return o.Result.Code
+}
+
+// ErrSetup marks a failure of closet itself: nothing of the job ran.
+var ErrSetup = errors.New("sandbox setup failed")
+
+// Hooks lets the caller observe a run; all are optional.
+type Hooks struct {
+	// Started runs once the target's execve succeeded, with init's pid.
+	Started func(initPid int)
+}
+
+// signalsRelayed reach the job when closet receives them.
+var signalsRelayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+// Run builds the sandbox s describes and runs its target to the end.
+// An error wrapping ErrSetup (and a *stage.Error where one crossed the
+// pipe) means the target never ran.
+func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome, error) {
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	if err := CheckUserNamespaces(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	resultR, resultW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer specW.Close()
+	defer statusR.Close()
+	defer resultR.Close()
+
+	flags := unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP
+	if !s.Network {
+		flags |= unix.CLONE_NEWNET
+	}
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{stage.Init},
+		Env:        []string{stage.EnvMarker + "=" + stage.Init},
+		Stdin:      stdio.Stdin,
+		Stdout:     stdio.Stdout,
+		Stderr:     stdio.Stderr,
+		ExtraFiles: []*os.File{specR, statusW, resultW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:                 uintptr(flags),
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: s.UID, HostID: os.Getuid(), Size: 1}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: s.GID, HostID: os.Getgid(), Size: 1}},
+			GidMappingsEnableSetgroups: false,
+			// The init needs these over its own namespaces only: mounts and
+			// pivot_root, bringing lo up, and dropping the bounding set in
+			// the exec stage. They are gone before the target runs.
+			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
+			Pdeathsig:   unix.SIGKILL,
+			Setsid:      true,
+		},
+	}
+	if stdio.Stdin == nil {
+		cmd.Stdin = nil
+	}
+
+	// Pdeathsig fires when the thread that forked the init exits, not the
+	// process: start and wait on one locked thread.
+	type started struct {
+		err error
+	}
+	startc := make(chan started, 1)
+	waitc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		startc <- started{err}
+		if err != nil {
+			return
+		}
+		waitc <- cmd.Wait()
+	}()
+	if st := <-startc; st.err != nil {
+		specR.Close()
+		statusW.Close()
+		resultW.Close()
+		return nil, fmt.Errorf("%w: start init: %v", ErrSetup, st.err)
+	}
+	begin := time.Now()
+	specR.Close()
+	statusW.Close()
+	resultW.Close()
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, signalsRelayed...)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			cmd.Process.Signal(sig)
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
+	defer stop()
+
+	// The spec goes in one write; init reads it to EOF.
+	if err := s.Encode(specW); err != nil {
+		cmd.Process.Kill()
+		<-waitc
+		return nil, fmt.Errorf("%w: send spec: %v", ErrSetup, err)
+	}
+	specW.Close()
+
+	if err := stage.ReadStatus(statusR); err != nil {
+		<-waitc
+		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	out := &Outcome{Started: time.Now()}
+	if hooks.Started != nil {
+		hooks.Started(cmd.Process.Pid)
+	}
+	resBytes, _ := io.ReadAll(resultR)
+	waitErr := <-waitc
+	out.Wall = time.Since(begin)
+	if len(resBytes) == 0 {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSetup, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: the sandbox's init ended without a result (%v)", ErrSetup, waitErr)
+	}
+	if err := json.Unmarshal(resBytes, &out.Result); err != nil {
+		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
+	}
+	return out, nil
+}
+
+// CheckUserNamespaces says, before anything starts, why unprivileged user
+// namespaces are unavailable, naming the knob to turn.
+func CheckUserNamespaces() error {
+	knobs := []struct {
+		file, bad, fix string
+	}{
+		{"/proc/sys/kernel/unprivileged_userns_clone", "0", "sysctl kernel.unprivileged_userns_clone=1"},
+		{"/proc/sys/user/max_user_namespaces", "0", "sysctl user.max_user_namespaces=15000"},
+		{"/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1", "sysctl kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for closet that allows userns"},
+	}
+	for _, k := range knobs {
+		b, err := os.ReadFile(k.file)
+		if err != nil {
+			continue
+		}
+		if v := string(b); len(v) > 0 && v[:len(v)-1] == k.bad {
+			if k.bad == "1" && os.Geteuid() == 0 {
+				continue // AppArmor's restriction spares root
+			}
+			return fmt.Errorf("unprivileged user namespaces are disabled on this host (%s is %s); closet needs them: %s", k.file, k.bad, k.fix)
+		}
+	}
+	return nil
+}

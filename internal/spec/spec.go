@@ -1,0 +1,155 @@
+// Package spec owns the sandbox spec: one plain, JSON-serialisable value
+// that says everything the sandbox will be. It is the only thing the parent
+// hands the init stage, it is what --dry-run prints, and it is what tests
+// assert on. Nothing in it is computed inside the sandbox that could have
+// been decided outside.
+package spec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+)
+
+// Version is bumped when the meaning of a field changes; init refuses a
+// spec of another version rather than guess.
+const Version = 1
+
+// Spec describes one sandbox.
+type Spec struct {
+	Version int `json:"version"`
+
+	// Args is the target's argv; Path is the file executed (absolute, inside
+	// the sandbox). Args[0] may differ from Path, as with a shell.
+	Path string   `json:"path"`
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+	Cwd  string   `json:"cwd"`
+
+	UID      int    `json:"uid"`
+	GID      int    `json:"gid"`
+	User     string `json:"user"`
+	Home     string `json:"home"`
+	Hostname string `json:"hostname"`
+
+	// Network shares the host's network namespace; otherwise the sandbox
+	// has its own with only lo, up.
+	Network bool `json:"network"`
+	// TTY: stdin is a pty closet relays; the target gets it as its
+	// controlling terminal.
+	TTY bool `json:"tty"`
+
+	// StoreRoot is the physical prefix of the store ("" = the host's
+	// /nix/store; ROOT for a chroot store ROOT/nix/store).
+	StoreRoot string `json:"storeRoot,omitempty"`
+	// Store lists the closure: every store path the view holds, sorted.
+	Store []string `json:"store"`
+	// ClosureHash identifies the closure (sha256 of the sorted list).
+	ClosureHash string `json:"closureHash"`
+
+	// Mounts are the user's binds (cwd, --expose, --share) in mount order.
+	Mounts []Mount `json:"mounts"`
+	// Etc holds the synthetic files of /etc, by base name.
+	Etc map[string]string `json:"etc"`
+
+	// RootDir is an empty host directory the init mounts its root tmpfs on
+	// (in its own mount namespace; the host never sees anything there).
+	RootDir string `json:"rootDir"`
+
+	// Seccomp names the syscall policy ("default" or "off").
+	Seccomp string `json:"seccomp"`
+	// Landlock turns on the Landlock fence ("best-effort" or "off").
+	Landlock string `json:"landlock"`
+
+	Limits Limits `json:"limits"`
+}
+
+// Mount is a bind of a host path into the sandbox. The source is opened
+// without following symlinks.
+type Mount struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	Writable bool   `json:"writable"`
+	// Why says where the mount came from: "cwd", "expose", "share".
+	Why string `json:"why"`
+}
+
+// Limits are the job's resource limits; zero means none.
+type Limits struct {
+	// Rlimits applied in the exec stage, by name (e.g. "NOFILE") to the
+	// soft=hard value.
+	Rlimits map[string]uint64 `json:"rlimits,omitempty"`
+	// TmpSize caps /tmp (bytes).
+	TmpSize uint64 `json:"tmpSize,omitempty"`
+}
+
+// Validate checks what init relies on; a spec that fails here never runs.
+func (s *Spec) Validate() error {
+	if s.Version != Version {
+		return fmt.Errorf("spec version %d, this closet speaks %d (mixed closet binaries?)", s.Version, Version)
+	}
+	var errs []error
+	if len(s.Args) == 0 || s.Path == "" {
+		errs = append(errs, errors.New("no command"))
+	}
+	for _, p := range []struct{ name, v string }{{"path", s.Path}, {"cwd", s.Cwd}, {"home", s.Home}, {"rootDir", s.RootDir}} {
+		if !filepath.IsAbs(p.v) || filepath.Clean(p.v) != p.v {
+			errs = append(errs, fmt.Errorf("%s %q is not a clean absolute path", p.name, p.v))
+		}
+	}
+	for _, m := range s.Mounts {
+		if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) != m.Target {
+			errs = append(errs, fmt.Errorf("mount %s -> %s: paths must be clean and absolute", m.Source, m.Target))
+		}
+		if m.Target == "/" || reserved(m.Target) {
+			errs = append(errs, fmt.Errorf("mount %s -> %s: the target is managed by closet", m.Source, m.Target))
+		}
+	}
+	for name := range s.Etc {
+		if name == "" || strings.ContainsAny(name, "/") || name == "." || name == ".." {
+			errs = append(errs, fmt.Errorf("etc file %q: a base name, please", name))
+		}
+	}
+	if s.UID < 0 || s.GID < 0 {
+		errs = append(errs, errors.New("negative uid or gid"))
+	}
+	return errors.Join(errs...)
+}
+
+// Reserved targets: closet builds these itself, and a user mount on or
+// below them would shadow the store view or the device nodes.
+var reservedPrefixes = []string{"/nix", "/proc", "/dev", "/etc"}
+
+func reserved(target string) bool {
+	for _, r := range reservedPrefixes {
+		if target == r || strings.HasPrefix(target, r+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// IsReserved reports whether target lies where closet builds the view.
+func IsReserved(target string) bool { return reserved(target) }
+
+// Encode writes s as JSON.
+func (s *Spec) Encode(w io.Writer) error {
+	return json.NewEncoder(w).Encode(s)
+}
+
+// Decode reads and validates a spec.
+func Decode(r io.Reader) (*Spec, error) {
+	var s Spec
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("decode spec: %w", err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid spec: %w", err)
+	}
+	return &s, nil
+}
