@@ -14,7 +14,6 @@ import (
 	"github.com/closet-sandbox/closet/internal/sandbox"
 )
 
-
 // ptyRelay gives the job a pty of its own and relays it to closet's
 // terminal: keystrokes in (so ^C and ^Z reach the job's foreground process
 // group through the pty's line discipline), output out, window size on
