@@ -416,8 +416,12 @@ func (st *state) runAndReap() int {
 	w.Close()
 	target := cmd.Process.Pid
 	go func() {
+		// To the target's process group, as a terminal would: the exec
+		// stage made the target a session and group leader.
 		for s := range sigs {
-			unix.Kill(target, s.(unix.Signal))
+			if unix.Kill(-target, s.(unix.Signal)) != nil {
+				unix.Kill(target, s.(unix.Signal))
+			}
 		}
 	}()
 	var res stage.Result
