@@ -440,8 +440,8 @@ func TestRulesAreComplete(t *testing.T) {
 			t.Errorf("duplicate rule name %s", r.Name)
 		}
 		names[r.Name] = true
-		if !strings.HasSuffix(r.Why, ".") && !strings.HasSuffix(r.Why, ")") {
-			t.Errorf("%s: why is not a sentence: %q", r.ID, r.Why)
+		if !strings.HasSuffix(r.Why, ".") || strings.Contains(strings.TrimSuffix(r.Why, "."), ". ") {
+			t.Errorf("%s: why is not one sentence: %q", r.ID, r.Why)
 		}
 	}
 }

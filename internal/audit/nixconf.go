@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // How Nix reads nix.conf (libutil configuration.cc, libstore globals.cc),
@@ -330,7 +331,9 @@ func (f hostFS) exists(p string) bool {
 
 func (f hostFS) readFile(p string) ([]byte, error) {
 	file := f.h.path(p, true)
-	fh, err := os.Open(file)
+	// O_NONBLOCK: a FIFO in place of a user's nix.conf must not hang the
+	// audit; only regular files are read.
+	fh, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -339,8 +342,11 @@ func (f hostFS) readFile(p string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi.IsDir() {
+	switch {
+	case fi.IsDir():
 		return nil, &fs.PathError{Op: "read", Path: file, Err: errors.New("is a directory")}
+	case !fi.Mode().IsRegular():
+		return nil, &fs.PathError{Op: "read", Path: file, Err: errors.New("not a regular file")}
 	}
 	return io.ReadAll(io.LimitReader(fh, maxConfSize))
 }

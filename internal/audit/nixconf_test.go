@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -386,5 +387,17 @@ func TestSyntaxErrorWithoutSpacesHidesValue(t *testing.T) {
 	c := loadMem(memFS{"/etc/nix/nix.conf": "access-tokens=github.com=SECRETVALUE\n"}, map[string]string{})
 	if len(c.Issues) != 1 || strings.Contains(c.Issues[0].Detail, "SECRETVALUE") || !strings.Contains(c.Issues[0].Detail, "spaces around =") {
 		t.Fatalf("issues = %+v", c.Issues)
+	}
+}
+
+func TestFIFOInPlaceOfAConfigFileDoesNotHang(t *testing.T) {
+	dir := t.TempDir()
+	fifo := dir + "/nix.conf"
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	c := LoadConfig(&Host{Root: "/", Env: map[string]string{"NIX_USER_CONF_FILES": fifo, "NIX_CONF_DIR": dir + "/none"}})
+	if ids := issueIDs(c); !slices.Equal(ids, []string{"NIX007"}) || !strings.Contains(c.Issues[0].Detail, "not a regular file") {
+		t.Fatalf("issues %+v", c.Issues)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -29,7 +30,8 @@ import (
 // ScanOptions tunes the store scan; the zero value is usable.
 type ScanOptions struct {
 	// Workers is how many store paths are walked at once; 0 means
-	// 4 x GOMAXPROCS (the walk waits on the disk more than the CPU).
+	// 4 x GOMAXPROCS, at least 32: the walk waits on the disk far more
+	// than on the CPU, and a cold cache wants many requests in flight.
 	Workers int
 	// Progress, when set, is called from one goroutine about ten times a
 	// second and once at the end.
@@ -85,7 +87,7 @@ func ScanStore(ctx context.Context, dir string, opts ScanOptions) ([]Finding, Sc
 
 	workers := opts.Workers
 	if workers <= 0 {
-		workers = 4 * runtime.GOMAXPROCS(0)
+		workers = max(32, 4*runtime.GOMAXPROCS(0))
 	}
 	maxFindings := opts.MaxFindings
 	if maxFindings <= 0 {
@@ -128,7 +130,7 @@ func ScanStore(ctx context.Context, dir string, opts ScanOptions) ([]Finding, Sc
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &walker{s: s, buf: make([]byte, smallDrv)}
+			w := &walker{s: s, buf: make([]byte, smallFile)}
 			for name := range names {
 				if ctx.Err() != nil {
 					continue
@@ -278,7 +280,7 @@ func (w *walker) walkDir(dir string) {
 		w.s.private.Add(1)
 		return
 	}
-	d, err := os.Open(dir)
+	d, err := openNoFollow(dir, syscall.O_DIRECTORY)
 	if err != nil {
 		w.s.errs.Add(1)
 		return
@@ -379,12 +381,17 @@ func (w *walker) readText(p string, n int) []byte { return w.read(p, n, true) }
 func (w *walker) readHead(p string, n int) []byte { return w.read(p, n, false) }
 
 func (w *walker) read(p string, n int, textOnly bool) []byte {
-	f, err := os.Open(p)
+	f, err := openNoFollow(p, 0)
 	if err != nil {
 		w.s.errs.Add(1)
 		return nil
 	}
 	defer f.Close()
+	if n > len(w.buf) {
+		// Only large .drv files need more; the buffer grows once to
+		// smallDrv and stays.
+		w.buf = make([]byte, min(n, smallDrv))
+	}
 	n = min(n, len(w.buf))
 	first := n
 	if textOnly {
@@ -405,6 +412,13 @@ func (w *walker) read(p string, n int, textOnly bool) []byte {
 		w.s.errs.Add(1)
 	}
 	return w.buf[:k]
+}
+
+// openNoFollow opens p for reading without following a final symlink and
+// without blocking on a FIFO: builds write into the store while the scan
+// runs, and one could swap a checked file for a link or a pipe.
+func openNoFollow(p string, flags int) (*os.File, error) {
+	return os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|flags, 0)
 }
 
 // headRule judges a file by its first bytes.
