@@ -1,0 +1,185 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/closet-sandbox/closet/internal/check"
+	"github.com/closet-sandbox/closet/internal/resolve"
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+func init() {
+	register(newCheckCmd)
+	register(newAttackCmd)
+}
+
+func newCheckCmd() *cobra.Command {
+	var (
+		asJSON, verbose, list bool
+		only, leak, runFlags  []string
+		raceRuns              int
+	)
+	cmd := &cobra.Command{
+		Use:   "check [flags] [ROOT...]",
+		Short: "Attack a sandbox on this host and report what got through",
+		Long: `Run a battery of escape and abuse attempts inside a closet sandbox on this
+host (store enumeration, other tenants' paths, /nix/var and the daemon
+socket, host processes and files, ptrace, mounts, namespaces, 32-bit and x32
+syscalls, io_uring, userfaultfd, bpf, keyrings, AF_ALG, TIOCSTI, setuid
+bits, hard links into the store, a symlink race on a shared directory, a
+fork bomb, a memory bomb, filling /tmp, flooding output, ...), then read the
+posture of a running target from outside: uid and gid maps, capabilities of
+every thread, seccomp, no_new_privs, namespaces, mounts and open fds.
+
+One line per attempt: BLOCKED or ESCAPED, its name and the evidence; then
+the posture lines and a summary. The ROOTs are the view the attempts run in
+(default: the store path of sh on your PATH). closet check runs closet run
+as you, so run it as the user jobs run as. Limit flags of closet run
+(--pids, --memory, --tmp-size, --output, --wall-time) are used for the
+resource attempts when this closet has them.
+
+Exit status: 0 everything was blocked, 1 something got through or the
+posture is wrong, 125 the check itself could not run.`,
+		Example: `  closet check
+  closet check --json /nix/store/...-busybox
+  closet check --only tiocsti --only i386-int80 ./result`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if list {
+				for _, a := range check.Attacks() {
+					fmt.Fprintf(cmd.OutOrStdout(), "%-22s %s\n", a[0], a[1])
+				}
+				for _, n := range []string{"sysv-ipc-host NS-10", "abstract-socket-inbound NS-09", "symlink-race-share FS-20"} {
+					f := strings.Fields(n)
+					fmt.Fprintf(cmd.OutOrStdout(), "%-22s %s\n", f[0], f[1])
+				}
+				return nil
+			}
+			if builtWithCgo {
+				return withCode(exitSandbox, errors.New("this closet binary was built with cgo; rebuild it with CGO_ENABLED=0 go build ./cmd/closet"))
+			}
+			o, err := checkOptions(cmd, args, leak)
+			if err != nil {
+				return err
+			}
+			o.Only, o.RaceRuns, o.RunFlags = only, raceRuns, runFlags
+			if verbose {
+				o.Log = os.Stderr
+			}
+			rep, err := check.Run(cmd.Context(), o)
+			if err != nil {
+				return withCode(exitSandbox, err)
+			}
+			if asJSON {
+				rep.WriteJSON(cmd.OutOrStdout())
+			} else {
+				rep.WriteText(cmd.OutOrStdout())
+			}
+			if !rep.OK() {
+				return &exitError{code: 1, quiet: true}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVarP(&verbose, "verbose", "v", false, "say on stderr what the check does")
+	f.BoolVar(&list, "list", false, "list the attempts and their threat ids, and run nothing")
+	f.StringArrayVar(&only, "only", nil, "run only the attempt `NAME` (repeatable; \"posture\" for the posture report)")
+	f.IntVar(&raceRuns, "race-runs", 20, "sandboxes to start during the symlink race")
+	f.StringArrayVar(&leak, "leak", nil, "negative control: add `ROOT` to the view but count it as foreign, so the view attempts must report ESCAPED")
+	f.MarkHidden("leak")
+	f.StringArrayVar(&runFlags, "run-flag", nil, "negative control: add `FLAG` (e.g. --seccomp=off) to every closet run of the check")
+	f.MarkHidden("run-flag")
+	return cmd
+}
+
+// checkOptions resolves the roots and their closure, finds this binary,
+// and picks the limit flags closet run has.
+func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error) {
+	var o check.Options
+	exe, err := os.Executable()
+	if err != nil {
+		return o, withCode(exitSandbox, fmt.Errorf("find the closet binary: %w", err))
+	}
+	st, err := openStore("")
+	if err != nil {
+		return o, withCode(exitSandbox, err)
+	}
+	defer st.Close()
+	ctx := cmd.Context()
+	var roots []storepath.Path
+	if len(args) == 0 {
+		r := &resolve.Resolver{Path: os.Getenv("PATH")}
+		p, _, err := r.Command("sh")
+		if err != nil {
+			return o, withCode(exitSandbox, fmt.Errorf("no ROOT given and no sh from the store on PATH (%v): name a store path to build the view from", err))
+		}
+		roots = []storepath.Path{p}
+	} else if roots, err = resolveRoots(ctx, st, "", args); err != nil {
+		return o, withCode(exitSandbox, err)
+	}
+	c, err := st.Closure(ctx, roots, false)
+	if err != nil {
+		return o, withCode(exitSandbox, err)
+	}
+	o.Exe = exe
+	for _, r := range roots {
+		o.Roots = append(o.Roots, string(r))
+	}
+	for _, p := range c.Paths {
+		o.Closure = append(o.Closure, string(p.Path))
+	}
+	o.Leak = leak
+	o.Limits, o.LimitNames = limitFlags()
+	return o, nil
+}
+
+// limitFlags returns the limit flags this closet's run command has, each
+// with a value it accepts, for the resource attempts.
+func limitFlags() (flags, names []string) {
+	want := []struct {
+		name   string
+		values []string
+	}{
+		{"pids", []string{"256"}},
+		{"memory", []string{"256M", "256MiB", "268435456"}},
+		{"tmp-size", []string{"64M", "64MiB", "67108864"}},
+		{"output", []string{"1M", "1MiB", "1048576"}},
+		{"wall-time", []string{"60s", "60"}},
+	}
+	for _, w := range want {
+		for _, v := range w.values {
+			fl := newRunCmd().Flags().Lookup(w.name)
+			if fl == nil {
+				break
+			}
+			if fl.Value.Set(v) == nil {
+				flags = append(flags, "--"+w.name+"="+v)
+				names = append(names, w.name)
+				break
+			}
+		}
+	}
+	return flags, names
+}
+
+// newAttackCmd is the hidden entry point the check runs inside the
+// sandbox: `closet __attack MODE PARAMS [NAMES...]`.
+func newAttackCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "__attack",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if code := check.Inside(args); code != 0 {
+				return &exitError{code: code, quiet: true}
+			}
+			return nil
+		},
+	}
+}
