@@ -46,7 +46,8 @@ type runOpts struct {
 	seccomp   string
 	landlock  string
 	noGCRoot  bool
-	shellPath string // shell only
+	shellPath string    // shell only
+	limits    limitOpts // limits.go
 }
 
 func (o *runOpts) addFlags(cmd *cobra.Command) {
@@ -66,6 +67,7 @@ func (o *runOpts) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.seccomp, "seccomp", "default", "syscall filter: default, or off (shows in --dry-run and reports)")
 	f.StringVar(&o.landlock, "landlock", "best-effort", "Landlock filesystem fence: best-effort, or off")
 	f.BoolVar(&o.noGCRoot, "no-gc-root", false, "do not register the roots as Nix GC roots while the job runs")
+	o.limits.addFlags(cmd) // limits.go
 }
 
 func newRunCmd() *cobra.Command {
@@ -167,14 +169,8 @@ func (o *runOpts) run(ctx context.Context, rootArgs, command []string, interacti
 	if relay != nil {
 		relay.finish()
 	}
-	if err != nil {
-		return setupErr(err)
-	}
-	o.logf("target ended: exit %d, signal %d, wall %v", out.Result.Code, out.Result.Signal, out.Wall.Round(time.Microsecond))
-	if code := out.ExitCode(); code != 0 {
-		return &exitError{code: code, quiet: true}
-	}
-	return nil
+	// limits.go: the verdict, the report, closet's exit status.
+	return o.limits.conclude(ctx, o, st, roots, s, out, err)
 }
 
 // setupErr maps a failed setup to closet's exit codes.
@@ -288,6 +284,9 @@ func (o *runOpts) buildSpec(ctx context.Context, rootArgs, command []string, int
 		return fail(withCode(exitBadInput, err))
 	}
 	s.Etc = etcFiles(s)
+	if err := o.limits.apply(s, o.tty); err != nil { // limits.go
+		return fail(withCode(exitBadInput, err))
+	}
 	return s, st, roots, nil
 }
 

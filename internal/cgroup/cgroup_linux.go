@@ -333,6 +333,17 @@ func writeFirst(dir string, v uint64, files ...string) error {
 	return fmt.Errorf("cgroup: %s: %w", strings.Join(files, ", "), last)
 }
 
+// SetPidsMax sets the group's task limit (pids.max).
+func (g *Group) SetPidsMax(n uint64) error {
+	switch g.Mechanism(Pids) {
+	case V2:
+		return writeFirst(g.v2, n, "pids.max")
+	case V1:
+		return writeFirst(g.v1[Pids], n, "pids.max")
+	}
+	return errors.New("cgroup: no pids controller")
+}
+
 // Attach places pid in every v1 directory of the group. The v2 directory
 // needs no Attach: the init is cloned into it.
 func (g *Group) Attach(pid int) error {

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/closet-sandbox/closet/internal/cgroup"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
 )
@@ -36,8 +37,31 @@ type Stdio struct {
 type Outcome struct {
 	Result stage.Result
 	Wall   time.Duration
-	// Started is when the target's execve succeeded.
-	Started time.Time
+	// Started is when the target's execve succeeded; Ended when the last
+	// process of the job was gone.
+	Started, Ended time.Time
+
+	// Limit names the limit that ended the job (LimitWall, LimitCPU,
+	// LimitSilent, LimitOutput, LimitMemory), or "".
+	Limit string
+	// Killed: closet (or the kernel's OOM killer) ended the job. When the
+	// init itself was killed, Result holds the init's end and resource
+	// use (its own and every process it reaped), not the target's.
+	Killed bool
+	// Enforced maps each parent-side limit (the Limit* names) to the
+	// mechanism that enforced it, e.g. "cgroup-v1", "rlimit-as".
+	Enforced map[string]string
+	// Cgroup holds the job cgroup's figures; CPU there excludes the
+	// setup before the target started.
+	Cgroup cgroup.Stats
+	// Output counts the bytes the job wrote to stdout and stderr, and
+	// OutputKept those passed on; both zero unless the output was carried.
+	Output, OutputKept uint64
+	OutputCarried      bool
+	// KillCPU is the job's CPU time when closet killed it, measured from
+	// /proc where there is no cgroup (rusage misses what the kernel reaps
+	// when a pid namespace dies).
+	KillCPU time.Duration
 }
 
 // ExitCode maps the target's end to a shell-style status: its exit code,
@@ -71,6 +95,17 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if err := CheckUserNamespaces(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
+	// Limits: the cgroups exist, and every mechanism is chosen, before
+	// anything starts. The init reads the rlimits from the spec.
+	jl, err := newJobLimits(s.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	defer jl.cg.Remove()
+	defer jl.stop()
+	sent := *s
+	sent.Limits.Rlimits = jl.rlimits
+	s = &sent
 	specR, specW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -115,6 +150,15 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if stdio.Stdin == nil {
 		cmd.Stdin = nil
 	}
+	if jl.out != nil {
+		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
+	}
+	if fd := jl.cg.FD(); fd >= 0 {
+		// cgroup v2: the init is born in the job's cgroup (clone3 with
+		// CLONE_INTO_CGROUP); it never runs anywhere else.
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = fd
+	}
 
 	// Pdeathsig fires when the thread that forked the init exits, not the
 	// process: start and wait on one locked thread.
@@ -137,12 +181,32 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		specR.Close()
 		statusW.Close()
 		resultW.Close()
+		if jl.out != nil {
+			jl.out.abort()
+		}
 		return nil, fmt.Errorf("%w: start init: %v", ErrSetup, st.err)
 	}
 	begin := time.Now()
 	specR.Close()
 	statusW.Close()
 	resultW.Close()
+	if jl.out != nil {
+		jl.out.start(writerOf(stdio.Stdout), writerOf(stdio.Stderr))
+	}
+	jl.setKill(func() {
+		jl.cg.Kill()
+		cmd.Process.Kill()
+	})
+	// cgroup v1 has no CLONE_INTO_CGROUP: the init is placed now, right
+	// after clone. No job code can have run yet: the init is closet itself,
+	// blocked reading the spec, which is sent below, only once the init is
+	// in place; and the init's children inherit its cgroups.
+	if err := jl.cg.Attach(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		<-waitc
+		jl.outWait()
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
 
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, signalsRelayed...)
@@ -159,31 +223,89 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if err := s.Encode(specW); err != nil {
 		cmd.Process.Kill()
 		<-waitc
+		jl.outWait()
 		return nil, fmt.Errorf("%w: send spec: %v", ErrSetup, err)
 	}
 	specW.Close()
 
 	if err := stage.ReadStatus(statusR); err != nil {
 		<-waitc
+		jl.outWait()
 		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
 	}
-	out := &Outcome{Started: time.Now()}
+	out := &Outcome{Started: time.Now(), Enforced: jl.enforced}
+	if err := jl.started(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		<-waitc
+		jl.outWait()
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
 	if hooks.Started != nil {
 		hooks.Started(cmd.Process.Pid)
 	}
 	resBytes, _ := io.ReadAll(resultR)
 	waitErr := <-waitc
-	out.Wall = time.Since(begin)
+	// The init is gone, so is its pid namespace and every process in it
+	// (the kernel kills and reaps them before the init's wait returns);
+	// the output pipes reach EOF, and the cgroups are empty and removed.
+	jl.stop()
+	if jl.out != nil {
+		out.Output, out.OutputKept = jl.out.wait()
+		out.OutputCarried = true
+	}
+	out.Ended = time.Now()
+	out.Wall = out.Ended.Sub(begin)
+	out.Cgroup = jl.cg.Stats()
+	if out.Cgroup.HasCPU {
+		out.Cgroup.CPU -= jl.cpu0
+	}
+	out.Limit = jl.limitHit()
+	out.KillCPU = jl.killCPU
+	if out.Limit == "" && out.Cgroup.OOMKills > 0 {
+		out.Limit = LimitMemory
+	}
+	out.Killed = out.Limit != ""
 	if len(resBytes) == 0 {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSetup, ctx.Err())
 		}
-		return nil, fmt.Errorf("%w: the sandbox's init ended without a result (%v)", ErrSetup, waitErr)
+		if !out.Killed || cmd.ProcessState == nil {
+			return nil, fmt.Errorf("%w: the sandbox's init ended without a result (%v)", ErrSetup, waitErr)
+		}
+		// A limit killed the init: its end and resource use stand in for
+		// the target's.
+		out.Result = initResult(cmd.ProcessState)
+		return out, nil
 	}
 	if err := json.Unmarshal(resBytes, &out.Result); err != nil {
 		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
 	}
 	return out, nil
+}
+
+// initResult is the init's own end as a Result.
+func initResult(ps *os.ProcessState) stage.Result {
+	var r stage.Result
+	ws, _ := ps.Sys().(syscall.WaitStatus)
+	r.Exited = ws.Exited()
+	r.Code = ws.ExitStatus()
+	if ws.Signaled() {
+		r.Signal = int(ws.Signal())
+	}
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		r.UserUsec = ru.Utime.Sec*1e6 + ru.Utime.Usec
+		r.SysUsec = ru.Stime.Sec*1e6 + ru.Stime.Usec
+		r.MaxRSSKiB = ru.Maxrss
+	}
+	return r
+}
+
+// writerOf is f as an io.Writer, nil when f is.
+func writerOf(f *os.File) io.Writer {
+	if f == nil {
+		return nil
+	}
+	return f
 }
 
 // CheckUserNamespaces says, before anything starts, why unprivileged user

@@ -12,6 +12,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Version is bumped when the meaning of a field changes; init refuses a
@@ -84,6 +85,30 @@ type Limits struct {
 	Rlimits map[string]uint64 `json:"rlimits,omitempty"`
 	// TmpSize caps /tmp (bytes).
 	TmpSize uint64 `json:"tmpSize,omitempty"`
+
+	// The rest is enforced by the parent (timers, the output pipes, the
+	// cgroups); the init never looks at it.
+
+	// WallTime, CPUTime and SilentTime (no output for that long) end the
+	// job; durations in nanoseconds.
+	WallTime   time.Duration `json:"wallTimeNs,omitempty"`
+	CPUTime    time.Duration `json:"cpuTimeNs,omitempty"`
+	SilentTime time.Duration `json:"silentTimeNs,omitempty"`
+	// Memory (bytes) and Pids (processes, closet's init not counted) are
+	// cgroup limits, with the rlimit fallbacks the parent chooses.
+	Memory uint64 `json:"memory,omitempty"`
+	Pids   uint64 `json:"pids,omitempty"`
+	// Output is how many bytes of stdout+stderr are passed on; the job is
+	// killed when it writes more.
+	Output uint64 `json:"output,omitempty"`
+	// Capture routes stdout and stderr through the parent, counted, even
+	// without an output limit; Measure asks for cgroup accounting (peak
+	// memory, CPU) even without a cgroup limit. Both serve reports.
+	Capture bool `json:"capture,omitempty"`
+	Measure bool `json:"measure,omitempty"`
+	// Fallback allows the rlimit stand-ins where no cgroup can enforce
+	// Memory or Pids: "rlimit" (RLIMIT_AS, RLIMIT_NPROC) or "" to refuse.
+	Fallback string `json:"fallback,omitempty"`
 }
 
 // Validate checks what init relies on; a spec that fails here never runs.

@@ -1,0 +1,244 @@
+// Package report owns a run's verdict: the status (OK, RE, SG, TO, ML,
+// OL, XX), the figures, how each limit was enforced, and the two formats
+// it is written in: closet's JSON, and the key:value meta file of ioi/isolate
+// so that graders written for isolate can read it unchanged.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Statuses.
+const (
+	OK = "OK" // the job exited 0
+	RE = "RE" // the job exited non-zero
+	SG = "SG" // a signal ended the job (not one of closet's limits)
+	TO = "TO" // wall, CPU or silent time ran out
+	ML = "ML" // the memory limit ended the job (the OOM killer fired)
+	OL = "OL" // the job wrote more than --output
+	XX = "XX" // the sandbox failed; never the job's fault
+)
+
+// Limit names, as Job.Limit and Limits keys use them (the sandbox's).
+const (
+	LimitWall   = "wall-time"
+	LimitCPU    = "cpu-time"
+	LimitSilent = "silent-time"
+	LimitOutput = "output"
+	LimitMemory = "memory"
+)
+
+// Job is what the verdict is decided from.
+type Job struct {
+	// SetupErr: the sandbox failed and the target never ran (or closet
+	// lost track of it).
+	SetupErr error
+	Exited   bool
+	Code     int
+	Signal   int
+	// Limit is the limit closet (or the OOM killer) ended the job for.
+	Limit    string
+	CPU      time.Duration
+	CPULimit time.Duration
+}
+
+// Report is one run's verdict and figures, as closet's JSON.
+type Report struct {
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+	// Exited with ExitCode, or ended by Signal.
+	Exited   bool `json:"exited"`
+	ExitCode int  `json:"exitCode"`
+	Signal   int  `json:"signal,omitempty"`
+	// Killed: closet or the OOM killer ended the job, for Limit.
+	Killed bool   `json:"killed"`
+	Limit  string `json:"limit,omitempty"`
+
+	// CPUTime and WallTime in seconds; wall time runs from the target's
+	// start to the end of the job's last process.
+	CPUTime  float64 `json:"cpuTime"`
+	WallTime float64 `json:"wallTime"`
+	// PeakMemory is the job cgroup's peak in bytes (0: no memory cgroup);
+	// MaxRSS the largest resident set of one process, in bytes.
+	PeakMemory uint64 `json:"peakMemory,omitempty"`
+	MaxRSS     uint64 `json:"maxRSS"`
+	OOMKilled  bool   `json:"oomKilled,omitempty"`
+	// Output is every byte the job wrote to stdout and stderr; OutputKept
+	// what closet passed on.
+	Output     uint64 `json:"outputBytes"`
+	OutputKept uint64 `json:"outputKept"`
+
+	Closure Closure `json:"closure"`
+	// Limits maps each limit given to its value and the mechanism that
+	// enforced it.
+	Limits map[string]Limit `json:"limits"`
+	// ClosetExit is closet's own exit code for this verdict.
+	ClosetExit int `json:"closetExit"`
+}
+
+// Closure identifies the store view.
+type Closure struct {
+	Hash  string `json:"hash"`
+	Paths int    `json:"paths"`
+	// Size is the sum of the paths' NAR sizes in bytes.
+	Size uint64 `json:"size"`
+}
+
+// Limit is one limit and how it was enforced.
+type Limit struct {
+	Value     string `json:"value"`
+	Mechanism string `json:"mechanism"`
+}
+
+// Decide returns the status and a one-line message.
+func Decide(j Job) (status, message string) {
+	switch {
+	case j.SetupErr != nil:
+		return XX, j.SetupErr.Error()
+	case j.Limit == LimitWall:
+		return TO, "Time limit exceeded (wall clock)"
+	case j.Limit == LimitSilent:
+		return TO, "Time limit exceeded (no output for too long)"
+	case j.Limit == LimitCPU:
+		return TO, "Time limit exceeded"
+	case j.Limit == LimitMemory:
+		return ML, "Memory limit exceeded"
+	case j.Limit == LimitOutput:
+		return OL, "Output limit exceeded"
+	case j.CPULimit > 0 && (j.CPU >= j.CPULimit || j.Signal == int(unix.SIGXCPU)):
+		return TO, "Time limit exceeded"
+	case j.Signal != 0:
+		return SG, fmt.Sprintf("Caught fatal signal %d (%s)", j.Signal, unix.SignalName(unix.Signal(j.Signal)))
+	case j.Code != 0:
+		return RE, fmt.Sprintf("Exited with error status %d", j.Code)
+	}
+	return OK, ""
+}
+
+// Exit codes of closet run for the statuses a limit decides; OK, RE and
+// SG keep the job's own (0, its code, 128+signal), XX is 125 (or 126, 127
+// when the command could not be executed or found).
+const (
+	ExitTO = 124 // as timeout(1)
+	ExitML = 123
+	ExitOL = 122
+	ExitXX = 125
+)
+
+// ExitCode maps a verdict to closet's exit code.
+func ExitCode(status string, code, signal int) int {
+	switch status {
+	case OK:
+		return 0
+	case RE:
+		return code
+	case SG:
+		return 128 + signal
+	case TO:
+		return ExitTO
+	case ML:
+		return ExitML
+	case OL:
+		return ExitOL
+	}
+	return ExitXX
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteIsolate writes r as isolate's --meta file: key:value lines with
+// isolate's keys and meanings (times in seconds, memory in KiB). Where
+// isolate has no status of its own, the meta file says what isolate would:
+// ML is SG with cg-oom-killed:1 (a SIGKILL from the OOM killer), OL is SG
+// with killed:1. closet's own status is in closet-status, and closet's
+// extras carry a closet- prefix, which isolate readers ignore.
+func (r *Report) WriteIsolate(w io.Writer) error {
+	var b strings.Builder
+	kv := func(k string, v any) { fmt.Fprintf(&b, "%s:%v\n", k, v) }
+	kv("time", fmt.Sprintf("%.3f", r.CPUTime))
+	kv("time-wall", fmt.Sprintf("%.3f", r.WallTime))
+	kv("max-rss", r.MaxRSS/1024)
+	if r.PeakMemory > 0 {
+		kv("cg-mem", r.PeakMemory/1024)
+	}
+	if r.OOMKilled {
+		kv("cg-oom-killed", 1)
+	}
+	if r.Status != XX {
+		switch {
+		case r.Exited && !r.Killed:
+			kv("exitcode", r.ExitCode)
+		case r.Signal != 0 && r.Status != TO:
+			kv("exitsig", r.Signal)
+		}
+	}
+	if r.Killed {
+		kv("killed", 1)
+	}
+	switch r.Status {
+	case OK:
+	case ML, OL:
+		kv("status", SG)
+	default:
+		kv("status", r.Status)
+	}
+	if r.Message != "" {
+		kv("message", strings.ReplaceAll(r.Message, "\n", " "))
+	}
+	kv("closet-status", r.Status)
+	kv("closet-output-bytes", r.Output)
+	kv("closet-output-kept", r.OutputKept)
+	kv("closet-closure-hash", r.Closure.Hash)
+	kv("closet-closure-paths", r.Closure.Paths)
+	kv("closet-closure-size", r.Closure.Size)
+	names := make([]string, 0, len(r.Limits))
+	for n := range r.Limits {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		kv("closet-limit-"+n, r.Limits[n].Value+" "+r.Limits[n].Mechanism)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteFile writes r to path in format ("json" or "isolate"), through a
+// temporary file renamed into place: a reader never sees half a report.
+func (r *Report) WriteFile(path, format string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".closet-report-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if format == "isolate" {
+		err = r.WriteIsolate(f)
+	} else {
+		err = r.WriteJSON(f)
+	}
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

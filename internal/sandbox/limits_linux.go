@@ -1,0 +1,413 @@
+package sandbox
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/closet-sandbox/closet/internal/cgroup"
+	"github.com/closet-sandbox/closet/internal/spec"
+)
+
+// Limit names, as Outcome.Limit and Outcome.Enforced use them.
+const (
+	LimitWall   = "wall-time"
+	LimitCPU    = "cpu-time"
+	LimitSilent = "silent-time"
+	LimitOutput = "output"
+	LimitMemory = "memory"
+	LimitPids   = "pids"
+)
+
+// Mechanisms closet itself provides (the cgroup ones are cgroup.V1/V2).
+const (
+	MechTimer       = "parent-timer"
+	MechPipe        = "parent-pipe"
+	MechRlimitAS    = "rlimit-as"
+	MechRlimitCPU   = "rlimit-cpu"
+	MechRlimitNproc = "rlimit-nproc"
+	MechProcPoll    = "parent-proc-poll"
+)
+
+var cgroupSeq atomic.Uint64
+
+// jobLimits is the parent's side of one run's limits: the cgroups, the
+// timers, the output pipes, and the one place that kills the job.
+type jobLimits struct {
+	lim      spec.Limits
+	cg       *cgroup.Group
+	enforced map[string]string
+	rlimits  map[string]uint64
+	out      *outputs // nil: stdout and stderr go straight through
+
+	mu      sync.Mutex
+	tripped string
+	kill    func()
+	killed  bool
+	cpu0    time.Duration
+	proc0   time.Duration
+	killCPU time.Duration
+	initPid int
+	timers  []*time.Timer
+	done    chan struct{}
+	stopped bool
+}
+
+// newJobLimits creates the job's cgroups and decides, for every limit, the
+// mechanism that enforces it. It refuses (nothing has started yet) where a
+// limit cannot be enforced and no honest stand-in is allowed.
+func newJobLimits(lim spec.Limits) (*jobLimits, error) {
+	j := &jobLimits{lim: lim, enforced: map[string]string{}, rlimits: map[string]uint64{}, done: make(chan struct{})}
+	for k, v := range lim.Rlimits {
+		j.rlimits[k] = v
+	}
+	if lim.Memory > 0 || lim.Pids > 0 || lim.CPUTime > 0 || lim.Measure {
+		cg, err := cgroup.New(cgroup.Host{}, cgroup.Request{
+			Name:      fmt.Sprintf("closet-%d-%d", os.Getpid(), cgroupSeq.Add(1)),
+			MemoryMax: lim.Memory,
+			// pids.max is set once the target started (see started).
+			Pids:   lim.Pids > 0,
+			Memory: lim.Measure,
+			CPU:    lim.CPUTime > 0 || lim.Measure,
+		})
+		if err != nil {
+			return nil, err
+		}
+		j.cg = cg
+	}
+	fail := func(err error) (*jobLimits, error) {
+		j.cg.Remove()
+		return nil, err
+	}
+	if lim.Memory > 0 {
+		switch m := j.cg.Mechanism(cgroup.Memory); {
+		case m != "":
+			j.enforced[LimitMemory] = m
+		case lim.Fallback == "rlimit":
+			// Not the same limit: RLIMIT_AS caps each process's address
+			// space, not the job's resident memory. Reports say so.
+			j.rlimits["AS"] = lim.Memory
+			j.enforced[LimitMemory] = MechRlimitAS
+		default:
+			return fail(fmt.Errorf("--memory: no cgroup can enforce it here (%s)", j.cg.Unavailable(cgroup.Memory)))
+		}
+	}
+	if lim.Pids > 0 {
+		// No rlimit stand-in: RLIMIT_NPROC counts every task (thread) of the
+		// uid, closet's own init and exec stage included, so no value of it
+		// means "N processes of the job".
+		m := j.cg.Mechanism(cgroup.Pids)
+		if m == "" {
+			return fail(fmt.Errorf("--pids: no cgroup can enforce it here (%s)", j.cg.Unavailable(cgroup.Pids)))
+		}
+		j.enforced[LimitPids] = m
+	}
+	if lim.CPUTime > 0 {
+		// RLIMIT_CPU is per process and in whole seconds; soft = hard, so
+		// the kernel sends SIGKILL. The cgroup, where there is one, sums
+		// the whole job and is polled.
+		secs := uint64(math.Ceil(lim.CPUTime.Seconds()))
+		j.rlimits["CPU"] = secs
+		j.enforced[LimitCPU] = MechRlimitCPU
+		// The parent polls the whole job's CPU time and trips first: from
+		// the cgroup where there is one, else from /proc, summing the
+		// process tree below the init. The rlimit, a second later, is the
+		// backstop.
+		j.rlimits["CPU"] = secs + 1
+		m := MechProcPoll
+		if c := j.cg.Mechanism(cgroup.CPU); c != "" {
+			m = c
+		}
+		j.enforced[LimitCPU] = m + "+" + MechRlimitCPU
+	}
+	if lim.WallTime > 0 {
+		j.enforced[LimitWall] = MechTimer
+	}
+	if lim.SilentTime > 0 {
+		j.enforced[LimitSilent] = MechTimer + "+" + MechPipe
+	}
+	if lim.Output > 0 {
+		j.enforced[LimitOutput] = MechPipe
+	}
+	if lim.Output > 0 || lim.Capture || lim.SilentTime > 0 {
+		o, err := newOutputs(lim.Output, func() { j.trip(LimitOutput) })
+		if err != nil {
+			return fail(err)
+		}
+		j.out = o
+	}
+	return j, nil
+}
+
+// trip records the first limit that ended the job and kills it.
+func (j *jobLimits) trip(name string) {
+	j.mu.Lock()
+	if j.tripped == "" {
+		j.tripped = name
+		if _, ok := j.cg.CPUTime(); !ok && j.initPid != 0 {
+			// Processes killed with the pid namespace are reaped by the
+			// kernel, and their CPU time is lost to rusage: take it now.
+			j.killCPU = treeCPU(j.initPid) - j.proc0
+		}
+	}
+	kill := j.kill
+	j.killed = true
+	j.mu.Unlock()
+	if kill != nil {
+		kill()
+	}
+}
+
+// setKill arms trip; a trip before that kills as soon as it is armed.
+func (j *jobLimits) setKill(kill func()) {
+	j.mu.Lock()
+	j.kill = kill
+	k := j.killed
+	j.mu.Unlock()
+	if k {
+		kill()
+	}
+}
+
+func (j *jobLimits) limitHit() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.tripped
+}
+
+// started runs once the target's execve succeeded: the clocks start now.
+func (j *jobLimits) started(initPid int) error {
+	if j.lim.Pids > 0 {
+		// pids counts tasks. The init is a Go program with a handful of
+		// threads, and so was the exec stage until its execve; the job's
+		// allowance is set on top of the init's threads now, when the exec
+		// stage has become the target (which is one of the N).
+		if err := j.cg.SetPidsMax(uint64(threads(initPid)) + j.lim.Pids); err != nil {
+			return err
+		}
+	}
+	if cpu, ok := j.cg.CPUTime(); ok {
+		j.cpu0 = cpu
+	} else {
+		j.proc0 = treeCPU(initPid)
+	}
+	j.mu.Lock()
+	j.initPid = initPid
+	j.mu.Unlock()
+	if j.out != nil {
+		j.out.last.Store(time.Now().UnixNano())
+	}
+	if d := j.lim.WallTime; d > 0 {
+		j.timers = append(j.timers, time.AfterFunc(d, func() { j.trip(LimitWall) }))
+	}
+	if j.lim.CPUTime > 0 || j.lim.SilentTime > 0 {
+		go j.watch()
+	}
+	return nil
+}
+
+// watch polls what has no event: the job's CPU time in its cgroup, and
+// how long since it last wrote anything.
+func (j *jobLimits) watch() {
+	_, cgCPU := j.cg.CPUTime()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-j.done:
+			return
+		case <-tick.C:
+		}
+		if j.lim.CPUTime > 0 {
+			var used time.Duration
+			if cgCPU {
+				cpu, _ := j.cg.CPUTime()
+				used = cpu - j.cpu0
+			} else {
+				used = treeCPU(j.initPid) - j.proc0
+			}
+			if used > j.lim.CPUTime {
+				j.trip(LimitCPU)
+				return
+			}
+		}
+		if d := j.lim.SilentTime; d > 0 && j.out != nil {
+			if time.Since(time.Unix(0, j.out.last.Load())) > d {
+				j.trip(LimitSilent)
+				return
+			}
+		}
+	}
+}
+
+// stop ends the clocks; the job is over.
+func (j *jobLimits) stop() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.stopped {
+		return
+	}
+	j.stopped = true
+	for _, t := range j.timers {
+		t.Stop()
+	}
+	close(j.done)
+}
+
+// outWait drains the output pipes of a run that failed to start.
+func (j *jobLimits) outWait() {
+	if j.out != nil {
+		j.out.wait()
+	}
+}
+
+// treeCPU is the CPU time of pid and every process below it, living or
+// reaped: each live process's own time and its reaped children's
+// (utime+stime+cutime+cstime from /proc/PID/stat), which counts every
+// process of the tree once.
+func treeCPU(pid int) time.Duration {
+	var ticks uint64
+	seen := map[int]bool{}
+	stack := []int{pid}
+	for len(stack) > 0 && len(seen) < 1<<16 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		ps := strconv.Itoa(p)
+		b, err := os.ReadFile("/proc/" + ps + "/stat")
+		if err != nil {
+			continue
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
+			f := strings.Fields(string(b[i+1:]))
+			if len(f) > 14 {
+				for _, x := range f[11:15] {
+					n, _ := strconv.ParseUint(x, 10, 64)
+					ticks += n
+				}
+			}
+		}
+		tasks, _ := os.ReadDir("/proc/" + ps + "/task")
+		for _, t := range tasks {
+			c, _ := os.ReadFile("/proc/" + ps + "/task/" + t.Name() + "/children")
+			for _, x := range strings.Fields(string(c)) {
+				if n, err := strconv.Atoi(x); err == nil {
+					stack = append(stack, n)
+				}
+			}
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// threads is the number of threads of pid (1 when unreadable).
+func threads(pid int) int {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 1
+}
+
+// outputs carries the job's stdout and stderr through closet: it passes on
+// at most limit bytes of the two together, counts the rest and drops it,
+// and notes when the job last wrote.
+type outputs struct {
+	limit       uint64
+	over        func()
+	mu          sync.Mutex
+	total, kept uint64
+	last        atomic.Int64
+	wg          sync.WaitGroup
+	rOut, wOut  *os.File
+	rErr, wErr  *os.File
+}
+
+func newOutputs(limit uint64, over func()) (*outputs, error) {
+	o := &outputs{limit: limit, over: over}
+	var err error
+	if o.rOut, o.wOut, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	if o.rErr, o.wErr, err = os.Pipe(); err != nil {
+		o.rOut.Close()
+		o.wOut.Close()
+		return nil, err
+	}
+	o.last.Store(time.Now().UnixNano())
+	return o, nil
+}
+
+// start copies to stdout and stderr (nil: discard) once the child holds the
+// write ends.
+func (o *outputs) start(stdout, stderr io.Writer) {
+	o.wOut.Close()
+	o.wErr.Close()
+	o.wg.Add(2)
+	go o.copy(stdout, o.rOut)
+	go o.copy(stderr, o.rErr)
+}
+
+// abort closes everything when the child never started.
+func (o *outputs) abort() {
+	for _, f := range []*os.File{o.rOut, o.wOut, o.rErr, o.wErr} {
+		f.Close()
+	}
+}
+
+// wait returns once both pipes reached EOF: every process that held them
+// is gone.
+func (o *outputs) wait() (total, kept uint64) {
+	o.wg.Wait()
+	o.rOut.Close()
+	o.rErr.Close()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.total, o.kept
+}
+
+func (o *outputs) copy(dst io.Writer, src *os.File) {
+	defer o.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			o.last.Store(time.Now().UnixNano())
+			o.mu.Lock()
+			keep := uint64(n)
+			if o.limit > 0 {
+				keep = min(keep, o.limit-o.kept)
+			}
+			o.kept += keep
+			o.total += uint64(n)
+			over := o.limit > 0 && o.total > o.limit
+			o.mu.Unlock()
+			if keep > 0 && dst != nil {
+				dst.Write(buf[:keep])
+			}
+			if over {
+				o.over()
+			}
+		}
+		if err != nil {
+			return // EOF: every process that held the write end is gone
+		}
+	}
+}
