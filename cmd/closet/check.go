@@ -147,7 +147,9 @@ func limitFlags() (flags, names []string) {
 		values []string
 	}{
 		{"pids", []string{"256"}},
-		{"memory", []string{"256M", "256MiB", "268435456"}},
+		// 1G: without a cgroup, closet falls back to RLIMIT_AS, and the Go
+		// attacker needs about 700 MiB of address space to start at all.
+		{"memory", []string{"1G", "1GiB", "1073741824"}},
 		{"tmp-size", []string{"64M", "64MiB", "67108864"}},
 		{"output", []string{"1M", "1MiB", "1048576"}},
 		{"wall-time", []string{"60s", "60"}},

@@ -58,7 +58,7 @@ type Options struct {
 // not stop them first.
 const (
 	forkCap  = 2000
-	memCap   = 512 << 20
+	memCap   = 1536 << 20 // above --memory=1G, the least a Go attacker starts under RLIMIT_AS
 	tmpCap   = 256 << 20
 	floodCap = 64 << 20
 )
@@ -110,7 +110,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		{"symlink-race", []string{"symlink-race-share"}, h.runRace},
 		{"fork-bomb", []string{"fork-bomb"}, h.soloRun("fork-bomb")},
 		{"memory-bomb", []string{"memory-bomb"}, h.soloRun("memory-bomb")},
+		{"memory-bomb-memfd", []string{"memory-bomb-memfd"}, h.soloRun("memory-bomb-memfd")},
 		{"fill-tmp", []string{"fill-tmp"}, h.soloRun("fill-tmp")},
+		{"fill-dev-shm", []string{"fill-dev-shm"}, h.soloRun("fill-dev-shm")},
+		{"fill-home", []string{"fill-home"}, h.soloRun("fill-home")},
 		{"flood-output", []string{"flood-output"}, h.soloRun("flood-output")},
 	}
 	for _, ph := range phases {
@@ -372,6 +375,20 @@ func (c *collector) results() []Result {
 	return out
 }
 
+// closetNotes are closet's own remarks on stderr ("closet: ..."), such
+// as which mechanism enforced a limit.
+func (c *collector) closetNotes() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var keep []string
+	for _, l := range c.lines {
+		if strings.HasPrefix(l, "closet: ") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(first(keep, 3), " | ")
+}
+
 func (c *collector) text() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -603,12 +620,13 @@ func (h *host) runRace(ctx context.Context) error {
 	race := filepath.Join(h.dir, "race")
 	real, secret := filepath.Join(race, "real"), filepath.Join(race, "secret")
 	for _, d := range []string{real, secret} {
-		if err := os.Mkdir(d, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(d, "sub"), 0o755); err != nil {
 			return err
 		}
 	}
-	os.WriteFile(filepath.Join(real, "inside"), nil, 0o644)
-	os.WriteFile(filepath.Join(secret, "SECRET"), nil, 0o644)
+	for _, f := range []string{"real/inside", "real/sub/inside", "secret/SECRET", "secret/sub/SECRET"} {
+		os.WriteFile(filepath.Join(race, f), nil, 0o644)
+	}
 	flip, alt := filepath.Join(race, "flip"), filepath.Join(race, "alt")
 	if err := os.Rename(real, flip); err != nil {
 		return err
@@ -636,11 +654,16 @@ func (h *host) runRace(ctx context.Context) error {
 	var refused, inside, links int
 	var leaked []string
 	for i := 0; i < h.o.RaceRuns; i++ {
+		// Even runs race the last component, odd runs a parent one.
+		src := flip
+		if i%2 == 1 {
+			src = filepath.Join(flip, "sub")
+		}
 		p := h.p
 		p.Share = "/closet-check/race"
 		params, _ := json.Marshal(p)
 		args := []string{"run", "--cwd", "none", "--tty", "never", "--no-gc-root",
-			"--expose", h.bin + "=" + InsidePath, "--share", flip + "=" + p.Share}
+			"--expose", h.bin + "=" + InsidePath, "--share", src + "=" + p.Share}
 		args = append(args, h.o.RunFlags...)
 		args = append(args, h.o.Roots...)
 		args = append(args, "--", InsidePath, "__attack", "race-probe", string(params))
@@ -669,7 +692,7 @@ func (h *host) runRace(ctx context.Context) error {
 		r.Evidence = fmt.Sprintf("%d of %d sandboxes saw the symlink's target: %s", len(leaked), h.o.RaceRuns, leaked[0])
 	} else {
 		r.Blocked = true
-		r.Evidence = fmt.Sprintf("%d sandboxes while the share flipped %d times: %d refused, %d bound the real directory, %d bound the symlink itself (dangling inside), 0 reached its target", h.o.RaceRuns, flips.Load(), refused, inside, links)
+		r.Evidence = fmt.Sprintf("%d sandboxes while the shared path (last or parent component) flipped %d times between a directory and a symlink to another: %d refused, %d bound the real directory, %d bound the symlink itself (dangling inside), 0 reached its target", h.o.RaceRuns, flips.Load(), refused, inside, links)
 	}
 	h.add(r)
 	return nil
@@ -687,6 +710,8 @@ func (h *host) soloRun(name string) func(context.Context) error {
 			p.Cap = memCap
 		case "fill-tmp":
 			p.Cap = tmpCap
+		case "memory-bomb-memfd", "fill-dev-shm", "fill-home":
+			p.Cap = memCap
 		case "flood-output":
 			p.Cap, p.Chunk = floodCap, 64<<10
 		}
@@ -694,6 +719,10 @@ func (h *host) soloRun(name string) func(context.Context) error {
 		h.p = p
 		flags := h.limitsFor(name)
 		r, out, wall := h.solo(ctx, name, flags)
+		if r.Skipped {
+			// The Go attacker's start under RLIMIT_AS is marginal: once more.
+			r, out, wall = h.solo(ctx, name, flags)
+		}
 		if r.refused && len(flags) > 0 {
 			// closet could not set a limit up here (e.g. --pids needs a
 			// delegated cgroup): run unbounded-but-capped to say so.
@@ -729,10 +758,14 @@ func (h *host) soloRun(name string) func(context.Context) error {
 // limitsFor picks the limit flag that bounds attack name, plus
 // --wall-time as a backstop.
 func (h *host) limitsFor(name string) []string {
-	want := map[string]string{"fork-bomb": "--pids=", "memory-bomb": "--memory=", "fill-tmp": "--tmp-size=", "flood-output": "--output="}[name]
+	want := map[string][]string{
+		"fork-bomb": {"--pids="}, "memory-bomb": {"--memory="}, "memory-bomb-memfd": {"--memory="},
+		"fill-tmp": {"--tmp-size="}, "fill-dev-shm": {"--tmp-size=", "--memory="}, "fill-home": {"--tmp-size=", "--memory="},
+		"flood-output": {"--output="},
+	}[name]
 	var out []string
 	for _, f := range h.o.Limits {
-		if strings.HasPrefix(f, want) || strings.HasPrefix(f, "--wall-time=") {
+		if strings.HasPrefix(f, "--wall-time=") || slices.ContainsFunc(want, func(w string) bool { return strings.HasPrefix(f, w) }) {
 			out = append(out, f)
 		}
 	}
@@ -761,6 +794,9 @@ func (h *host) solo(ctx context.Context, name string, flags []string) (soloResul
 	r := soloResult{Result: Result{Name: name, Threat: th}}
 	if res := append(out.results(), errs.results()...); len(res) > 0 {
 		r.Result = res[0]
+		if notes := errs.closetNotes(); notes != "" {
+			r.Evidence += "; " + notes
+		}
 		return r, out, wall
 	}
 	// No result: the job was stopped before it could say, which is what a
@@ -772,9 +808,12 @@ func (h *host) solo(ctx context.Context, name string, flags []string) (soloResul
 		case code == 125 || code == 1 || code == 64:
 			r.refused = true
 			r.Evidence = fmt.Sprintf("closet exit %d: %s", code, errs.text())
-		default:
+		case code >= 122 && code <= 124 || code > 128:
 			r.Blocked = true
 			r.Evidence = fmt.Sprintf("the job was stopped before it reported (closet exit %d%s)", code, verdictOf(code))
+		default:
+			r.Skipped = true
+			r.Evidence = fmt.Sprintf("the attacker itself could not run (exit %d): %s", code, errs.text())
 		}
 		return r, out, wall
 	}

@@ -1444,7 +1444,10 @@ func killAll(p *Params) Result {
 var solo = []attack{
 	{"fork-bomb", "R-01", forkBomb},
 	{"memory-bomb", "R-02", memoryBomb},
+	{"memory-bomb-memfd", "R-02", memfdBomb},
 	{"fill-tmp", "R-03", fillTmp},
+	{"fill-dev-shm", "R-03", fillDir("/dev/shm")},
+	{"fill-home", "R-03", fillDir("")},
 	{"flood-output", "R-05", floodOutput},
 }
 
@@ -1491,6 +1494,57 @@ func memoryBomb(p *Params) Result {
 		total += step
 	}
 	return escaped("touched %d MiB without a refusal; the attack stopped itself (no memory limit)", total>>20)
+}
+
+// memfdBomb grows a memfd by write(2) up to p.Cap bytes: memory that is
+// in no process's address space, so RLIMIT_AS does not bound it; only a
+// memory cgroup does.
+func memfdBomb(p *Params) Result {
+	fd, err := unix.MemfdCreate("closet-check", unix.MFD_CLOEXEC)
+	if err != nil {
+		return blocked("memfd_create: %s", errName(err))
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = 1
+	}
+	var total int64
+	for total < p.Cap {
+		n, err := unix.Write(fd, buf)
+		total += int64(max(n, 0))
+		if err != nil {
+			return blocked("write memfd failed with %s after %d MiB", errName(err), total>>20)
+		}
+	}
+	return escaped("filled a memfd with %d MiB without a refusal; the attack stopped itself (memory outside the address space is not limited)", total>>20)
+}
+
+// fillDir writes a file in dir ("" = $HOME) until an error or p.Cap
+// bytes: the other tmpfs mounts besides /tmp.
+func fillDir(dir string) func(*Params) Result {
+	return func(p *Params) Result {
+		d := dir
+		if d == "" {
+			d = os.Getenv("HOME")
+		}
+		f, err := os.Create(d + "/closet-fill")
+		if err != nil {
+			return blocked("create in %s: %s", d, errName(err))
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		var total int64
+		for total < p.Cap {
+			n, err := f.Write(buf)
+			total += int64(n)
+			if err != nil {
+				return blocked("write %s failed with %s after %d MiB", d, errName(err), total>>20)
+			}
+		}
+		return escaped("wrote %d MiB to %s without a refusal; the attack stopped itself (no size or memory limit)", total>>20, d)
+	}
 }
 
 // fillTmp writes /tmp until ENOSPC or p.Cap bytes; a marker file lets the
@@ -1566,6 +1620,12 @@ func hold(mode string, p *Params) int {
 // between a real directory and a symlink to a secret one while sandboxes
 // start.
 func raceProbe(p *Params) int {
+	for _, sub := range []string{"", "/sub"} {
+		if _, err := os.Stat(p.Share + sub + "/SECRET"); err == nil {
+			fmt.Printf("race: SECRET visible at %s\n", p.Share+sub)
+			return 0
+		}
+	}
 	if link, err := os.Readlink(p.Share); err == nil {
 		_, serr := os.Stat(p.Share)
 		fmt.Printf("race: symlink -> %s; following it inside: %v\n", link, errName(serr))
