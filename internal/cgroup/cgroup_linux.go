@@ -221,7 +221,7 @@ func v2Available(own string, want map[string]bool) []string {
 			out = append(out, c)
 		}
 	}
-	if len(out) > 0 && want[CPU] {
+	if want[CPU] {
 		out = append(out, CPU)
 	}
 	return out
@@ -426,10 +426,9 @@ func (g *Group) Kill() {
 		return
 	}
 	if g.v2 != "" {
-		if os.WriteFile(filepath.Join(g.v2, "cgroup.kill"), []byte("1"), 0) == nil {
-			return
+		if os.WriteFile(filepath.Join(g.v2, "cgroup.kill"), []byte("1"), 0) != nil {
+			killListed(g.v2)
 		}
-		killListed(g.v2)
 	}
 	for _, d := range g.v1 {
 		killListed(d)

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -101,14 +102,15 @@ func TestRealV1(t *testing.T) {
 	}
 	// The charge for memory used before the move stays behind: allocate after.
 	cmd := exec.Command("sh", "-c", `sleep 0.2; x=$(head -c 4000000 /dev/zero | tr '\0' a); sleep 30`)
+	if fd := g.FD(); fd >= 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if g.FD() < 0 {
-		if err := g.Attach(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			t.Fatal(err)
-		}
+	if err := g.Attach(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -120,9 +122,10 @@ func TestRealV1(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatal("Kill did not end the process in the group")
 	}
-	if st := g.Stats(); st.PeakMemory == 0 {
-		t.Errorf("no peak memory: %+v", st)
+	if st := g.Stats(); st.PeakMemory == 0 || !st.HasCPU || st.CPU == 0 {
+		t.Errorf("no peak memory or CPU time: %+v", st)
 	}
+	t.Logf("memory %s, pids %s, cpu %s", g.Mechanism(Memory), g.Mechanism(Pids), g.Mechanism(CPU))
 	if err := g.Remove(); err != nil {
 		t.Fatal(err)
 	}
