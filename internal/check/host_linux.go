@@ -106,7 +106,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}{
 		{"batch", batchNames(), h.runBatch},
 		{"posture", []string{"posture"}, h.runPosture},
-		{"ipc", []string{"sysv-ipc-host", "abstract-socket-inbound"}, h.runIPC},
+		{"ipc", []string{"sysv-ipc-host", "abstract-socket-inbound", "cross-job-ipc"}, h.runIPC},
+		{"daemon", []string{"daemon-outlives-job"}, h.runDaemon},
+		{"persistence", []string{"persistence-next-job"}, h.runPersistence},
 		{"symlink-race", []string{"symlink-race-share"}, h.runRace},
 		{"fork-bomb", []string{"fork-bomb"}, h.soloRun("fork-bomb")},
 		{"memory-bomb", []string{"memory-bomb"}, h.soloRun("memory-bomb")},
@@ -597,6 +599,66 @@ func (h *host) runIPC(ctx context.Context) error {
 		r.Blocked, r.Evidence = true, "host connect @"+h.p.Abstract+"-inside: "+errName(unwrapNet(err))
 	}
 	h.add(r)
+	if h.wants("cross-job-ipc") {
+		h.add(h.oneShot(ctx, "cross-job", "cross-job-ipc", "FD-02"))
+	}
+	return nil
+}
+
+// oneShot runs a sandbox in mode and returns the result it prints.
+func (h *host) oneShot(ctx context.Context, mode, name, threat string) Result {
+	cmd := h.command(ctx, h.runArgs(nil, mode))
+	out := &collector{}
+	cmd.Stdout, cmd.Stderr = countWriter{out}, countWriter{out}
+	err := cmd.Run()
+	if res := out.results(); len(res) > 0 {
+		return res[0]
+	}
+	return Result{Name: name, Threat: threat, Evidence: fmt.Sprintf("no result (%v): %s", err, out.text())}
+}
+
+// runDaemon has the job leave a daemon behind (own session, SIGTERM
+// ignored) and exit: once closet returns, no process of the job may be
+// left on the host.
+func (h *host) runDaemon(ctx context.Context) error {
+	cmd := h.command(ctx, h.runArgs(nil, "daemonize"))
+	out := &collector{}
+	cmd.Stdout, cmd.Stderr = countWriter{out}, countWriter{out}
+	err := cmd.Run()
+	r := Result{Name: "daemon-outlives-job", Threat: "R-06"}
+	if !strings.Contains(out.text(), "daemon started") {
+		r.Skipped, r.Evidence = true, fmt.Sprintf("the job could not start its daemon (%v): %s", err, out.text())
+		h.add(r)
+		return nil
+	}
+	marker := h.p.Marker + "-daemon"
+	var left []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && isCanary(pid, marker) {
+			left = append(left, pid)
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	if len(left) > 0 {
+		r.Evidence = fmt.Sprintf("the job's daemon outlived it: host pids %v (killed now)", left)
+	} else {
+		r.Blocked, r.Evidence = true, "the job started a daemon (setsid, SIGTERM ignored) and exited: nothing of it was left once closet returned"
+	}
+	h.add(r)
+	return nil
+}
+
+// runPersistence has one job leave traces and the next look for them.
+func (h *host) runPersistence(ctx context.Context) error {
+	cmd := h.command(ctx, h.runArgs(nil, "persist-write"))
+	out := &collector{}
+	cmd.Stdout, cmd.Stderr = countWriter{out}, countWriter{out}
+	if err := cmd.Run(); err != nil || !strings.Contains(out.text(), "traces left") {
+		h.add(Result{Name: "persistence-next-job", Threat: "X-03", Skipped: true, Evidence: fmt.Sprintf("the first job failed (%v): %s", err, out.text())})
+		return nil
+	}
+	h.add(h.oneShot(ctx, "persist-read", "persistence-next-job", "X-03"))
 	return nil
 }
 

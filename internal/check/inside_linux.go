@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -112,6 +113,8 @@ var batch = []attack{
 	{"tiocsti-high-bits", "K-11", tiocstiHigh},
 	{"no-new-privs", "P-01", noNewPrivs},
 	{"setuid-root", "P-03", setuidRoot},
+	{"fanotify", "FD-05", fanotify},
+	{"seccomp-after-exec", "K-14", seccompAfterExec},
 	{"kill-all", "NS-01", killAll}, // last: it kills the rest of the sandbox
 }
 
@@ -132,7 +135,13 @@ func Attacks() [][2]string {
 	for _, a := range solo {
 		out = append(out, [2]string{a.name, a.threat})
 	}
-	return out
+	return append(out, hostJudged...)
+}
+
+// hostJudged are the attempts whose verdict only the host side can give.
+var hostJudged = [][2]string{
+	{"sysv-ipc-host", "NS-10"}, {"abstract-socket-inbound", "NS-09"}, {"cross-job-ipc", "FD-02"},
+	{"daemon-outlives-job", "R-06"}, {"persistence-next-job", "X-03"}, {"symlink-race-share", "FS-20"},
 }
 
 // Inside is the entry point of the hidden `closet __attack` command. args:
@@ -145,9 +154,25 @@ func Inside(args []string) int {
 	}
 	mode := args[0]
 	if mode == "canary" {
+		// Ignore what a polite supervisor sends: only SIGKILL ends it.
+		signal.Ignore(unix.SIGTERM, unix.SIGHUP, unix.SIGINT)
 		for {
 			time.Sleep(time.Hour)
 		}
+	}
+	if mode == "status" {
+		// K-14: the filter and the rest survive execve into a new image.
+		var bad []string
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, t := range tasks {
+			bad = append(bad, statusProblems(t.Name(), readStatus("/proc/self/task/"+t.Name()+"/status"))...)
+		}
+		if len(bad) > 0 {
+			fmt.Println(strings.Join(bad, "; "))
+			return 1
+		}
+		fmt.Printf("ok %d threads\n", len(tasks))
+		return 0
 	}
 	if f, ok := children[mode]; ok {
 		f()
@@ -180,6 +205,21 @@ func Inside(args []string) int {
 		return hold(mode, &p)
 	case "race-probe":
 		return raceProbe(&p)
+	case "daemonize":
+		return daemonize(&p)
+	case "persist-write":
+		return persistWrite(&p)
+	case "persist-read", "cross-job":
+		r := Result{}
+		if mode == "persist-read" {
+			r = persistRead(&p)
+			r.Name, r.Threat = "persistence-next-job", "X-03"
+		} else {
+			r = crossJob(&p)
+			r.Name, r.Threat = "cross-job-ipc", "FD-02"
+		}
+		emit(r)
+		return 0
 	}
 	for _, a := range solo {
 		if a.name == mode {
@@ -1438,6 +1478,77 @@ func killAll(p *Params) Result {
 	return blocked("kill(-1, SIGKILL): %s; the host checks its canary (pid %d) survived", errName(err), p.HostPID)
 }
 
+func fanotify(*Params) Result {
+	return allFail(try{"fanotify_init", raw(unix.SYS_FANOTIFY_INIT, unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC, unix.O_RDONLY)})
+}
+
+// seccompAfterExec re-executes this binary and has the new image report
+// its own capabilities, no_new_privs and seccomp mode on every thread.
+func seccompAfterExec(*Params) Result {
+	out, err := exec.Command("/proc/self/exe", "__attack", "status").CombinedOutput()
+	text := strings.TrimSpace(string(out))
+	if err != nil || !strings.HasPrefix(text, "ok") {
+		return escaped("after execve: %s (%v)", text, err)
+	}
+	return blocked("after execve: %s with no capabilities, NoNewPrivs 1, Seccomp 2; PR_SET_SECCOMP cannot remove a filter", text)
+}
+
+// daemonize leaves a process behind that ignores SIGTERM, in a session of
+// its own, and returns at once: the host looks for it after closet ends.
+func daemonize(p *Params) int {
+	cmd := exec.Command("/proc/self/exe", "__attack", "canary", p.Marker+"-daemon")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "start daemon:", err)
+		return 1
+	}
+	fmt.Println("daemon started")
+	return 0
+}
+
+// persistWrite leaves traces a next job could find: files in every
+// writable tmpfs and a SysV segment.
+func persistWrite(p *Params) int {
+	for _, d := range []string{"/tmp", "/dev/shm", os.Getenv("HOME")} {
+		os.WriteFile(d+"/closet-persist-"+p.Marker, []byte("x"), 0o666)
+	}
+	unix.SysvShmGet(0x0c105e8, 4096, unix.IPC_CREAT|0o666)
+	fmt.Println("traces left")
+	return 0
+}
+
+func persistRead(p *Params) Result {
+	var found []string
+	for _, d := range []string{"/tmp", "/dev/shm", os.Getenv("HOME")} {
+		if _, err := os.Stat(d + "/closet-persist-" + p.Marker); err == nil {
+			found = append(found, d)
+		}
+	}
+	if _, err := unix.SysvShmGet(0x0c105e8, 0, 0); err == nil {
+		found = append(found, "SysV key 0x0c105e8")
+	}
+	if len(found) > 0 {
+		return escaped("the previous job's traces are here: %s", strings.Join(found, ", "))
+	}
+	return blocked("no file in /tmp, /dev/shm or $HOME and no SysV segment of the previous job")
+}
+
+// crossJob runs while another sandbox holds an abstract socket, a SysV
+// segment and a /dev/shm file: none may be reachable from here.
+func crossJob(p *Params) Result {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return skipped("socket: %v", err)
+	}
+	defer unix.Close(fd)
+	_, shmErr := unix.SysvShmGet(0x0c105e7, 0, 0)
+	return allFail(
+		try{"connect @" + p.Abstract + "-inside (the other job's)", unix.Connect(fd, &unix.SockaddrUnix{Name: "@" + p.Abstract + "-inside"})},
+		try{"shmget(0x0c105e7) (the other job's)", shmErr},
+		try{"stat /dev/shm/closet-hold (the other job's)", statErr("/dev/shm/closet-hold")},
+	)
+}
+
 // ---- attacks that take a sandbox of their own ----
 
 // solo attacks each run in a fresh sandbox, with the limit flags.
@@ -1605,6 +1716,7 @@ func hold(mode string, p *Params) int {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "abstract listen:", err)
 		}
+		os.WriteFile("/dev/shm/closet-hold", []byte("x"), 0o666)
 	}
 	os.Stdout.WriteString("ready\n")
 	var b [1]byte
