@@ -35,34 +35,41 @@ type limitOpts struct {
 // limitsHelp is appended to run's long help.
 const limitsHelp = `
 
-Limits (none unless given; sizes take k, M, G, T suffixes, powers of 1024,
-and fractions: 512k, 64M, 1.5G, or plain bytes; times take 1.5 (seconds),
-2s, 500ms, 1m):
+Limits, none unless given. SIZE is bytes, or a number with k, M, G or T
+(powers of 1024; fractions allowed): 512k, 64M, 1.5G. T is seconds (1.5) or
+a duration: 2s, 500ms, 1m. Zero and negative values are refused.
 
-  --wall-time T     real time from the target's start        parent-timer
-  --cpu-time T      CPU time of the job                      cgroup (all processes, polled) + rlimit-cpu
-  --silent-time T   longest stretch without any output       parent-timer on the output pipes
-  --memory SIZE     the job's memory, closet's init included cgroup; without one, rlimit-as
-                    (per-process address space: not the same limit) unless --cgroup require
-  --pids N          processes (tasks) besides closet's init  cgroup only
-  --output SIZE     bytes of stdout+stderr passed on; more ends the job, counted and dropped
-  --file-size SIZE  largest file the job may write            rlimit-fsize
-  --open-files N    open files per process                   rlimit-nofile
-  --tmp-size SIZE   size of the /tmp tmpfs                   tmpfs size
+  --wall-time T     real time from the target's start     closet's timer
+  --cpu-time T      CPU time of all the job's processes   the cgroup (else /proc),
+                                                          polled; RLIMIT_CPU behind
+  --silent-time T   time without any output               closet's timer
+  --memory SIZE     memory of the job, closet's init's    the cgroup; without one
+                    few MB included                       RLIMIT_AS, which caps each
+                                                          process's address space
+                                                          instead (--cgroup require
+                                                          refuses that)
+  --pids N          processes and threads of the job      the cgroup only
+  --output SIZE     bytes of stdout+stderr passed on;     closet's pipes
+                    writing more ends the job
+  --file-size SIZE  largest file the job writes           RLIMIT_FSIZE
+  --open-files N    open files per process (16 or more)   RLIMIT_NOFILE
+  --tmp-size SIZE   the /tmp tmpfs                        its size=
 
-cgroups: a delegated cgroup v2 (systemd-run --user --scope -p Delegate=yes),
-or the v1 hierarchies as root. closet creates the job's cgroup beneath its own
-and removes it afterwards. The report names the mechanism of every limit.
+cgroups: closet makes the job's cgroups beneath its own, places the job in
+them before any of its code runs, and removes them after: a delegated cgroup
+v2, or the v1 hierarchies as root. --output, --silent-time and --report
+carry the job's stdout and stderr through pipes (so no terminal).
 
-Verdicts (--report FILE; --report-format json or isolate, isolate's --meta
-key:value format): OK, RE (non-zero exit), SG (a signal), TO (wall, CPU or
-silent time), ML (memory), OL (output), XX (the sandbox failed). The report is
-written after every process of the job is gone. closet run's exit status,
-with or without --report:
+The verdict (--report FILE, as JSON or, with --report-format isolate, as
+isolate's --meta key:value file) is written once every process of the job
+is gone: OK, RE (non-zero exit), SG (a signal), TO (wall, CPU or silent
+time), ML (memory), OL (output), XX (the sandbox failed, not the job), with
+the figures and the mechanism that enforced each limit. closet's own exit
+status follows the verdict, with or without --report:
 
-  OK 0   RE the job's status   SG 128+signal   TO 124   ML 123   OL 122
-  XX 125 (126: the command could not be executed, 127: not found)
-  1 bad input (nothing ran, no report)`
+  OK 0    RE the job's status    SG 128+signal    TO 124    ML 123    OL 122
+  XX 125 (126: the command could not be executed, 127: it was not found)
+  1: bad input, such as a nonsense limit (nothing ran, no report)`
 
 func (l *limitOpts) addFlags(cmd *cobra.Command) {
 	cmd.Long += limitsHelp
@@ -71,12 +78,12 @@ func (l *limitOpts) addFlags(cmd *cobra.Command) {
 	f.StringVar(&l.cpuTime, "cpu-time", "", "end the job after `T` of CPU time")
 	f.StringVar(&l.silentTime, "silent-time", "", "end the job when it writes nothing for `T`")
 	f.StringVar(&l.memory, "memory", "", "limit the job's memory to `SIZE` (512k, 64M, 1.5G)")
-	f.StringVar(&l.pids, "pids", "", "limit the job to `N` processes (cgroup only)")
+	f.StringVar(&l.pids, "pids", "", "limit the job to `N` processes and threads (cgroup only)")
 	f.StringVar(&l.output, "output", "", "pass on at most `SIZE` bytes of stdout+stderr; end the job when it writes more")
 	f.StringVar(&l.fileSize, "file-size", "", "largest file the job may write (`SIZE`, RLIMIT_FSIZE)")
 	f.StringVar(&l.openFiles, "open-files", "", "open files per process (`N`, RLIMIT_NOFILE)")
 	f.StringVar(&l.tmpSize, "tmp-size", "", "size of the /tmp tmpfs (`SIZE`)")
-	f.StringVar(&l.cgroup, "cgroup", "auto", "memory limits without a cgroup: auto (fall back to RLIMIT_AS, said in the report) or require (refuse to run)")
+	f.StringVar(&l.cgroup, "cgroup", "auto", "--memory where no cgroup can hold it: auto (RLIMIT_AS instead, and the report says so) or require (refuse to run)")
 	f.StringVar(&l.reportFile, "report", "", "write the verdict and figures to `FILE` after the job")
 	f.StringVar(&l.reportFormat, "report-format", "json", "--report format: json, or isolate (isolate's --meta key:value file)")
 }

@@ -463,3 +463,14 @@ func ownV1(controller string) string {
 	}
 	return ""
 }
+
+// TestLimitsHelp: the verdict-to-exit mapping is documented where users
+// look.
+func TestLimitsHelp(t *testing.T) {
+	r := testutil.Closet(t, "", "run", "--help")
+	for _, s := range []string{"TO 124", "ML 123", "OL 122", "XX 125", "SG 128+signal", "--report-format", "--silent-time"} {
+		if !strings.Contains(r.Stdout, s) {
+			t.Errorf("closet run --help does not mention %q", s)
+		}
+	}
+}
