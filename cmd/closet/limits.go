@@ -28,8 +28,9 @@ type limitOpts struct {
 	cgroup                        string
 	reportFile, reportFormat      string
 
-	// parsed by apply
-	lim spec.Limits
+	// set by apply
+	lim  spec.Limits
+	dest *report.Dest
 }
 
 // limitsHelp is appended to run's long help.
@@ -174,6 +175,14 @@ func (l *limitOpts) apply(s *spec.Spec, tty string) error {
 		}
 		s.TTY = false
 	}
+	if l.reportFile != "" {
+		// The directory is opened now: the job may be able to write there.
+		d, err := report.OpenDest(l.reportFile)
+		if err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		l.dest = d
+	}
 	l.lim = lim
 	s.Limits = lim
 	return nil
@@ -287,13 +296,15 @@ func (l *limitOpts) conclude(ctx context.Context, o *runOpts, st *closure.Store,
 			exit = &exitError{code: r.ClosetExit, quiet: true}
 		}
 	}
-	if l.reportFile != "" {
+	if l.dest != nil {
 		r.Closure = report.Closure{Hash: s.ClosureHash, Paths: len(s.Store)}
 		if c, err := st.Closure(ctx, roots, false); err == nil {
 			r.Closure.Size = c.NarSize()
 		}
-		if err := r.WriteFile(l.reportFile, l.reportFormat); err != nil {
-			fmt.Fprintf(os.Stderr, "closet: write the report: %v\n", err)
+		err := l.dest.Write(r, l.reportFormat)
+		l.dest.Close()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "closet: %v\n", err)
 			if exit == nil {
 				exit = &exitError{code: exitSandbox, quiet: true}
 			}

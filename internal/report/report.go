@@ -5,6 +5,7 @@
 package report
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -217,28 +218,70 @@ func (r *Report) WriteIsolate(w io.Writer) error {
 	return err
 }
 
-// WriteFile writes r to path in format ("json" or "isolate"), through a
-// temporary file renamed into place: a reader never sees half a report.
-func (r *Report) WriteFile(path, format string) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".closet-report-*")
+// Dest is where a report will go: its directory, opened before the job
+// runs, so that a job which can write there (the shared working directory)
+// cannot redirect the report by swapping a directory for a symlink while
+// it runs.
+type Dest struct {
+	dir  *os.File
+	base string
+}
+
+// OpenDest opens path's directory; path names a file to create or
+// replace.
+func OpenDest(path string) (*Dest, error) {
+	base := filepath.Base(path)
+	if base == "." || base == "/" || base == ".." || strings.HasSuffix(path, "/") {
+		return nil, fmt.Errorf("%s: a file name, please", path)
+	}
+	fd, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Dir(path), err)
+	}
+	return &Dest{dir: os.NewFile(uintptr(fd), filepath.Dir(path)), base: base}, nil
+}
+
+// Close releases the directory.
+func (d *Dest) Close() error { return d.dir.Close() }
+
+// Write writes r in format ("json" or "isolate") through a temporary file
+// renamed into place: a reader never sees half a report, and a symlink at
+// the report's name is replaced, not followed.
+func (d *Dest) Write(r *Report, format string) error {
+	var b bytes.Buffer
+	var err error
+	if format == "isolate" {
+		err = r.WriteIsolate(&b)
+	} else {
+		err = r.WriteJSON(&b)
+	}
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
-	if format == "isolate" {
-		err = r.WriteIsolate(f)
-	} else {
-		err = r.WriteJSON(f)
+	dfd := int(d.dir.Fd())
+	var tmp string
+	var fd int
+	for i := 0; ; i++ {
+		tmp = fmt.Sprintf(".%s.%d.%d.tmp", d.base, os.Getpid(), i)
+		fd, err = unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		if err != unix.EEXIST || i > 100 {
+			break
+		}
 	}
-	if err == nil {
-		err = f.Chmod(0o644)
+	if err != nil {
+		return fmt.Errorf("create the report in %s: %w", d.dir.Name(), err)
 	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, err = f.Write(b.Bytes())
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return err
+	if err == nil {
+		err = unix.Renameat(dfd, tmp, dfd, d.base)
 	}
-	return os.Rename(f.Name(), path)
+	if err != nil {
+		unix.Unlinkat(dfd, tmp, 0)
+		return fmt.Errorf("write the report %s: %w", filepath.Join(d.dir.Name(), d.base), err)
+	}
+	return nil
 }

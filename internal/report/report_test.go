@@ -81,8 +81,18 @@ func TestWriteFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "r.json")
 	r := &Report{Status: TO, Killed: true, Limit: "cpu-time", Limits: map[string]Limit{"cpu-time": {"1", "cgroup-v1+rlimit-cpu"}}, ClosetExit: ExitTO}
-	if err := r.WriteFile(p, "json"); err != nil {
+	d, err := OpenDest(p)
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer d.Close()
+	// The job swaps in a symlink at the report's name: it is replaced.
+	os.Symlink("/etc/passwd", p)
+	if err := d.Write(r, "json"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("report is not a regular file: %v %v", st, err)
 	}
 	b, _ := os.ReadFile(p)
 	var got Report
@@ -93,8 +103,29 @@ func TestWriteFile(t *testing.T) {
 	if len(ents) != 1 {
 		t.Errorf("temporary files left: %v", ents)
 	}
-	if err := r.WriteFile(filepath.Join(dir, "no/such/dir/r"), "json"); err == nil {
-		t.Error("writing into a missing directory succeeded")
+	// The directory was opened before: renaming it away and planting a
+	// symlink in its place does not redirect the report.
+	sub := filepath.Join(dir, "out")
+	other := t.TempDir()
+	os.Mkdir(sub, 0o755)
+	d2, err := OpenDest(filepath.Join(sub, "meta"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	os.Rename(sub, filepath.Join(dir, "moved"))
+	os.Symlink(other, sub)
+	if err := d2.Write(r, "isolate"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "meta")); err == nil {
+		t.Error("the report followed the swapped-in symlink")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "moved", "meta")); err != nil {
+		t.Errorf("the report is not in the directory opened: %v", err)
+	}
+	if _, err := OpenDest(filepath.Join(dir, "no/such/dir/r")); err == nil {
+		t.Error("a missing directory was accepted")
 	}
 }
 

@@ -181,6 +181,25 @@ func (j *jobLimits) limitHit() string {
 	return j.tripped
 }
 
+// attach places the just-cloned init in the job's v1 cgroups, and caps
+// the tasks the setup may create: the init's threads now, the exec
+// stage's to come, and the job's allowance, with room to spare. started
+// tightens it once the target runs; till then, a job that forks at once
+// is held to that cap.
+func (j *jobLimits) attach(initPid int) error {
+	if err := j.cg.Attach(initPid); err != nil {
+		return err
+	}
+	if j.lim.Pids > 0 {
+		return j.cg.SetPidsMax(uint64(threads(initPid)) + j.lim.Pids + setupTasks)
+	}
+	return nil
+}
+
+// setupTasks is room for the threads of closet's Go init and exec stage
+// while the sandbox is built.
+const setupTasks = 32
+
 // started runs once the target's execve succeeded: the clocks start now.
 func (j *jobLimits) started(initPid int) error {
 	if j.lim.Pids > 0 {

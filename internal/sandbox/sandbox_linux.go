@@ -201,7 +201,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	// after clone. No job code can have run yet: the init is closet itself,
 	// blocked reading the spec, which is sent below, only once the init is
 	// in place; and the init's children inherit its cgroups.
-	if err := jl.cg.Attach(cmd.Process.Pid); err != nil {
+	if err := jl.attach(cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
 		<-waitc
 		jl.outWait()
