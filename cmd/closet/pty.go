@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -10,41 +9,26 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
-
-	"github.com/closet-sandbox/closet/internal/sandbox"
 )
 
-// ptyRelay gives the job a pty of its own and relays it to closet's
-// terminal: keystrokes in (so ^C and ^Z reach the job's foreground process
-// group through the pty's line discipline), output out, window size on
-// SIGWINCH. The job never holds the host's terminal.
+// ptyRelay relays the job's pty to closet's terminal: keystrokes in (so ^C
+// and ^Z reach the job's foreground process group through the pty's line
+// discipline), output out, the window size now and on every SIGWINCH. The
+// pty itself is made inside the sandbox (see sandbox.Hooks.Console); the
+// job never holds closet's terminal.
 type ptyRelay struct {
-	master, slave *os.File
-	oldState      *term.State
-	winch         chan os.Signal
-	done          sync.WaitGroup
+	master   *os.File
+	oldState *term.State
+	winch    chan os.Signal
+	done     sync.WaitGroup
 }
 
-func openPTY() (*ptyRelay, error) {
-	m, s, err := pty.Open()
-	if err != nil {
-		return nil, fmt.Errorf("open a pty for the job: %w", err)
-	}
-	r := &ptyRelay{master: m, slave: s}
+// attach starts relaying master; it runs before the target starts, so
+// the first output is not lost.
+func (r *ptyRelay) attach(master *os.File) {
+	r.master = master
 	if isTerminal(os.Stdin) {
-		pty.InheritSize(os.Stdin, m)
-	}
-	return r, nil
-}
-
-func (r *ptyRelay) stdio() sandbox.Stdio {
-	return sandbox.Stdio{Stdin: r.slave, Stdout: r.slave, Stderr: r.slave}
-}
-
-// start begins relaying once the target runs.
-func (r *ptyRelay) start() {
-	r.slave.Close()
-	if isTerminal(os.Stdin) {
+		pty.InheritSize(os.Stdin, master)
 		if st, err := term.MakeRaw(int(os.Stdin.Fd())); err == nil {
 			r.oldState = st
 		}
@@ -52,20 +36,23 @@ func (r *ptyRelay) start() {
 		signal.Notify(r.winch, unix.SIGWINCH)
 		go func() {
 			for range r.winch {
-				pty.InheritSize(os.Stdin, r.master)
+				pty.InheritSize(os.Stdin, master)
 			}
 		}()
 	}
-	go io.Copy(r.master, os.Stdin)
+	go io.Copy(master, os.Stdin)
 	r.done.Add(1)
 	go func() {
 		defer r.done.Done()
-		io.Copy(os.Stdout, r.master) // ends with EIO when the job's side closes
+		io.Copy(os.Stdout, master) // ends with EIO once the job's side is closed
 	}()
 }
 
 // finish waits for the job's output to drain and restores the terminal.
 func (r *ptyRelay) finish() {
+	if r.master == nil {
+		return
+	}
 	r.done.Wait()
 	if r.winch != nil {
 		signal.Stop(r.winch)
@@ -73,9 +60,5 @@ func (r *ptyRelay) finish() {
 	if r.oldState != nil {
 		term.Restore(int(os.Stdin.Fd()), r.oldState)
 	}
-}
-
-func (r *ptyRelay) Close() {
 	r.master.Close()
-	r.slave.Close()
 }

@@ -152,20 +152,15 @@ func (o *runOpts) run(ctx context.Context, rootArgs, command []string, interacti
 	s.RootDir = dir
 
 	stdio := sandbox.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	hooks := sandbox.Hooks{Started: func(int) {
+		o.logf("target started (%v since closet began)", time.Since(t0).Round(time.Microsecond))
+	}}
 	var relay *ptyRelay
 	if s.TTY {
-		if relay, err = openPTY(); err != nil {
-			return withCode(exitSandbox, err)
-		}
-		defer relay.Close()
-		stdio = relay.stdio()
+		relay = &ptyRelay{}
+		hooks.Console = relay.attach
 	}
-	out, err := sandbox.Run(ctx, s, stdio, sandbox.Hooks{Started: func(int) {
-		o.logf("target started (%v since closet began)", time.Since(t0).Round(time.Microsecond))
-		if relay != nil {
-			relay.start()
-		}
-	}})
+	out, err := sandbox.Run(ctx, s, stdio, hooks)
 	if relay != nil {
 		relay.finish()
 	}

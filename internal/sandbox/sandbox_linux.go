@@ -80,6 +80,9 @@ var ErrSetup = errors.New("sandbox setup failed")
 type Hooks struct {
 	// Started runs once the target's execve succeeded, with init's pid.
 	Started func(initPid int)
+	// Console receives the job's pty master (spec.TTY) before the target
+	// starts; the caller relays it and closes it.
+	Console func(master *os.File)
 }
 
 // signalsRelayed reach the job when closet receives them.
@@ -149,6 +152,18 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	}
 	if stdio.Stdin == nil {
 		cmd.Stdin = nil
+	}
+	var console *os.File
+	if s.TTY {
+		// The job's terminal is made inside; the init needs none of ours.
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
+		var child *os.File
+		if console, child, err = newConsoleSocket(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+		defer console.Close()
+		defer child.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
 	}
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
@@ -228,6 +243,20 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	}
 	specW.Close()
 
+	if console != nil {
+		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		master, err := recvConsole(console)
+		if err != nil {
+			cmd.Process.Kill()
+			<-waitc
+			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+		if master != nil && hooks.Console != nil {
+			hooks.Console(master)
+		} else if master != nil {
+			master.Close()
+		}
+	}
 	if err := stage.ReadStatus(statusR); err != nil {
 		<-waitc
 		jl.outWait()

@@ -31,6 +31,7 @@ type state struct {
 	root  string     // the new root, before pivot_root
 	trees []userTree // the user's binds, cloned before the root exists
 	dns   string     // the host's resolv.conf, with --network
+	tty   *os.File   // the job's pty slave, with spec.TTY
 }
 
 type userTree struct {
@@ -64,6 +65,7 @@ func Run() {
 		{"build store view", (*state).buildStoreView},
 		{"mount proc", (*state).mountProc},
 		{"mount dev", (*state).mountDev},
+		{"open console", (*state).openConsole},
 		{"mount tmp and home", (*state).mountScratch},
 		{"write etc", (*state).writeEtc},
 		{"attach user binds", (*state).attachUserBinds},
@@ -219,6 +221,38 @@ func (st *state) mountDev() error {
 		if err := os.Symlink(t, filepath.Join(dev, n)); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// openConsole allocates the job's pty from the sandbox's own devpts
+// instance and sends its master end to the parent, which relays it. The
+// slave becomes the exec stage's stdin, stdout and stderr and, after its
+// setsid, its controlling terminal.
+func (st *state) openConsole() error {
+	sock := os.NewFile(stage.ConsoleFD, "console")
+	if !st.s.TTY {
+		return nil
+	}
+	defer sock.Close()
+	ptmx := filepath.Join(st.root, "dev/pts/ptmx")
+	m, err := unix.Open(ptmx, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return stage.Errorf(stage.Init, "open", "/dev/pts/ptmx", err)
+	}
+	defer unix.Close(m)
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		return stage.Errorf(stage.Init, "unlock pty", "/dev/pts/ptmx", err)
+	}
+	// TIOCGPTPEER opens the slave from the master without a path lookup;
+	// its argument is the open flags, a shape x/sys has no helper for.
+	sfd, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(m), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if e != 0 {
+		return stage.Errorf(stage.Init, "open pty slave", "/dev/pts", e)
+	}
+	st.tty = os.NewFile(uintptr(sfd), "tty")
+	if err := unix.Sendmsg(int(sock.Fd()), []byte{0}, unix.UnixRights(m), nil, 0); err != nil {
+		return stage.Errorf(stage.Init, "send pty to closet", "", err)
 	}
 	return nil
 }
@@ -404,6 +438,9 @@ func (st *state) runAndReap() int {
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
 		ExtraFiles: []*os.File{r, status},
+	}
+	if st.tty != nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = st.tty, st.tty, st.tty
 	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)

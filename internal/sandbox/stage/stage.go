@@ -13,6 +13,7 @@
 //	(both)   4   EOF, no bytes                               the target's execve succeeded
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
 //	init     3   init -> exec    Exec (JSON), then EOF       what to confine and run
+//	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
 //
 // fd 4 is shared: init hands its write end to the exec stage and closes its
 // own copy, the exec stage marks it close-on-exec, so the parent's read sees
@@ -35,6 +36,8 @@ const (
 	SpecFD   = 3
 	StatusFD = 4
 	ResultFD = 5
+	// ConsoleFD is the init's end of the console socket (spec.TTY only).
+	ConsoleFD = 6
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
