@@ -6,3 +6,4 @@ func int80(nr uintptr) uintptr
 func rawSyscallNr(nr uintptr) uintptr
 func forkPause() int64
 func rawClone(flags uintptr) int64
+func orphan() int64

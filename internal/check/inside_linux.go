@@ -77,6 +77,7 @@ var batch = []attack{
 	{"ptrace-host", "NS-01", ptraceHost},
 	{"ptrace-init", "NS-02", ptraceInit},
 	{"proc-init", "NS-02", procInit},
+	{"init-limits", "NS-02", initLimits},
 	{"unshare", "NS-03", unshareAttempt},
 	{"clone-newuser", "NS-03", cloneNewUser},
 	{"setns", "NS-03", setnsAttempt},
@@ -205,6 +206,8 @@ func Inside(args []string) int {
 		return hold(mode, &p)
 	case "race-probe":
 		return raceProbe(&p)
+	case "starve-init":
+		return starveInit(&p)
 	case "daemonize":
 		return daemonize(&p)
 	case "persist-write":
@@ -922,6 +925,51 @@ func procInit(*Params) Result {
 	_, err = os.ReadDir("/proc/1/root/")
 	tries = append(tries, try{"readdir /proc/1/root/", err})
 	return allFail(tries...)
+}
+
+// initLimits tries to change pid 1's resource limits and scheduling: the
+// job shares init's uid, and an init starved of CPU time or files would
+// end without reporting, so that the job's own failure reads as the
+// sandbox's (A3). Reading a limit changes nothing; the writes use values
+// that would end init quickly if they held.
+func initLimits(*Params) Result {
+	lim := unix.Rlimit{Cur: 1, Max: 1}
+	var set unix.CPUSet
+	set.Set(0)
+	return allFail(
+		try{"prlimit(1, RLIMIT_CPU, 1s)", unix.Prlimit(1, unix.RLIMIT_CPU, &lim, nil)},
+		try{"prlimit(1, RLIMIT_NOFILE, 1)", unix.Prlimit(1, unix.RLIMIT_NOFILE, &lim, nil)},
+		try{"setpriority(pid 1, 19)", unix.Setpriority(unix.PRIO_PROCESS, 1, 19)},
+		try{"sched_setaffinity(1)", unix.SchedSetaffinity(1, &set)},
+		try{"sched_setattr(1, SCHED_IDLE)", unix.SchedSetAttr(1, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: 5}, 0)},
+	)
+}
+
+// starveInit demonstrates what init-limits allows: it lowers pid 1's
+// CPU limit to one second, then makes pid 1 reap orphans until that second
+// is spent. Not part of the battery (it takes seconds); run by hand:
+// closet run --expose closet=/c ROOT -- /c __attack starve-init '{}'
+func starveInit(*Params) int {
+	lim := unix.Rlimit{Cur: 1, Max: 1}
+	if err := unix.Prlimit(1, unix.RLIMIT_CPU, &lim, nil); err != nil {
+		fmt.Println("prlimit:", err)
+		return 1
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	n := 0
+	for time.Now().Before(deadline) {
+		pid := orphan()
+		if pid > 0 {
+			var ws unix.WaitStatus
+			unix.Wait4(int(pid), &ws, 0, nil)
+			n++
+		}
+		if n%10000 == 0 {
+			fmt.Println("orphans", n)
+		}
+	}
+	fmt.Println("init survived", n, "orphans")
+	return 0
 }
 
 func unshareAttempt(*Params) Result {
