@@ -108,6 +108,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		{"posture", []string{"posture"}, h.runPosture},
 		{"ipc", []string{"sysv-ipc-host", "abstract-socket-inbound", "cross-job-ipc"}, h.runIPC},
 		{"daemon", []string{"daemon-outlives-job"}, h.runDaemon},
+		{"quota", []string{"per-uid-quota"}, h.runQuota},
 		{"persistence", []string{"persistence-next-job"}, h.runPersistence},
 		{"symlink-race", []string{"symlink-race-share"}, h.runRace},
 		{"fork-bomb", []string{"fork-bomb"}, h.soloRun("fork-bomb")},
@@ -615,6 +616,30 @@ func (h *host) oneShot(ctx context.Context, mode, name, threat string) Result {
 		return res[0]
 	}
 	return Result{Name: name, Threat: threat, Evidence: fmt.Sprintf("no result (%v): %s", err, out.text())}
+}
+
+// runQuota has a job take every inotify instance it can and hold them,
+// while the host, as the same user, tries to make one: per-user kernel
+// quotas are counted for the job's host uid, which every job of this user
+// shares.
+func (h *host) runQuota(ctx context.Context) error {
+	_, _, wait, err := h.startHold(ctx, "hold-inotify")
+	if err != nil {
+		return err
+	}
+	fd, ierr := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if ierr == nil {
+		unix.Close(fd)
+	}
+	wait()
+	r := Result{Name: "per-uid-quota", Threat: "R-08"}
+	if ierr != nil {
+		r.Evidence = fmt.Sprintf("while the job held every inotify instance it could, the host user's own inotify_init1 failed with %s: jobs and their user share per-uid kernel quotas", errName(ierr))
+	} else {
+		r.Blocked, r.Evidence = true, "the job's inotify instances did not count against the host user's"
+	}
+	h.add(r)
+	return nil
 }
 
 // runDaemon has the job leave a daemon behind (own session, SIGTERM

@@ -142,7 +142,7 @@ func Attacks() [][2]string {
 // hostJudged are the attempts whose verdict only the host side can give.
 var hostJudged = [][2]string{
 	{"sysv-ipc-host", "NS-10"}, {"abstract-socket-inbound", "NS-09"}, {"cross-job-ipc", "FD-02"},
-	{"daemon-outlives-job", "R-06"}, {"persistence-next-job", "X-03"}, {"symlink-race-share", "FS-20"},
+	{"daemon-outlives-job", "R-06"}, {"per-uid-quota", "R-08"}, {"persistence-next-job", "X-03"}, {"symlink-race-share", "FS-20"},
 }
 
 // Inside is the entry point of the hidden `closet __attack` command. args:
@@ -202,7 +202,7 @@ func Inside(args []string) int {
 			emit(r)
 		}
 		return 0
-	case "hold", "hold-ipc":
+	case "hold", "hold-ipc", "hold-inotify":
 		return hold(mode, &p)
 	case "race-probe":
 		return raceProbe(&p)
@@ -1765,6 +1765,16 @@ func hold(mode string, p *Params) int {
 			fmt.Fprintln(os.Stderr, "abstract listen:", err)
 		}
 		os.WriteFile("/dev/shm/closet-hold", []byte("x"), 0o666)
+	}
+	if mode == "hold-inotify" {
+		// R-08: a per-uid kernel quota, counted for the host uid too.
+		n := 0
+		for ; n < 100000; n++ {
+			if _, err := unix.InotifyInit1(0); err != nil {
+				fmt.Fprintf(os.Stderr, "inotify instances: %d, then %v\n", n, err)
+				break
+			}
+		}
 	}
 	os.Stdout.WriteString("ready\n")
 	var b [1]byte
