@@ -29,10 +29,7 @@ const nobody = 65534
 // so the rest of the battery keeps guarding. A hole listed here that no
 // longer escapes fails the test, so the list cannot go stale.
 var knownHoles = map[string]string{
-	"setuid-create": "HOLE: the seccomp setid rules cover chmod/fchmod/fchmodat/fchmodat2 only; open/openat/creat/openat2 with O_CREAT and mknod(S_IFREG) take S_ISUID|S_ISGID in their mode, so a job leaves files setuid to the operator's uid in a --share'd host directory (the Nix 1.11.10 bug class)",
-	"init-limits":   "HOLE: prlimit64 is allowed for any pid and the job shares pid 1's uid, so it can set init's RLIMIT_CPU to 1s; then making init reap ~30k orphans gets init SIGKILLed and closet reports 'sandbox setup failed' (exit 125, XX) for the job's own doing (demo: __attack starve-init); filter prlimit64 to pid 0",
 	"per-uid-quota": "HOLE: every job runs as closet's caller's host uid (no per-job subordinate uid), so per-user kernel quotas are shared: one job holding 128 inotify instances makes inotify_init1 fail with EMFILE for every other job of that user and for the user itself (threats.md R-08, key conclusion 3)",
-	"proc-keys":     "HOLE: /proc/keys is not masked: the job lists the keys of closet's host uid, with descriptions and sizes (a key the operator added to @u shows), though keyctl cannot read them",
 }
 
 // limitHoles escape only where the host gives closet no way to enforce the

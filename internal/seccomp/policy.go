@@ -143,7 +143,8 @@ var allowed = []string{
 	"cachestat", "capget", "capset", "chdir",
 	// "chmod": setid rule
 	"chown", "clock_adjtime", "clock_getres", "clock_gettime", "clock_nanosleep",
-	"close", "close_range", "connect", "copy_file_range", "creat",
+	"close", "close_range", "connect", "copy_file_range",
+	// "creat": setid rule
 	"dup", "dup2", "dup3",
 	"epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old", "epoll_pwait",
 	"epoll_pwait2", "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2",
@@ -167,15 +168,19 @@ var allowed = []string{
 	"lchown", "lgetxattr", "link", "linkat", "listen", "listmount", "listxattr",
 	"listxattrat", "llistxattr", "lremovexattr", "lseek", "lsetxattr", "lstat",
 	"madvise", "map_shadow_stack", "membarrier", "memfd_create", "memfd_secret",
-	"mincore", "mkdir", "mkdirat", "mknod", "mknodat", "mlock", "mlock2", "mlockall",
+	"mincore", "mkdir", "mkdirat",
+	// "mknod", "mknodat": setid rules
+	"mlock", "mlock2", "mlockall",
 	"mmap", "mprotect", "mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive",
 	"mq_timedsend", "mq_unlink", "mremap", "mseal", "msgctl", "msgget", "msgrcv",
 	"msgsnd", "msync", "munlock", "munlockall", "munmap",
 	"name_to_handle_at", "nanosleep", "newfstatat",
-	"open", "openat", "openat2",
+	// "open", "openat": setid rules; "openat2": ENOSYS rule
 	"pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2", "pkey_alloc",
 	"pkey_free", "pkey_mprotect", "poll", "ppoll", "prctl", "pread64", "preadv",
-	"preadv2", "prlimit64", "process_mrelease", "pselect6", "pwrite64", "pwritev",
+	"preadv2",
+	// "prlimit64": self-only rule
+	"process_mrelease", "pselect6", "pwrite64", "pwritev",
 	"pwritev2",
 	"read", "readahead", "readlink", "readlinkat", "readv", "recvfrom", "recvmmsg",
 	"recvmsg", "remap_file_pages", "removexattr", "removexattrat", "rename",
@@ -289,6 +294,22 @@ func policy(Options) []group {
 		},
 		setid("setid-chmod", 1, "chmod", "fchmod"),
 		setid("setid-fchmodat", 2, "fchmodat", "fchmodat2"),
+		// A file created setuid is as dangerous as one chmod'ed so: in a
+		// shared directory it is the operator's setuid file on the host.
+		setid("setid-create", 1, "creat", "mknod"),
+		setid("setid-open", 2, "open", "mknodat"),
+		setid("setid-openat", 3, "openat"),
+		{
+			name: "openat2", syscalls: []string{"openat2"}, action: ActionENOSYS,
+			reason: "its mode sits in memory seccomp cannot read, so the setid check cannot apply; ENOSYS makes libc fall back to openat",
+		},
+		{
+			name: "prlimit-self", syscalls: []string{"prlimit64"},
+			clauses: []clause{{all: []cond{oneOf(0, 0)}, action: ActionAllow}},
+			action:  ActionEPERM,
+			when:    "the pid (argument 0) is not 0, the caller itself",
+			reason:  "a job may set its own limits, not those of the sandbox's init (same uid), which it could starve into failing the run",
+		},
 		{
 			name: "personality", syscalls: []string{"personality"},
 			clauses: []clause{{all: []cond{oneOf(0, 0, 0x8, 0x20000, 0x20008, 0xffffffff)}, action: ActionAllow}},

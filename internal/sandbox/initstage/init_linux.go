@@ -64,6 +64,7 @@ func Run() {
 		{"mount root", (*state).mountRoot},
 		{"build store view", (*state).buildStoreView},
 		{"mount proc", (*state).mountProc},
+		{"mask proc", (*state).maskProc},
 		{"mount dev", (*state).mountDev},
 		{"open console", (*state).openConsole},
 		{"mount tmp and home", (*state).mountScratch},
@@ -105,7 +106,9 @@ func (st *state) openUserBinds() error {
 	sort.SliceStable(ms, func(i, j int) bool { return depth(ms[i].Target) < depth(ms[j].Target) })
 	for _, m := range ms {
 		fd, err := unix.Openat2(unix.AT_FDCWD, m.Source, &unix.OpenHow{
-			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+			// No O_NOFOLLOW: with O_PATH it would return the link itself;
+			// without it RESOLVE_NO_SYMLINKS refuses a trailing link too.
+			Flags:   unix.O_PATH | unix.O_CLOEXEC,
 			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 		})
 		if err != nil {
@@ -183,6 +186,37 @@ func (st *state) mountProc() error {
 		e := stage.Errorf(stage.Init, "mount proc", "/proc", err)
 		e.Hint = "the host's /proc has mounts over parts of it (as in some containers); closet needs a /proc without them"
 		return e
+	}
+	return nil
+}
+
+// maskedProc are the parts of /proc that speak of the host, not the
+// sandbox (keys of the caller's uid, kernel timers and symbols, hardware),
+// as runc masks them: files under /dev/null, directories under an empty,
+// read-only tmpfs.
+var maskedProc = []string{
+	"keys", "key-users", "kcore", "timer_list", "timer_stats", "sched_debug",
+	"latency_stats", "sysrq-trigger", "acpi", "asound", "scsi", "bus", "irq", "driver",
+}
+
+func (st *state) maskProc() error {
+	for _, name := range maskedProc {
+		p := filepath.Join(st.root, "proc", name)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			continue // not on this kernel
+		}
+		if fi.IsDir() {
+			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=0555")
+		} else {
+			if err = unix.Mount("/dev/null", p, "", unix.MS_BIND, ""); err == nil {
+				attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC}
+				err = unix.MountSetattr(unix.AT_FDCWD, p, 0, &attr)
+			}
+		}
+		if err != nil {
+			return stage.Errorf(stage.Init, "mask", "/proc/"+name, err)
+		}
 	}
 	return nil
 }
