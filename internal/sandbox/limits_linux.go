@@ -175,10 +175,12 @@ func (j *jobLimits) setKill(kill func()) {
 	}
 }
 
-func (j *jobLimits) limitHit() string {
+// limitHit is the limit that ended the job, and the job's CPU time then
+// where only /proc could tell it.
+func (j *jobLimits) limitHit() (string, time.Duration) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.tripped
+	return j.tripped, j.killCPU
 }
 
 // attach places the just-cloned init in the job's v1 cgroups, and caps

@@ -288,8 +288,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if out.Cgroup.HasCPU {
 		out.Cgroup.CPU -= jl.cpu0
 	}
-	out.Limit = jl.limitHit()
-	out.KillCPU = jl.killCPU
+	out.Limit, out.KillCPU = jl.limitHit()
 	if out.Limit == "" && out.Cgroup.OOMKills > 0 {
 		out.Limit = LimitMemory
 	}
