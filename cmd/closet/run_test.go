@@ -1,0 +1,354 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/spec"
+	"github.com/closet-sandbox/closet/internal/testutil"
+)
+
+// closureOf is Nix's own answer, the reference for what the view holds.
+func closureOf(t *testing.T, roots ...string) []string {
+	t.Helper()
+	out, err := exec.Command("nix-store", append([]string{"--query", "--requisites"}, roots...)...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := strings.Fields(string(out))
+	slices.Sort(ps)
+	return ps
+}
+
+func run(t *testing.T, dir string, args ...string) testutil.Result {
+	t.Helper()
+	return testutil.Closet(t, dir, append([]string{"run"}, args...)...)
+}
+
+func TestStoreViewIsExactlyTheClosure(t *testing.T) {
+	bb, app := fixture.Path(t, "busybox"), fixture.Path(t, "app")
+	r := run(t, "", app, bb, "--", "ls", "-1", "/nix/store")
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
+	}
+	var got []string
+	for _, name := range strings.Fields(r.Stdout) {
+		got = append(got, "/nix/store/"+name)
+	}
+	slices.Sort(got)
+	if want := closureOf(t, app, bb); !slices.Equal(got, want) {
+		t.Errorf("/nix/store inside:\n%v\nwant the closure:\n%v", got, want)
+	}
+	// The app itself runs from the view.
+	if r := run(t, "", app, "--", "app"); r.Code != 0 {
+		t.Errorf("app in the sandbox: exit %d: %s%s", r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+func TestTenantsAndNixStateInvisible(t *testing.T) {
+	snoop, bb := fixture.Path(t, "snoop"), fixture.Path(t, "busybox")
+	alice := fixture.Path(t, "tenant-alice-src")
+	// Outside, the snoop reads alice's secret (as root, or as anyone).
+	if err := exec.Command(filepath.Join(snoop, "bin/snoop")).Run(); err != nil {
+		t.Fatalf("snoop on the host should succeed: %v", err)
+	}
+	r := run(t, "", snoop, "--", "snoop")
+	if r.Code == 0 {
+		t.Fatalf("snoop read the tenant's secret inside the sandbox:\n%s", r.Stdout)
+	}
+	r = run(t, "", snoop, bb, "--", "sh", "-c",
+		"ls -a /nix/store; ls -a /nix; cat "+alice+"/secret.txt; test -e /nix/var && echo HAS-VAR; test -e /nix/var/nix/daemon-socket/socket && echo HAS-SOCKET; exit 0")
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
+	}
+	for _, leak := range []string{"tenant-", filepath.Base(alice), "HAS-VAR", "HAS-SOCKET", "var", ".links"} {
+		if strings.Contains(r.Stdout, leak) {
+			t.Errorf("sandbox shows %q:\n%s", leak, r.Stdout)
+		}
+	}
+	if !strings.Contains(r.Stderr, "No such file") {
+		t.Errorf("reading the tenant's secret should fail with ENOENT, stderr: %s", r.Stderr)
+	}
+}
+
+func TestCwdModes(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	dir := testutil.TempDir(t)
+	r := run(t, dir, bb, "--", "sh", "-c", "pwd; echo rw > out.txt")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != dir {
+		t.Fatalf("rw: exit %d, pwd %q, want %q: %s", r.Code, r.Stdout, dir, r.Stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out.txt")); err != nil || string(b) != "rw\n" {
+		t.Errorf("rw write did not reach the host: %q %v", b, err)
+	}
+	r = run(t, dir, "--cwd", "ro", bb, "--", "sh", "-c", "cat out.txt && echo ro > out2.txt")
+	if r.Code == 0 || !strings.Contains(r.Stdout, "rw") || !strings.Contains(r.Stderr, "Read-only") {
+		t.Errorf("ro: exit %d, stdout %q, stderr %q; want the read to work and the write to fail", r.Code, r.Stdout, r.Stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out2.txt")); err == nil {
+		t.Error("ro: a write reached the host")
+	}
+	r = run(t, dir, "--cwd", "none", bb, "--", "sh", "-c", "pwd; ls "+dir)
+	if r.Code == 0 || strings.TrimSpace(r.Stdout) == dir {
+		t.Errorf("none: exit %d, stdout %q: the directory should be absent", r.Code, r.Stdout)
+	}
+}
+
+func TestExposeAndShare(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	ro, rw := testutil.TempDir(t), testutil.TempDir(t)
+	os.WriteFile(filepath.Join(ro, "in.txt"), []byte("input\n"), 0o644)
+	r := run(t, "", "--cwd", "none", "--expose", ro+"=/data", "--share", rw+"=/out", bb, "--",
+		"sh", "-c", "cat /data/in.txt > /out/copy.txt; echo x > /data/nope")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "Read-only") {
+		t.Errorf("write to --expose: exit %d, stderr %q; want a read-only error", r.Code, r.Stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(rw, "copy.txt")); string(b) != "input\n" {
+		t.Errorf("--share did not carry the copy out: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(ro, "nope")); err == nil {
+		t.Error("a write reached the exposed directory")
+	}
+}
+
+// A symlink where the user named a path is refused, not followed: it
+// cannot redirect the bind to somewhere the user did not name.
+func TestSymlinkCannotRedirectBind(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	base := testutil.TempDir(t)
+	secret := filepath.Join(base, "secret")
+	os.Mkdir(secret, 0o755)
+	os.WriteFile(filepath.Join(secret, "key"), []byte("KEY"), 0o644)
+	link := filepath.Join(base, "shared")
+	os.Symlink(secret, link)
+	r := run(t, "", "--cwd", "none", "--share", link+"=/work", bb, "--", "cat", "/work/key")
+	if r.Code != 125 || strings.Contains(r.Stdout, "KEY") || !strings.Contains(r.Stderr, "symlink") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 125 and a symlink refusal", r.Code, r.Stdout, r.Stderr)
+	}
+	// A link in a parent directory is refused too.
+	os.Mkdir(filepath.Join(secret, "sub"), 0o755)
+	r = run(t, "", "--cwd", "none", "--expose", link+"/sub=/work", bb, "--", "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "symlink") {
+		t.Errorf("link in a parent: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	// A link inside a shared directory resolves inside the sandbox.
+	inner := testutil.TempDir(t)
+	os.Symlink(filepath.Join(secret, "key"), filepath.Join(inner, "escape"))
+	r = run(t, "", "--cwd", "none", "--share", inner+"=/work", bb, "--", "cat", "/work/escape")
+	if r.Code == 0 || strings.Contains(r.Stdout, "KEY") {
+		t.Errorf("a symlink inside the share reached the host: exit %d %q", r.Code, r.Stdout)
+	}
+}
+
+func TestCleanEnvironment(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	cmd := testutil.Command(t, "", "run", "--env", "FOO=bar", "--preserve", "KEEP_.*", bb, "--", "env")
+	cmd.Env = append(cmd.Env, "SECRET_TOKEN=hunter2", "KEEP_ME=yes", "TERM=xterm")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		env[k] = v
+	}
+	if env["PATH"] != bb+"/bin" || env["FOO"] != "bar" || env["KEEP_ME"] != "yes" || env["TERM"] != "xterm" || env["HOME"] == "" || env["USER"] == "" {
+		t.Errorf("environment %v", env)
+	}
+	if _, ok := env["SECRET_TOKEN"]; ok {
+		t.Error("the caller's SECRET_TOKEN leaked into the job")
+	}
+	allowed := map[string]bool{"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "TERM": true, "LANG": true, "FOO": true, "KEEP_ME": true, "PWD": true, "SHLVL": true}
+	for k := range env {
+		if !allowed[k] {
+			t.Errorf("unexpected variable %s", k)
+		}
+	}
+}
+
+func TestExitCodesAndSignals(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	for _, tt := range []struct {
+		script string
+		code   int
+	}{
+		{"exit 0", 0}, {"exit 3", 3}, {"exit 255", 255},
+		{"kill -TERM $$", 128 + 15}, {"kill -KILL $$", 128 + 9}, {"kill -SEGV $$", 128 + 11},
+	} {
+		if r := run(t, "", bb, "--", "sh", "-c", tt.script); r.Code != tt.code {
+			t.Errorf("%q: exit %d, want %d (%s)", tt.script, r.Code, tt.code, r.Stderr)
+		}
+	}
+	// A signal sent to closet reaches the job.
+	cmd := testutil.Command(t, "", "run", bb, "--", "sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	stdout.Read(buf)
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
+		t.Errorf("SIGTERM to closet: %v, want the job's trap to exit 42", err)
+	}
+}
+
+// Nothing outlives the job: a background process dies with it, and its
+// marker stays unwritten.
+func TestBackgroundProcessDiesWithJob(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	dir := testutil.TempDir(t)
+	start := time.Now()
+	r := run(t, dir, bb, "--", "sh", "-c", "(sleep 2; echo alive > late.txt) & echo started")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "started") {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
+	}
+	if time.Since(start) > 1500*time.Millisecond {
+		t.Errorf("closet waited for the background process (%v)", time.Since(start))
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := os.Stat(filepath.Join(dir, "late.txt")); err == nil {
+		t.Error("a background process outlived the job")
+	}
+}
+
+func TestBadInputRunsNothing(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	dir := testutil.TempDir(t)
+	marker := "touch ran"
+	tests := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no command", []string{bb}, 1, "needs a command"},
+		{"bad cwd mode", []string{"--cwd", "rx", bb, "--", "sh", "-c", marker}, 1, "--cwd"},
+		{"bad env", []string{"--env", "NOEQUALS", bb, "--", "sh", "-c", marker}, 1, "NAME=VALUE"},
+		{"bad regex", []string{"--preserve", "(", bb, "--", "sh", "-c", marker}, 1, "--preserve"},
+		{"bad uid", []string{"--uid", "-4", bb, "--", "sh", "-c", marker}, 1, "--uid"},
+		{"expose missing", []string{"--expose", "/no/such/dir", bb, "--", "sh", "-c", marker}, 1, "/no/such/dir"},
+		{"expose over store", []string{"--expose", dir + "=/nix/store/x", bb, "--", "sh", "-c", marker}, 1, "/nix/store/x"},
+		{"bad root", []string{"/etc/passwd", "--", "sh", "-c", marker}, 1, "not in the Nix store"},
+		{"unknown command", []string{bb, "--", "no-such-cmd"}, 127, "not found"},
+		{"unknown flag", []string{"--frobnicate", bb, "--", "sh", "-c", marker}, 64, "unknown flag"},
+		{"bad seccomp", []string{"--seccomp", "maybe", bb, "--", "sh", "-c", marker}, 1, "--seccomp"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, dir, tt.args...)
+			if r.Code != tt.code || !strings.Contains(r.Stderr, tt.msg) {
+				t.Errorf("exit %d, stderr %q; want %d mentioning %q", r.Code, r.Stderr, tt.code, tt.msg)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+				t.Fatal("the command ran despite bad input")
+			}
+		})
+	}
+}
+
+func TestDryRunPrintsSpec(t *testing.T) {
+	app, bb := fixture.Path(t, "app"), fixture.Path(t, "busybox")
+	dir := testutil.TempDir(t)
+	r := run(t, dir, "--dry-run", "--network", "--hostname", "box", app, bb, "--", "sh", "-c", "touch ran")
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
+	}
+	var s spec.Spec
+	if err := json.Unmarshal([]byte(r.Stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.Store, closureOf(t, app, bb)) || s.Path != bb+"/bin/sh" || !s.Network || s.Hostname != "box" || s.Cwd != dir {
+		t.Errorf("spec %+v", s)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Error("--dry-run ran the command")
+	}
+}
+
+// Inside: no capabilities, no_new_privs, seccomp, a fresh /proc and own
+// namespaces, hostname, synthetic /etc.
+func TestInsidePosture(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	r := run(t, "", bb, "--", "sh", "-c", "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; hostname; id -u; cat /etc/hosts; ls /proc | grep -c '^[0-9]'; cat /etc/resolv.conf 2>&1; exit 0")
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
+	}
+	for _, want := range []string{"CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2", "\ncloset\n", "\n1000\n", "127.0.0.1 localhost", "No such file"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("inside posture lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+}
+
+// closet shell on a terminal: the job's pty is its own (ttyname resolves
+// inside), the window size and ^C reach it, and its exit status is closet's.
+func TestShellPTY(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	cmd := testutil.Command(t, "", "shell", bb)
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 33, Cols: 111})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var mu sync.Mutex
+	var out strings.Builder
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitFor := func(s string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			ok := strings.Contains(out.String(), s)
+			mu.Unlock()
+			if ok {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("no %q in the shell's output:\n%s", s, out.String())
+	}
+	ptmx.WriteString("tty; stty size; echo $((6*7))x\n")
+	waitFor("42x")
+	waitFor("/dev/pts/0")
+	waitFor("33 111")
+	ptmx.WriteString("sleep 30; echo slept\n")
+	time.Sleep(300 * time.Millisecond)
+	ptmx.Write([]byte{3}) // ^C
+	ptmx.WriteString("echo after-$((1+1))\n")
+	waitFor("after-2")
+	ptmx.WriteString("exit 3\n")
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Errorf("shell exit: %v, want status 3", err)
+	}
+	if strings.Contains(out.String(), "\nslept") { // the echoed command line holds "echo slept"; its output starts a line
+		t.Error("^C did not interrupt the job")
+	}
+}

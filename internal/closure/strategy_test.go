@@ -1,0 +1,101 @@
+package closure
+
+import (
+	"context"
+	"testing"
+
+	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+// inMemoryClosure is the strategy the recursive query was measured against:
+// read the whole Refs table and the path names into memory, then walk the
+// graph in Go. Its cost grows with the store, the query's with the closure;
+// BenchmarkStrategies keeps the comparison reproducible.
+func (b *dbBackend) inMemoryClosure(ctx context.Context, roots []storepath.Path) (int, error) {
+	ids := map[string]int64{}
+	rows, err := b.db.QueryContext(ctx, "SELECT id, path FROM ValidPaths")
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+		var id int64
+		var p string
+		rows.Scan(&id, &p)
+		ids[p] = id
+	}
+	rows.Close()
+	refs := map[int64][]int64{}
+	rows, err = b.db.QueryContext(ctx, "SELECT referrer, reference FROM Refs")
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+		var a, c int64
+		rows.Scan(&a, &c)
+		refs[a] = append(refs[a], c)
+	}
+	rows.Close()
+	seen := map[int64]bool{}
+	var stack []int64
+	for _, r := range roots {
+		stack = append(stack, ids[string(r)])
+	}
+	for len(stack) > 0 {
+		id := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		stack = append(stack, refs[id]...)
+	}
+	return len(seen), nil
+}
+
+func TestStrategiesAgree(t *testing.T) {
+	b, err := openDB("/nix/var/nix/db/db.sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	root := storepath.Path(fixture.Path(t, "dag-100"))
+	infos, err := b.closure(context.Background(), []storepath.Path{root}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.inMemoryClosure(context.Background(), []storepath.Path{root})
+	if err != nil || n != len(infos) {
+		t.Fatalf("in-memory walk found %d paths (%v), the query %d", n, err, len(infos))
+	}
+}
+
+func BenchmarkStrategies(b *testing.B) {
+	db, err := openDB("/nix/var/nix/db/db.sqlite")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.close()
+	for _, name := range []string{"dag-100", "dag-3000", "dag-10000"} {
+		p, ok := fixture.Optional(name)
+		if !ok {
+			continue
+		}
+		roots := []storepath.Path{storepath.Path(p)}
+		b.Run(name+"/recursive-query", func(b *testing.B) {
+			for b.Loop() {
+				db.closure(context.Background(), roots, false)
+			}
+		})
+		b.Run(name+"/recursive-query+refs", func(b *testing.B) {
+			for b.Loop() {
+				db.closure(context.Background(), roots, true)
+			}
+		})
+		b.Run(name+"/whole-table-in-memory", func(b *testing.B) {
+			for b.Loop() {
+				db.inMemoryClosure(context.Background(), roots)
+			}
+		})
+	}
+}
