@@ -352,3 +352,12 @@ func TestShellPTY(t *testing.T) {
 		t.Error("^C did not interrupt the job")
 	}
 }
+
+// A store path that is a symlink shows as the same symlink in the view.
+func TestSymlinkStorePath(t *testing.T) {
+	link, bb := fixture.Path(t, "busybox-link"), fixture.Path(t, "busybox")
+	r := run(t, "", "--cwd", "none", link, bb, "--", "sh", "-c", "readlink "+link+"; test -x "+link+" && echo via-link")
+	if r.Code != 0 || !strings.Contains(r.Stdout, bb+"/bin/busybox") || !strings.Contains(r.Stdout, "via-link") {
+		t.Errorf("exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+}

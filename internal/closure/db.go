@@ -62,6 +62,11 @@ func openDSN(path string, immutable bool) (*dbBackend, error) {
 	} else {
 		q.Add("_pragma", "busy_timeout(10000)")
 	}
+	// A one-shot process starts with a cold page cache: map the file
+	// instead of reading it page by page, and keep the closure query's
+	// temporary index (the UNION's) in memory.
+	q.Add("_pragma", "mmap_size(1073741824)")
+	q.Add("_pragma", "temp_store(2)")
 	// A plain file name would silently ignore mode=ro: always a file: URI.
 	dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}).String()
 	db, err := sql.Open("sqlite", dsn)
@@ -169,6 +174,9 @@ func (b *dbBackend) valid(ctx context.Context, paths []storepath.Path) ([]storep
 	return bad, nil
 }
 
+// The queries below join CROSS JOIN so SQLite walks the closure and looks
+// rows up by key, never the other way round.
+//
 // closureCTE names the closure's row ids: the roots, then everything their
 // references reach, in one recursive query (SQLite walks the IndexReferrer
 // index; the cost grows with the closure, not the store).
@@ -189,7 +197,7 @@ func (b *dbBackend) closure(ctx context.Context, roots []storepath.Path, refs bo
 		defer tx.Rollback()
 		cte := fmt.Sprintf(closureCTE, placeholders(len(roots)))
 		rows, err := tx.QueryContext(ctx, cte+`SELECT v.id, v.path, v.hash, coalesce(v.narSize, 0),
-			v.registrationTime, coalesce(v.deriver, '') FROM ValidPaths v JOIN closure USING (id)`, pathArgs(roots)...)
+			v.registrationTime, coalesce(v.deriver, '') FROM closure c CROSS JOIN ValidPaths v ON v.id = c.id`, pathArgs(roots)...)
 		if err != nil {
 			return fmt.Errorf("closure query on %s: %w", b.path, err)
 		}
@@ -216,7 +224,7 @@ func (b *dbBackend) closure(ctx context.Context, roots []storepath.Path, refs bo
 		for i := range infos {
 			infos[i].References = []storepath.Path{}
 		}
-		rows, err = tx.QueryContext(ctx, cte+`SELECT r.referrer, r.reference FROM Refs r JOIN closure c ON r.referrer = c.id`, pathArgs(roots)...)
+		rows, err = tx.QueryContext(ctx, cte+`SELECT r.referrer, r.reference FROM closure c CROSS JOIN Refs r ON r.referrer = c.id`, pathArgs(roots)...)
 		if err != nil {
 			return fmt.Errorf("references query on %s: %w", b.path, err)
 		}

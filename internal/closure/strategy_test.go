@@ -99,3 +99,89 @@ func BenchmarkStrategies(b *testing.B) {
 		})
 	}
 }
+
+// refsScanClosure: scan only the Refs table (two integers a row, in
+// referrer order), walk it in Go, then fetch the closure's rows by id.
+func (b *dbBackend) refsScanClosure(ctx context.Context, roots []storepath.Path) (int, error) {
+	rows, err := b.db.QueryContext(ctx, "SELECT referrer, reference FROM Refs")
+	if err != nil {
+		return 0, err
+	}
+	var from, to []int64
+	var maxID int64
+	for rows.Next() {
+		var a, c int64
+		rows.Scan(&a, &c)
+		from = append(from, a)
+		to = append(to, c)
+		maxID = max(maxID, a, c)
+	}
+	rows.Close()
+	start := make([]int32, maxID+2)
+	for _, a := range from {
+		start[a+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	adj := make([]int64, len(to))
+	fill := append([]int32(nil), start...)
+	for i, a := range from {
+		adj[fill[a]] = to[i]
+		fill[a]++
+	}
+	var stack []int64
+	for _, r := range roots {
+		var id int64
+		b.db.QueryRowContext(ctx, "SELECT id FROM ValidPaths WHERE path = ?", string(r)).Scan(&id)
+		stack = append(stack, id)
+	}
+	seen := make([]bool, maxID+1)
+	var ids []any
+	for len(stack) > 0 {
+		id := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if id > maxID || seen[id] {
+			if id > maxID {
+				ids = append(ids, id)
+			}
+			continue
+		}
+		seen[id] = true
+		ids = append(ids, id)
+		stack = append(stack, adj[start[id]:start[id+1]]...)
+	}
+	rows, err = b.db.QueryContext(ctx, "SELECT id, path, hash, narSize FROM ValidPaths WHERE id IN ("+placeholders(len(ids))+")", ids...)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	rows.Close()
+	return n, nil
+}
+
+func BenchmarkRefsScan(b *testing.B) {
+	db, err := openDB("/nix/var/nix/db/db.sqlite")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.close()
+	for _, name := range []string{"dag-100", "dag-3000", "dag-10000"} {
+		p, ok := fixture.Optional(name)
+		if !ok {
+			continue
+		}
+		roots := []storepath.Path{storepath.Path(p)}
+		if n, _ := db.refsScanClosure(context.Background(), roots); name == "dag-3000" && n != 3000 {
+			b.Fatalf("refs scan found %d", n)
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				db.refsScanClosure(context.Background(), roots)
+			}
+		})
+	}
+}

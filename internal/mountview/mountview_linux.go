@@ -63,9 +63,23 @@ func Build(target, storeRoot string, paths []string) error {
 
 // bindOne mirrors src/base into view/base: a bind for a directory or a
 // file, a copy of the link for a symlink (a symlink cannot be a mount).
+//
+// The clone comes first and its type is read from the clone's fd: that
+// spares a second walk of the path per store path (an fstatat), which at
+// thousands of paths is measurable. Only a path the kernel would not clone
+// is looked at again.
 func bindOne(src, view int, base string) error {
+	tree, err := unix.OpenTree(src, base, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+	if err != nil {
+		var st unix.Stat_t
+		if serr := unix.Fstatat(src, base, &st, unix.AT_SYMLINK_NOFOLLOW); serr == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return copyLink(src, view, base)
+		}
+		return fmt.Errorf("open_tree: %w", err)
+	}
+	defer unix.Close(tree)
 	var st unix.Stat_t
-	if err := unix.Fstatat(src, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstat(tree, &st); err != nil {
 		return err
 	}
 	switch st.Mode & unix.S_IFMT {
@@ -80,22 +94,21 @@ func bindOne(src, view int, base string) error {
 		}
 		unix.Close(fd)
 	case unix.S_IFLNK:
-		buf := make([]byte, unix.PathMax)
-		n, err := unix.Readlinkat(src, base, buf)
-		if err != nil {
-			return err
-		}
-		return unix.Symlinkat(string(buf[:n]), view, base)
+		return copyLink(src, view, base)
 	default:
 		return fmt.Errorf("unexpected file type %#o", st.Mode&unix.S_IFMT)
 	}
-	tree, err := unix.OpenTree(src, base, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
-	if err != nil {
-		return fmt.Errorf("open_tree: %w", err)
-	}
-	defer unix.Close(tree)
 	if err := unix.MoveMount(tree, "", view, base, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("move_mount: %w", err)
 	}
 	return nil
+}
+
+func copyLink(src, view int, base string) error {
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(src, base, buf)
+	if err != nil {
+		return err
+	}
+	return unix.Symlinkat(string(buf[:n]), view, base)
 }

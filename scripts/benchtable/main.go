@@ -26,6 +26,9 @@ var (
 
 func main() {
 	flag.Parse()
+	if abs, err := filepath.Abs(*closet); err == nil {
+		*closet = abs // the run measurements start in a scratch directory
+	}
 	sizes := []string{"10", "100", "1000", "3000", "10000"}
 	bb := link("busybox")
 	fmt.Printf("Runs per cell: %d (median). Machine: %s\n\n", *runs, machine())

@@ -114,6 +114,12 @@ let
     chmod 0555 $out/bin/snoop
   '' { };
 
+  # A store path that is itself a symlink (as some outputs are): a view
+  # must copy the link, since a symlink cannot be a mount point.
+  busybox-link = run "busybox-link" ''
+    ln -s ${busybox}/bin/busybox $out
+  '' { };
+
   dag = import ./dag.nix { inherit run busybox; };
 
   python = import ./python.nix {
@@ -121,7 +127,7 @@ let
   };
 in
 {
-  inherit busybox lib app snoop;
+  inherit busybox lib app snoop busybox-link;
   tenant-alice-src = tenant "alice";
   tenant-bob-src = tenant "bob";
   dag-10 = dag 10;
