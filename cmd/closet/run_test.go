@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -359,5 +360,85 @@ func TestSymlinkStorePath(t *testing.T) {
 	r := run(t, "", "--cwd", "none", link, bb, "--", "sh", "-c", "readlink "+link+"; test -x "+link+" && echo via-link")
 	if r.Code != 0 || !strings.Contains(r.Stdout, bb+"/bin/busybox") || !strings.Contains(r.Stdout, "via-link") {
 		t.Errorf("exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+// --store ROOT: the closure and the view come from a chroot store, which
+// holds a path the host's store does not.
+func TestChrootStore(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("building a chroot store with nix copy needs the host store's owner")
+	}
+	app, bb := fixture.Path(t, "app"), fixture.Path(t, "busybox")
+	root := testutil.TempDir(t)
+	cp := exec.Command("nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", root, app)
+	if out, err := cp.CombinedOutput(); err != nil {
+		t.Fatalf("nix copy: %v\n%s", err, out)
+	}
+	note := filepath.Join(t.TempDir(), "only-in-chroot.txt")
+	os.WriteFile(note, []byte("chroot\n"), 0o644)
+	out, err := exec.Command("nix-store", "--store", root, "--add", note).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	only := strings.TrimSpace(string(out))
+	if _, err := os.Stat(only); err == nil {
+		t.Fatalf("%s exists on the host too; the test needs a path only the chroot has", only)
+	}
+	gc := filepath.Join(root, "nix/var/nix/gcroots/per-user/nobody")
+	os.MkdirAll(gc, 0o755)
+	os.Chown(gc, testutil.Nobody, testutil.Nobody)
+
+	r := testutil.Closet(t, "", "closure", "--store", root, app, only)
+	want := append(closureOf(t, app), only)
+	slices.Sort(want)
+	if r.Code != 0 || !slices.Equal(strings.Fields(r.Stdout), want) {
+		t.Fatalf("closure --store: exit %d %q %s; want %v", r.Code, r.Stdout, r.Stderr, want)
+	}
+	r = run(t, "", "--cwd", "none", "--store", root, app, only, "--", bb+"/bin/sh", "-c", "cat "+only+"; ls /nix/store | wc -l")
+	if r.Code != 0 || r.Stdout != "chroot\n4\n" {
+		t.Errorf("run --store: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+// The roots are Nix GC roots while the job runs, and only then: Nix
+// refuses to delete the closure under a running job and deletes it after.
+func TestClosureIsGCRootWhileRunning(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("deleting store paths needs the store's owner")
+	}
+	bb := fixture.Path(t, "busybox")
+	expr := fmt.Sprintf(`derivation { name = "closet-gc-%d"; system = builtins.currentSystem;
+		builder = "${builtins.storePath %s}/bin/sh"; args = [ "-c" "echo ${builtins.storePath %s} > $out" ]; }`, time.Now().UnixNano(), bb, bb)
+	out, err := exec.Command("nix-build", "--no-out-link", "--option", "substituters", "", "-E", expr).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := strings.TrimSpace(string(out))
+	dir := testutil.TempDir(t)
+	cmd := testutil.Command(t, dir, "run", p, bb, "--", "sh", "-c", "touch started; while [ ! -e stop ]; do sleep 0.05; done; cat "+p)
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never started")
+		}
+	}
+	del, err := exec.Command("nix-store", "--delete", p).CombinedOutput()
+	if err == nil {
+		t.Errorf("nix-store --delete removed %s under a running job: %s", p, del)
+	}
+	os.WriteFile(filepath.Join(dir, "stop"), nil, 0o644)
+	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), bb) {
+		t.Fatalf("job: %v, stdout %q", err, stdout.String())
+	}
+	if del, err := exec.Command("nix-store", "--delete", p).CombinedOutput(); err != nil {
+		t.Errorf("after the job the root should be gone, but nix-store --delete failed: %v: %s", err, del)
 	}
 }

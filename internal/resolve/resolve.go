@@ -114,13 +114,18 @@ func (r *Resolver) Command(name string) (storepath.Path, string, error) {
 			continue // a relative PATH entry would depend on the cwd
 		}
 		cand := filepath.Join(dir, name)
-		st, err := os.Stat(r.phys(cand))
-		if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		if _, err := os.Lstat(r.phys(cand)); err != nil {
 			continue
 		}
+		// Links are followed by realpath, not the kernel, so that a link
+		// into a chroot store resolves inside it.
 		real, err := r.realpath(cand)
 		if err != nil {
-			return "", "", &Error{Arg: name, Err: err}
+			continue // dangling or looping: a shell would pass it by too
+		}
+		st, err := os.Stat(r.phys(real))
+		if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+			continue
 		}
 		sp, _, err := storepath.Split(real)
 		if err != nil {
