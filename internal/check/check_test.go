@@ -11,11 +11,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/closet-sandbox/closet/internal/check"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // bbdir is a store path with a static busybox, for hosts without the
@@ -90,36 +90,10 @@ func delegateCgroups(t *testing.T) []string {
 	return procs
 }
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
+var ()
 
-// closetBinary builds closet with CGO_ENABLED=0 into a 0755 directory.
-func closetBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "closet-check-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		binary = filepath.Join(dir, "closet")
-		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", binary, "./cmd/closet")
-		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.New("go build: " + err.Error() + "\n" + string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binary
-}
+// closetBinary is the static closet the battery runs.
+func closetBinary(t *testing.T) string { return testutil.Binary(t) }
 
 // viewRoot is the store path the battery's sandboxes are built from.
 func viewRoot(t *testing.T) string {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/sandbox"
 )
 
 // Statuses.
@@ -29,13 +31,13 @@ const (
 	XX = "XX" // the sandbox failed; never the job's fault
 )
 
-// Limit names, as Job.Limit and Limits keys use them (the sandbox's).
+// Limit names, as Job.Limit and Limits keys use them: the sandbox's.
 const (
-	LimitWall   = "wall-time"
-	LimitCPU    = "cpu-time"
-	LimitSilent = "silent-time"
-	LimitOutput = "output"
-	LimitMemory = "memory"
+	LimitWall   = sandbox.LimitWall
+	LimitCPU    = sandbox.LimitCPU
+	LimitSilent = sandbox.LimitSilent
+	LimitOutput = sandbox.LimitOutput
+	LimitMemory = sandbox.LimitMemory
 )
 
 // Job is what the verdict is decided from.
