@@ -442,3 +442,31 @@ func TestClosureIsGCRootWhileRunning(t *testing.T) {
 		t.Errorf("after the job the root should be gone, but nix-store --delete failed: %v: %s", err, del)
 	}
 }
+
+// If closet dies, the job dies with it: nothing keeps running unwatched.
+func TestJobDiesWithCloset(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	dir := testutil.TempDir(t)
+	cmd := testutil.Command(t, dir, "run", bb, "--", "sh", "-c", "while :; do date +%s%N >> beat; sleep 0.05; done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	beat := filepath.Join(dir, "beat")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := os.ReadFile(beat); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never started")
+		}
+	}
+	cmd.Process.Kill() // SIGKILL: closet gets no chance to clean up
+	cmd.Wait()
+	time.Sleep(300 * time.Millisecond)
+	before, _ := os.ReadFile(beat)
+	time.Sleep(500 * time.Millisecond)
+	after, _ := os.ReadFile(beat)
+	if len(after) != len(before) {
+		t.Errorf("the job kept running after closet was killed (%d -> %d bytes)", len(before), len(after))
+	}
+}

@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -199,7 +201,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		if jl.out != nil {
 			jl.out.abort()
 		}
-		return nil, fmt.Errorf("%w: start init: %v", ErrSetup, st.err)
+		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, st.err, cloneHint(st.err))
 	}
 	begin := time.Now()
 	specR.Close()
@@ -338,25 +340,40 @@ func writerOf(f *os.File) io.Writer {
 
 // CheckUserNamespaces says, before anything starts, why unprivileged user
 // namespaces are unavailable, naming the knob to turn.
-func CheckUserNamespaces() error {
-	knobs := []struct {
-		file, bad, fix string
-	}{
-		{"/proc/sys/kernel/unprivileged_userns_clone", "0", "sysctl kernel.unprivileged_userns_clone=1"},
-		{"/proc/sys/user/max_user_namespaces", "0", "sysctl user.max_user_namespaces=15000"},
-		{"/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1", "sysctl kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for closet that allows userns"},
-	}
-	for _, k := range knobs {
-		b, err := os.ReadFile(k.file)
+func CheckUserNamespaces() error { return checkUserNamespaces("/proc/sys", os.Geteuid()) }
+
+// userNSKnobs are the host settings that switch unprivileged user
+// namespaces off, with the value that does and the fix.
+var userNSKnobs = []struct{ file, bad, fix string }{
+	{"kernel/unprivileged_userns_clone", "0", "sysctl kernel.unprivileged_userns_clone=1"},
+	{"user/max_user_namespaces", "0", "sysctl user.max_user_namespaces=15000"},
+	{"kernel/apparmor_restrict_unprivileged_userns", "1", "sysctl kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for closet that allows userns"},
+}
+
+func checkUserNamespaces(procSys string, euid int) error {
+	for _, k := range userNSKnobs {
+		b, err := os.ReadFile(filepath.Join(procSys, k.file))
 		if err != nil {
 			continue
 		}
-		if v := string(b); len(v) > 0 && v[:len(v)-1] == k.bad {
-			if k.bad == "1" && os.Geteuid() == 0 {
+		if strings.TrimSpace(string(b)) == k.bad {
+			if k.bad == "1" && euid == 0 {
 				continue // AppArmor's restriction spares root
 			}
-			return fmt.Errorf("unprivileged user namespaces are disabled on this host (%s is %s); closet needs them: %s", k.file, k.bad, k.fix)
+			return fmt.Errorf("unprivileged user namespaces are disabled on this host (%s is %s); closet needs them: %s", filepath.Join(procSys, k.file), k.bad, k.fix)
 		}
 	}
 	return nil
+}
+
+// cloneHint explains a failed clone of the init in terms of the host's
+// settings, for the kernels and LSMs that refuse without a knob to read.
+func cloneHint(err error) string {
+	switch {
+	case errors.Is(err, unix.ENOSPC):
+		return "; the per-user limit of user namespaces is reached (user.max_user_namespaces)"
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return "; the host refuses unprivileged user namespaces (a sysctl, an AppArmor or SELinux policy, or a container's seccomp profile); closet cannot run without them"
+	}
+	return ""
 }
