@@ -252,7 +252,9 @@ func (o *runOpts) buildSpec(ctx context.Context, rootArgs, command []string, int
 	s.TTY = o.wantTTY(interactive)
 	s.Cwd = s.Home
 	if o.cwd != "none" {
-		wd, err := os.Getwd()
+		// The kernel's name for the directory, not $PWD's: a bind source
+		// is opened without following symlinks, and $PWD may hold some.
+		wd, err := unix.Getwd()
 		if err != nil {
 			return fail(withCode(exitBadInput, fmt.Errorf("current directory: %w (use --cwd none)", err)))
 		}

@@ -470,3 +470,21 @@ func TestJobDiesWithCloset(t *testing.T) {
 		t.Errorf("the job kept running after closet was killed (%d -> %d bytes)", len(before), len(after))
 	}
 }
+
+// Started from a directory reached through a symlink ($PWD holds the
+// link), closet shares the real directory rather than refusing the link.
+func TestCwdThroughSymlink(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	real := testutil.TempDir(t)
+	link := filepath.Join(testutil.TempDir(t), "link")
+	os.Symlink(real, link)
+	cmd := testutil.Command(t, link, "run", bb, "--", "sh", "-c", "pwd; touch here")
+	cmd.Env = append(cmd.Env, "PWD="+link)
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != real {
+		t.Fatalf("%v: %s (want pwd %s)", err, out, real)
+	}
+	if _, err := os.Stat(filepath.Join(real, "here")); err != nil {
+		t.Error("the write did not reach the real directory")
+	}
+}

@@ -264,10 +264,12 @@ func (st *state) mountDev() error {
 // slave becomes the exec stage's stdin, stdout and stderr and, after its
 // setsid, its controlling terminal.
 func (st *state) openConsole() error {
-	sock := os.NewFile(stage.ConsoleFD, "console")
 	if !st.s.TTY {
+		// fd 6 is then not the console socket: wrap nothing, or a
+		// finalizer would one day close whatever fd 6 has become.
 		return nil
 	}
+	sock := os.NewFile(stage.ConsoleFD, "console")
 	defer sock.Close()
 	ptmx := filepath.Join(st.root, "dev/pts/ptmx")
 	m, err := unix.Open(ptmx, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
