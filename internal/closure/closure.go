@@ -70,6 +70,9 @@ type Options struct {
 	// NixStore is the nix-store binary for the fallback; "" looks it up on
 	// PATH. "-" disables the fallback.
 	NixStore string
+	// SQLOnly skips the direct reader and asks SQLite (tests compare the
+	// two).
+	SQLOnly bool
 }
 
 // backend answers questions about the store graph.
@@ -93,6 +96,11 @@ func Open(opts Options) (*Store, error) {
 	dbPath := opts.DB
 	if dbPath == "" {
 		dbPath = filepath.Join(rootOr(opts.Root), "nix/var/nix/db/db.sqlite")
+	}
+	if !opts.SQLOnly {
+		if fb, err := openFast(dbPath); err == nil {
+			return &Store{opts: opts, b: fb}, nil
+		}
 	}
 	db, dbErr := openDB(dbPath)
 	if dbErr == nil {

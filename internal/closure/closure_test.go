@@ -50,12 +50,20 @@ func paths(c *closure.Closure) []string {
 	return out
 }
 
+// Both readers of the database, the direct one and SQLite, give Nix's
+// own answer.
 func TestClosureEqualsNixStore(t *testing.T) {
-	s := open(t, closure.Options{})
+	for _, sqlOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sqlOnly=%v", sqlOnly), func(t *testing.T) { closureEqualsNixStore(t, sqlOnly) })
+	}
+}
+
+func closureEqualsNixStore(t *testing.T, sqlOnly bool) {
+	s := open(t, closure.Options{SQLOnly: sqlOnly})
 	if s.Source() != "database" {
 		t.Fatalf("source = %s, want the database", s.Source())
 	}
-	for _, name := range fixtureRoots {
+	for _, name := range append(fixtureRoots, "busybox-link") {
 		root := fixture.Path(t, name)
 		c, err := s.Closure(context.Background(), []storepath.Path{storepath.Path(root)}, true)
 		if err != nil {

@@ -36,11 +36,20 @@ type dbBackend struct {
 	immutable bool
 }
 
-func openDB(path string) (*dbBackend, error) {
+// checkSchema refuses a database of another schema version than the one
+// this package reads.
+func checkSchema(path string) error {
 	if v, err := os.ReadFile(filepath.Join(filepath.Dir(path), "schema")); err == nil {
 		if s := strings.TrimSpace(string(v)); s != schemaVersion {
-			return nil, fmt.Errorf("schema version %s, closet reads version %s", s, schemaVersion)
+			return fmt.Errorf("schema version %s, closet reads version %s", s, schemaVersion)
 		}
+	}
+	return nil
+}
+
+func openDB(path string) (*dbBackend, error) {
+	if err := checkSchema(path); err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, err

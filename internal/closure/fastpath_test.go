@@ -85,7 +85,7 @@ func sameClosure(t *testing.T, s *closure.Store, fast *sqlitefile.DB, roots ...s
 }
 
 func TestFastClosureEqualsSQL(t *testing.T) {
-	s, err := closure.Open(closure.Options{})
+	s, err := closure.Open(closure.Options{SQLOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func addChain(t *testing.T, rw *sql.DB, name string, n int, target string) strin
 func TestFastClosureReadsWAL(t *testing.T) {
 	target := fixture.Path(t, "dag-100")
 	db, rw := copyDB(t)
-	s, err := closure.Open(closure.Options{DB: db, NixStore: "-"})
+	s, err := closure.Open(closure.Options{DB: db, NixStore: "-", SQLOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +405,7 @@ func TestFastClosureCorruptPage(t *testing.T) {
 func TestFastClosureOverflowAndPageSizes(t *testing.T) {
 	target := fixture.Path(t, "dag-100")
 	db, rw := copyDB(t)
-	s, err := closure.Open(closure.Options{DB: db, NixStore: "-"})
+	s, err := closure.Open(closure.Options{DB: db, NixStore: "-", SQLOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +436,7 @@ func TestFastClosureOverflowAndPageSizes(t *testing.T) {
 		if got != size {
 			t.Fatalf("page size %d, want %d", got, size)
 		}
-		if s, err = closure.Open(closure.Options{DB: db, NixStore: "-"}); err != nil {
+		if s, err = closure.Open(closure.Options{DB: db, NixStore: "-", SQLOnly: true}); err != nil {
 			t.Fatal(err)
 		}
 		if n := sameClosure(t, s, fast, mixed); n != 300+30+100 {
@@ -454,7 +454,7 @@ func TestFastClosureOverflowAndPageSizes(t *testing.T) {
 }
 
 func BenchmarkFastClosure(b *testing.B) {
-	s, err := closure.Open(closure.Options{})
+	s, err := closure.Open(closure.Options{SQLOnly: true})
 	if err != nil {
 		b.Fatal(err)
 	}
