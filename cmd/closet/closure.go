@@ -28,6 +28,11 @@ A ROOT is any of:
 A bare name is a file in the current directory when one exists (./result),
 and otherwise a command.
 
+The database is read directly (its b-trees, read-only, WAL-aware), with
+SQLite as the fallback for anything the direct reader cannot answer, and
+nix-store as the last resort where the database cannot be opened.
+CLOSET_DB_READER=sqlite in the environment skips the direct reader.
+
 Exit codes:
   0  ok
   1  bad input: a ROOT is outside the store, invalid, dangling or unknown

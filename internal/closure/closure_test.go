@@ -168,12 +168,16 @@ func TestNeitherWorks(t *testing.T) {
 // holding it open (so no -shm file exists that the user could map).
 func TestDatabaseAsUnprivilegedUser(t *testing.T) {
 	app := fixture.Path(t, "app")
-	r := testutil.Closet(t, "", "closure", app)
-	if r.Code != 0 {
-		t.Fatalf("closet closure as an unprivileged user: exit %d: %s", r.Code, r.Stderr)
-	}
-	if got, want := strings.Fields(r.Stdout), nixStoreQR(t, app); !slices.Equal(got, want) {
-		t.Errorf("unprivileged closure %v, want %v", got, want)
+	for _, reader := range []string{"", "sqlite"} {
+		cmd := testutil.Command(t, "", "closure", app)
+		cmd.Env = append(cmd.Env, "CLOSET_DB_READER="+reader)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("reader %q: closet closure as an unprivileged user: %v", reader, err)
+		}
+		if got, want := strings.Fields(string(out)), nixStoreQR(t, app); !slices.Equal(got, want) {
+			t.Errorf("reader %q: unprivileged closure %v, want %v", reader, got, want)
+		}
 	}
 }
 
