@@ -281,6 +281,7 @@ func (o *runOpts) buildSpec(ctx context.Context, rootArgs, command []string, int
 		return fail(withCode(exitBadInput, err))
 	}
 	s.Etc = etcFiles(s)
+	s.Links = shebangLinks(storeRoot, roots)
 	if err := o.limits.apply(s, o.tty); err != nil { // limits.go
 		return fail(withCode(exitBadInput, err))
 	}
@@ -465,6 +466,20 @@ func closureHash(paths []string) string {
 		h.Write([]byte{'\n'})
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// shebangLinks points /bin/sh and /usr/bin/env at the first root that
+// provides them, for scripts whose #! line names those paths. Only the
+// roots' bin directories are looked at: a search of the whole closure
+// would cost a stat per store path.
+func shebangLinks(storeRoot string, roots []storepath.Path) map[string]string {
+	links := map[string]string{}
+	for link, name := range map[string]string{"/bin/sh": "sh", "/usr/bin/env": "env"} {
+		if p := lookInRoots(storeRoot, roots, name); p != "" {
+			links[link] = p
+		}
+	}
+	return links
 }
 
 // etcFiles are the synthetic /etc files: the job's user and group, a

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -55,6 +56,9 @@ type Spec struct {
 	Mounts []Mount `json:"mounts"`
 	// Etc holds the synthetic files of /etc, by base name.
 	Etc map[string]string `json:"etc"`
+	// Links are symlinks made in the root, by path: /bin/sh and
+	// /usr/bin/env pointing into the closure, for #! lines.
+	Links map[string]string `json:"links,omitempty"`
 
 	// RootDir is an empty host directory the init mounts its root tmpfs on
 	// (in its own mount namespace; the host never sees anything there).
@@ -133,6 +137,11 @@ func (s *Spec) Validate() error {
 			errs = append(errs, fmt.Errorf("mount %s -> %s: the target is managed by closet", m.Source, m.Target))
 		}
 	}
+	for link := range s.Links {
+		if _, ok := LinkPaths[link]; !ok {
+			errs = append(errs, fmt.Errorf("link %q: closet makes only %v", link, linkNames()))
+		}
+	}
 	for name := range s.Etc {
 		if name == "" || strings.ContainsAny(name, "/") || name == "." || name == ".." {
 			errs = append(errs, fmt.Errorf("etc file %q: a base name, please", name))
@@ -142,6 +151,19 @@ func (s *Spec) Validate() error {
 		errs = append(errs, errors.New("negative uid or gid"))
 	}
 	return errors.Join(errs...)
+}
+
+// LinkPaths are the links a spec may ask for, and the directory each
+// lives in (made by the init).
+var LinkPaths = map[string]string{"/bin/sh": "/bin", "/usr/bin/env": "/usr/bin"}
+
+func linkNames() []string {
+	var out []string
+	for k := range LinkPaths {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Reserved targets: closet builds these itself, and a user mount on or

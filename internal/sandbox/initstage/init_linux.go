@@ -152,25 +152,14 @@ func (st *state) mountRoot() error {
 			return err
 		}
 	}
-	// /bin/sh and /usr/bin/env are what scripts name in #! lines; they
-	// point into the closure when it holds them, and dangle otherwise.
-	if sh := findInStore(st.s.Store, "bin/sh"); sh != "" {
-		os.Symlink(sh, filepath.Join(st.root, "bin/sh"))
-	}
-	if env := findInStore(st.s.Store, "bin/env"); env != "" {
-		os.Symlink(env, filepath.Join(st.root, "usr/bin/env"))
-	}
-	return nil
-}
-
-func findInStore(store []string, rel string) string {
-	for _, p := range store {
-		cand := filepath.Join(p, rel)
-		if _, err := os.Stat(cand); err == nil {
-			return cand
+	// /bin/sh and /usr/bin/env, which #! lines name, as the parent chose
+	// them from the roots.
+	for link, target := range st.s.Links {
+		if err := os.Symlink(target, filepath.Join(st.root, link)); err != nil {
+			return stage.Errorf(stage.Init, "symlink", link, err)
 		}
 	}
-	return ""
+	return nil
 }
 
 // buildStoreView mounts /nix/store with exactly the closure.
