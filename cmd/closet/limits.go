@@ -15,6 +15,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
+	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
@@ -297,6 +298,7 @@ func (l *limitOpts) conclude(ctx context.Context, o *runOpts, st *closure.Store,
 		}
 	}
 	if l.dest != nil {
+		r.Confinement = confinement(s)
 		r.Closure = report.Closure{Hash: s.ClosureHash, Paths: len(s.Store)}
 		if c, err := st.Closure(ctx, roots, false); err == nil {
 			r.Closure.Size = c.NarSize()
@@ -337,4 +339,20 @@ func (l *limitOpts) limitsReport(out *sandbox.Outcome) map[string]report.Limit {
 	add("open-files", l.openFiles, "rlimit-nofile")
 	add("tmp-size", l.tmpSize, "tmpfs-size")
 	return m
+}
+
+// confinement describes the fences of s for the report.
+func confinement(s *spec.Spec) report.Confinement {
+	c := report.Confinement{Seccomp: s.Seccomp, Landlock: "off", Network: "own"}
+	if s.Network {
+		c.Network = "host"
+	}
+	if s.Landlock != "off" {
+		if abi := execstage.LandlockABI(); abi > 0 {
+			c.Landlock = fmt.Sprintf("abi %d", abi)
+		} else {
+			c.Landlock = "unavailable"
+		}
+	}
+	return c
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/testutil"
 )
@@ -486,5 +487,60 @@ func TestCwdThroughSymlink(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(real, "here")); err != nil {
 		t.Error("the write did not reach the real directory")
+	}
+}
+
+// The report says which optional fences the run had: a grader can tell a
+// --seccomp off run from a confined one.
+func TestReportRecordsConfinement(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	dir := testutil.TempDir(t)
+	wantLandlock := "unavailable"
+	if abi := execstage.LandlockABI(); abi > 0 {
+		wantLandlock = fmt.Sprintf("abi %d", abi)
+	}
+	for _, tt := range []struct {
+		flags             []string
+		seccomp, landlock string
+	}{
+		{nil, "default", wantLandlock},
+		{[]string{"--seccomp", "off", "--landlock", "off"}, "off", "off"},
+	} {
+		rep := filepath.Join(dir, "r.json")
+		args := append(append([]string{"--report", rep}, tt.flags...), bb, "--", "true")
+		if r := run(t, dir, args...); r.Code != 0 {
+			t.Fatalf("%v: exit %d: %s", tt.flags, r.Code, r.Stderr)
+		}
+		var got struct {
+			Confinement struct{ Seccomp, Landlock, Network string }
+		}
+		b, _ := os.ReadFile(rep)
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if c := got.Confinement; c.Seccomp != tt.seccomp || c.Landlock != tt.landlock || c.Network != "own" {
+			t.Errorf("%v: confinement %+v, want seccomp %s, landlock %s, network own", tt.flags, c, tt.seccomp, tt.landlock)
+		}
+	}
+}
+
+// Without --network the sandbox has only lo; with it, the host's
+// interfaces and resolv.conf.
+func TestNetworkNamespace(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	own := run(t, "", bb, "--", "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")
+	if own.Code != 0 || strings.TrimSpace(own.Stdout) != "lo" {
+		t.Errorf("own network: interfaces %q (%s), want only lo", own.Stdout, own.Stderr)
+	}
+	host, err := os.ReadFile("/proc/net/dev")
+	if err != nil || strings.Count(string(host), "\n") <= 3 {
+		t.Skip("the host has no interface but lo")
+	}
+	shared := run(t, "", "--network", bb, "--", "sh", "-c", "tail -n +3 /proc/net/dev | wc -l; test -e /etc/resolv.conf || echo no-resolv")
+	if shared.Code != 0 || strings.TrimSpace(shared.Stdout) == "1" {
+		t.Errorf("--network: %q %s, want the host's interfaces", shared.Stdout, shared.Stderr)
+	}
+	if _, err := os.Stat("/etc/resolv.conf"); err == nil && strings.Contains(shared.Stdout, "no-resolv") {
+		t.Error("--network: no /etc/resolv.conf inside")
 	}
 }

@@ -81,11 +81,26 @@ type Report struct {
 	OutputKept uint64 `json:"outputKept"`
 
 	Closure Closure `json:"closure"`
+	// Confinement says which optional fences were on.
+	Confinement Confinement `json:"confinement"`
 	// Limits maps each limit given to its value and the mechanism that
 	// enforced it.
 	Limits map[string]Limit `json:"limits"`
 	// ClosetExit is closet's own exit code for this verdict.
 	ClosetExit int `json:"closetExit"`
+}
+
+// Confinement records the fences that can be switched off or that the
+// kernel may lack, so a grader can tell a run that had them from one that
+// did not.
+type Confinement struct {
+	// Seccomp is the syscall policy: "default" or "off".
+	Seccomp string `json:"seccomp"`
+	// Landlock is "off", or the kernel's Landlock ABI the fence used
+	// ("abi 7"), or "unavailable" where the kernel has none.
+	Landlock string `json:"landlock"`
+	// Network is "own" (a namespace with only lo) or "host".
+	Network string `json:"network"`
 }
 
 // Closure identifies the store view.
@@ -208,6 +223,9 @@ func (r *Report) WriteIsolate(w io.Writer) error {
 	kv("closet-closure-hash", r.Closure.Hash)
 	kv("closet-closure-paths", r.Closure.Paths)
 	kv("closet-closure-size", r.Closure.Size)
+	kv("closet-seccomp", r.Confinement.Seccomp)
+	kv("closet-landlock", r.Confinement.Landlock)
+	kv("closet-network", r.Confinement.Network)
 	names := make([]string, 0, len(r.Limits))
 	for n := range r.Limits {
 		names = append(names, n)
