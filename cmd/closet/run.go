@@ -134,19 +134,28 @@ func (o *runOpts) run(ctx context.Context, rootArgs, command []string, interacti
 		enc.SetIndent("", "  ")
 		return enc.Encode(s)
 	}
+	out, err := o.launch(ctx, s, roots, t0)
+	// limits.go: the verdict, the report, closet's exit status.
+	return o.limits.conclude(ctx, o, st, roots, s, out, err)
+}
+
+// launch holds the closure alive and runs the sandbox. Its errors, like
+// the sandbox's own, reach conclude, so a requested report says XX even
+// when the sandbox never started.
+func (o *runOpts) launch(ctx context.Context, s *spec.Spec, roots []storepath.Path, t0 time.Time) (*sandbox.Outcome, error) {
 	if builtWithCgo {
-		return withCode(exitSandbox, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, which the sandbox does not have; rebuild it with CGO_ENABLED=0 go build ./cmd/closet"))
+		return nil, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, which the sandbox does not have; rebuild it with CGO_ENABLED=0 go build ./cmd/closet")
 	}
 	if !o.noGCRoot {
 		h, err := gcroot.Acquire(o.store, roots)
 		if err != nil {
-			return withCode(exitSandbox, err)
+			return nil, err
 		}
 		defer h.Release()
 	}
 	dir, err := os.MkdirTemp("", "closet-root-")
 	if err != nil {
-		return withCode(exitSandbox, fmt.Errorf("make the sandbox's mount point: %w", err))
+		return nil, fmt.Errorf("make the sandbox's mount point: %w", err)
 	}
 	defer os.Remove(dir)
 	s.RootDir = dir
@@ -164,8 +173,7 @@ func (o *runOpts) run(ctx context.Context, rootArgs, command []string, interacti
 	if relay != nil {
 		relay.finish()
 	}
-	// limits.go: the verdict, the report, closet's exit status.
-	return o.limits.conclude(ctx, o, st, roots, s, out, err)
+	return out, err
 }
 
 // setupErr maps a failed setup to closet's exit codes.

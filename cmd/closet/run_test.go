@@ -386,6 +386,16 @@ func TestChrootStore(t *testing.T) {
 	if _, err := os.Stat(only); err == nil {
 		t.Fatalf("%s exists on the host too; the test needs a path only the chroot has", only)
 	}
+	// No GC root directory for the user yet: the run fails closed before
+	// the sandbox starts, and a requested report still says so (XX).
+	rep := filepath.Join(testutil.TempDir(t), "r.json")
+	r0 := run(t, "", "--cwd", "none", "--store", root, "--report", rep, app, "--", bb+"/bin/true")
+	var verdict struct{ Status, Message string }
+	b, _ := os.ReadFile(rep)
+	json.Unmarshal(b, &verdict)
+	if os.Geteuid() == 0 && (r0.Code != 125 || verdict.Status != "XX" || !strings.Contains(verdict.Message, "GC root")) {
+		t.Errorf("without a GC root directory: exit %d, report %s, stderr %s", r0.Code, b, r0.Stderr)
+	}
 	gc := filepath.Join(root, "nix/var/nix/gcroots/per-user/nobody")
 	os.MkdirAll(gc, 0o755)
 	os.Chown(gc, testutil.Nobody, testutil.Nobody)
