@@ -55,7 +55,8 @@ a duration: 2s, 500ms, 1m. Zero and negative values are refused.
                     writing more ends the job
   --file-size SIZE  largest file the job writes           RLIMIT_FSIZE
   --open-files N    open files per process (16 or more)   RLIMIT_NOFILE
-  --tmp-size SIZE   the /tmp tmpfs                        its size=
+  --tmp-size SIZE   each writable tmpfs: /tmp, /dev/shm,  their size=
+                    $HOME (default: --memory, if given)
 
 cgroups: closet makes the job's cgroups beneath its own, places the job in
 them before any of its code runs, and removes them after: a delegated cgroup
@@ -84,7 +85,7 @@ func (l *limitOpts) addFlags(cmd *cobra.Command) {
 	f.StringVar(&l.output, "output", "", "pass on at most `SIZE` bytes of stdout+stderr; end the job when it writes more")
 	f.StringVar(&l.fileSize, "file-size", "", "largest file the job may write (`SIZE`, RLIMIT_FSIZE)")
 	f.StringVar(&l.openFiles, "open-files", "", "open files per process (`N`, RLIMIT_NOFILE)")
-	f.StringVar(&l.tmpSize, "tmp-size", "", "size of the /tmp tmpfs (`SIZE`)")
+	f.StringVar(&l.tmpSize, "tmp-size", "", "size of each writable tmpfs, /tmp, /dev/shm and $HOME (`SIZE`; default: --memory when given)")
 	f.StringVar(&l.cgroup, "cgroup", "auto", "--memory where no cgroup can hold it: auto (RLIMIT_AS instead, and the report says so) or require (refuse to run)")
 	f.StringVar(&l.reportFile, "report", "", "write the verdict and figures to `FILE` after the job")
 	f.StringVar(&l.reportFormat, "report-format", "json", "--report format: json, or isolate (isolate's --meta key:value file)")
@@ -139,6 +140,11 @@ func (l *limitOpts) apply(s *spec.Spec, tty string) error {
 	lim.Memory = size("memory", l.memory, 1<<20)
 	lim.Output = size("output", l.output, 1)
 	lim.TmpSize = size("tmp-size", l.tmpSize, 1)
+	if lim.TmpSize == 0 && lim.Memory > 0 {
+		// tmpfs pages are memory the job holds outside any process: with
+		// no cgroup to charge them to, RLIMIT_AS would not see them.
+		lim.TmpSize = lim.Memory
+	}
 	lim.Pids = count("pids", l.pids, 1)
 	if n := size("file-size", l.fileSize, 1); n > 0 {
 		lim.Rlimits["FSIZE"] = n

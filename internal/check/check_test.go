@@ -38,8 +38,6 @@ var knownHoles = map[string]string{
 var limitHoles = map[string]string{
 	"fork-bomb":         "no pids limit without a cgroup: --pids is cgroup-only (no RLIMIT_NPROC fallback)",
 	"memory-bomb-memfd": "without a memory cgroup --memory is RLIMIT_AS, which memory outside the address space (memfd, tmpfs, shm) escapes",
-	"fill-dev-shm":      "/dev/shm has no size= and, without a memory cgroup, nothing else bounds it (RLIMIT_AS does not count tmpfs pages)",
-	"fill-home":         "$HOME's tmpfs has no size= and, without a memory cgroup, nothing else bounds it (RLIMIT_AS does not count tmpfs pages)",
 }
 
 // limitFlag is the closet run flag each resource attack relies on.

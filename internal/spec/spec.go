@@ -87,7 +87,7 @@ type Limits struct {
 	// Rlimits applied in the exec stage, by name (e.g. "NOFILE") to the
 	// soft=hard value.
 	Rlimits map[string]uint64 `json:"rlimits,omitempty"`
-	// TmpSize caps /tmp (bytes).
+	// TmpSize caps each writable tmpfs: /tmp, /dev/shm, $HOME (bytes).
 	TmpSize uint64 `json:"tmpSize,omitempty"`
 
 	// The rest is enforced by the parent (timers, the output pipes, the

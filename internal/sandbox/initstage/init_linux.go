@@ -236,7 +236,7 @@ func (st *state) mountDev() error {
 	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 		return stage.Errorf(stage.Init, "mount devpts", "/dev/pts", err)
 	}
-	if err := unix.Mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777"); err != nil {
+	if err := unix.Mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, st.scratchOpts("mode=1777")); err != nil {
 		return stage.Errorf(stage.Init, "mount tmpfs", "/dev/shm", err)
 	}
 	links := map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
@@ -285,21 +285,27 @@ func (st *state) openConsole() error {
 // mountScratch mounts the job's scratch space: /tmp and $HOME, both tmpfs
 // that vanish with the sandbox.
 func (st *state) mountScratch() error {
-	opts := "mode=1777"
-	if n := st.s.Limits.TmpSize; n > 0 {
-		opts += fmt.Sprintf(",size=%d", n)
-	}
-	if err := unix.Mount("tmpfs", filepath.Join(st.root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+	if err := unix.Mount("tmpfs", filepath.Join(st.root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, st.scratchOpts("mode=1777")); err != nil {
 		return stage.Errorf(stage.Init, "mount tmpfs", "/tmp", err)
 	}
 	home := filepath.Join(st.root, st.s.Home)
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", home, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+	if err := unix.Mount("tmpfs", home, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, st.scratchOpts("mode=0700")); err != nil {
 		return stage.Errorf(stage.Init, "mount tmpfs", st.s.Home, err)
 	}
 	return nil
+}
+
+// scratchOpts are the mount options of a writable tmpfs (/tmp, /dev/shm,
+// $HOME): each is capped by Limits.TmpSize, so that no scratch space can
+// hold more than the job was allowed.
+func (st *state) scratchOpts(mode string) string {
+	if n := st.s.Limits.TmpSize; n > 0 {
+		return fmt.Sprintf("%s,size=%d", mode, n)
+	}
+	return mode
 }
 
 // writeEtc writes the synthetic /etc files.
