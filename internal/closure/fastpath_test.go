@@ -278,8 +278,8 @@ func TestFastClosureReadsWAL(t *testing.T) {
 func TestFastClosureDuringWrites(t *testing.T) {
 	// The larger closure spans more pages; the default fixture set has
 	// dag-100 only.
-	target, ok := fixture.Optional("dag-1000")
-	if !ok {
+	target, large := fixture.Optional("dag-1000")
+	if !large {
 		target = fixture.Path(t, "dag-100")
 	}
 	db, rw := copyDB(t)
