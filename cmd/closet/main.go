@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 func main() {
@@ -33,8 +34,13 @@ func execute(args []string) int {
 		}
 		return ee.code
 	}
-	// cobra's own usage errors (unknown flag, wrong argument count).
-	fmt.Fprintf(os.Stderr, "closet: %v\nRun 'closet %s --help' for usage.\n", err, subcommandName(args))
+	// cobra's own usage errors (unknown command or flag, wrong argument
+	// count).
+	help := "closet --help"
+	if sub := subcommandName(args); sub != "" && !strings.HasPrefix(err.Error(), "unknown command") {
+		help = "closet " + sub + " --help"
+	}
+	fmt.Fprintf(os.Stderr, "closet: %v\nRun '%s' for usage.\n", err, help)
 	return exitUsage
 }
 
