@@ -32,6 +32,11 @@ type state struct {
 	trees []userTree // the user's binds, cloned before the root exists
 	dns   string     // the host's resolv.conf, with --network
 	tty   *os.File   // the job's pty slave, with spec.TTY
+	// status is the status pipe, held in one *os.File so that no
+	// finalizer of a second wrapper closes fd 4 behind init's back.
+	status *os.File
+	exec   *exec.Cmd // the exec stage, started before the mounts are done
+	execW  *os.File  // where the exec stage reads its part of the spec
 }
 
 type userTree struct {
@@ -42,7 +47,7 @@ type userTree struct {
 
 // Run is the init stage's main. It never returns.
 func Run() {
-	st := &state{}
+	st := &state{status: os.NewFile(stage.StatusFD, "status")}
 	f := os.NewFile(stage.SpecFD, "spec")
 	s, err := spec.Decode(f)
 	f.Close()
@@ -62,11 +67,15 @@ func Run() {
 		{"make mounts private", makePrivate},
 		{"open user binds", (*state).openUserBinds},
 		{"mount root", (*state).mountRoot},
+		{"mount dev", (*state).mountDev},
+		{"open console", (*state).openConsole},
+		// The exec stage starts here, its Go runtime's start overlapping
+		// the mounts below; it waits for its part of the spec, sent only
+		// once the root is complete and pivoted into.
+		{"start exec stage", (*state).startExecStage},
 		{"build store view", (*state).buildStoreView},
 		{"mount proc", (*state).mountProc},
 		{"mask proc", (*state).maskProc},
-		{"mount dev", (*state).mountDev},
-		{"open console", (*state).openConsole},
 		{"mount tmp and home", (*state).mountScratch},
 		{"write etc", (*state).writeEtc},
 		{"attach user binds", (*state).attachUserBinds},
@@ -450,39 +459,53 @@ func (st *state) pivotRoot() error {
 	return nil
 }
 
-// runAndReap starts the exec stage, hands it its part of the spec, then
-// reaps every process until the target ends, and reports the target's end
-// on the result pipe. When it returns, init exits, and the kernel kills
-// whatever else is left in the pid namespace before the parent's wait on
-// init returns: nothing outlives the target.
-func (st *state) runAndReap() int {
+// startExecStage starts the exec stage early. It blocks reading its spec
+// pipe, so no step of it runs before runAndReap sends the spec after
+// pivot_root. Its cwd is "/" so that pivot_root moves its root and cwd to
+// the new root with init's: it keeps no reference to the host's tree but
+// its own executable, which it drops at execve. Should init fail before
+// then, the kernel kills it with the rest of the pid namespace.
+func (st *state) startExecStage() error {
 	r, w, err := os.Pipe()
 	if err != nil {
-		stage.Fail(stage.Errorf(stage.Init, "pipe", "", err))
+		return err
 	}
-	status := os.NewFile(stage.StatusFD, "status")
+	defer r.Close()
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{stage.ExecStage},
 		Env:        []string{stage.EnvMarker + "=" + stage.ExecStage},
+		Dir:        "/",
 		Stdin:      os.Stdin,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{r, status},
+		ExtraFiles: []*os.File{r, st.status},
 	}
 	if st.tty != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = st.tty, st.tty, st.tty
 	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return stage.Errorf(stage.Init, "start exec stage", "/proc/self/exe", err)
+	}
+	st.exec, st.execW = cmd, w
+	return nil
+}
+
+// runAndReap hands the exec stage its part of the spec, then reaps every
+// process until the target ends, and reports the target's end on the
+// result pipe. When it returns, init exits, and the kernel kills whatever
+// else is left in the pid namespace before the parent's wait on init
+// returns: nothing outlives the target.
+func (st *state) runAndReap() int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
-	if err := cmd.Start(); err != nil {
-		stage.Fail(stage.Errorf(stage.Init, "start exec stage", "/proc/self/exe", err))
-	}
-	r.Close()
-	status.Close()
-	stage.WriteJSON(w, st.execSpec())
-	w.Close()
-	target := cmd.Process.Pid
+	// Only the exec stage holds the status pipe from here on: its execve
+	// closes it, and that EOF tells the parent the target started.
+	st.status.Close()
+	stage.WriteJSON(st.execW, st.execSpec())
+	st.execW.Close()
+	target := st.exec.Process.Pid
 	go func() {
 		// To the target's process group, as a terminal would: the exec
 		// stage made the target a session and group leader.
