@@ -476,13 +476,27 @@ func pathnameSockets(*Params) Result {
 
 func hostFiles(p *Params) Result {
 	var tries []try
-	for _, f := range append([]string{"/etc/shadow", "/root/.ssh", "/home", "/etc/nix/nix.conf", "/run/user", "/var"}, p.HostFiles...) {
+	for _, f := range append([]string{"/etc/shadow", "/root/.ssh", "/etc/nix/nix.conf", "/run/user", "/var"}, p.HostFiles...) {
 		_, err := os.ReadFile(f)
 		if err != nil && errors.Is(err, unix.EISDIR) {
 			err = nil
 		}
 		tries = append(tries, try{"read " + f, err})
 	}
+	// /home exists inside: it holds the job's own $HOME and must hold
+	// nothing else, above all no host user's directory.
+	own := filepath.Base(os.Getenv("HOME"))
+	ents, err := os.ReadDir("/home")
+	var others []string
+	for _, e := range ents {
+		if e.Name() != own {
+			others = append(others, e.Name())
+		}
+	}
+	if len(others) > 0 {
+		return escaped("/home holds %s besides the job's own %s", strings.Join(others, " "), own)
+	}
+	tries = append(tries, try{"list /home beyond " + own, errOr(err, unix.ENOENT)})
 	return allFail(tries...)
 }
 
@@ -1813,3 +1827,12 @@ func raceProbe(p *Params) int {
 
 // atFDCWD is AT_FDCWD as a raw syscall argument.
 var atFDCWD = func() uintptr { v := unix.AT_FDCWD; return uintptr(v) }()
+
+// errOr is err, or alt when err is nil: for a look that found nothing,
+// which counts as refused.
+func errOr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}

@@ -58,6 +58,9 @@ func restrictFS(x *stage.Exec) error {
 	}
 	add(x.LandlockRO, false)
 	add(x.LandlockRW, true)
+	// Listing directories anywhere in the view (ls /, find /) is allowed;
+	// reading or writing files still needs one of the rules above.
+	rules = append(rules, landlock.PathAccess(llsys.AccessFSReadDir, "/"))
 	fd, flags, err := cfg.NewRulesetFD(rules...)
 	if err != nil {
 		return fmt.Errorf("build ruleset: %w", err)

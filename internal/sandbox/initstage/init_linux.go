@@ -152,8 +152,20 @@ func depth(p string) int { return strings.Count(p, "/") }
 
 // mountRoot mounts the new root's tmpfs on the empty directory the parent
 // made; only this mount namespace ever sees it.
+//
+// The directory is opened without following symlinks and the tmpfs is
+// mounted on the opened directory itself (through its /proc/self/fd link),
+// so that a symlink swapped in for it cannot move the root elsewhere.
 func (st *state) mountRoot() error {
-	if err := unix.Mount("tmpfs", st.root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+	fd, err := unix.Openat2(unix.AT_FDCWD, st.root, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS,
+	})
+	if err != nil {
+		return stage.Errorf(stage.Init, "open", st.root, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Mount("tmpfs", fmt.Sprintf("/proc/self/fd/%d", fd), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
 		return stage.Errorf(stage.Init, "mount tmpfs", st.root, err)
 	}
 	for _, d := range []string{"nix/store", "proc", "dev", "tmp", "etc", "bin", "usr/bin"} {
