@@ -570,18 +570,12 @@ func (s *snapshot) row(root uint32, rowid int64, m *leafMemo) ([]byte, bool, err
 		switch p.typ {
 		case pageTableInterior:
 			// First cell whose key >= rowid.
-			a, b := 0, p.ncell
-			for a < b {
-				m := int(uint(a+b) >> 1)
-				k, err := p.tableInteriorKey(m)
-				if err != nil {
-					return nil, false, err
-				}
-				if k < rowid {
-					a = m + 1
-				} else {
-					b = m
-				}
+			a, err := lowerBound(p.ncell, func(i int) (bool, error) {
+				k, err := p.tableInteriorKey(i)
+				return k < rowid, err
+			})
+			if err != nil {
+				return nil, false, err
 			}
 			if a < p.ncell {
 				k, err := p.tableInteriorKey(a)
@@ -638,18 +632,12 @@ func (p *page) tableLeafKey(i int) (int64, error) {
 
 // tableLeafFind finds rowid in a table leaf whose keys must lie in (lo, hi].
 func (s *snapshot) tableLeafFind(p *page, pg uint32, rowid, lo, hi int64) ([]byte, bool, error) {
-	a, b := 0, p.ncell
-	for a < b {
-		m := int(uint(a+b) >> 1)
-		k, err := p.tableLeafKey(m)
-		if err != nil {
-			return nil, false, err
-		}
-		if k < rowid {
-			a = m + 1
-		} else {
-			b = m
-		}
+	a, err := lowerBound(p.ncell, func(i int) (bool, error) {
+		k, err := p.tableLeafKey(i)
+		return k < rowid, err
+	})
+	if err != nil {
+		return nil, false, err
 	}
 	if a == p.ncell {
 		return nil, false, nil
@@ -717,21 +705,15 @@ func (s *snapshot) lookupText(root uint32, key []byte) (int64, bool, error) {
 				return 0, false, corrupt("page %d: key outside its parent's range", pg)
 			}
 		}
-		a, b := 0, p.ncell
-		for a < b {
-			m := int(uint(a+b) >> 1)
-			if err := s.indexRecord(&p, m, &r); err != nil {
-				return 0, false, err
+		a, err := lowerBound(p.ncell, func(i int) (bool, error) {
+			if err := s.indexRecord(&p, i, &r); err != nil {
+				return false, err
 			}
 			c, err := r.compareText(0, key)
-			if err != nil {
-				return 0, false, err
-			}
-			if c < 0 {
-				a = m + 1
-			} else {
-				b = m
-			}
+			return c < 0, err
+		})
+		if err != nil {
+			return 0, false, err
 		}
 		if a < p.ncell {
 			if err := s.indexRecord(&p, a, &r); err != nil {
@@ -843,18 +825,12 @@ func (s *snapshot) scanIntPrefix(pg uint32, p *page, key int64, depth int, lo, h
 	if m != nil && p.leaf() {
 		*m = leafMemo{ok: true, pg: pg, p: *p, lo: first, hi: last}
 	}
-	a, b := 0, p.ncell
-	for a < b {
-		m := int(uint(a+b) >> 1)
-		k, _, err := s.refsEntry(p, m)
-		if err != nil {
-			return false, err
-		}
-		if k < key {
-			a = m + 1
-		} else {
-			b = m
-		}
+	a, err := lowerBound(p.ncell, func(i int) (bool, error) {
+		k, _, err := s.refsEntry(p, i)
+		return k < key, err
+	})
+	if err != nil {
+		return false, err
 	}
 	prev := lo
 	if a > 0 {
@@ -1199,4 +1175,24 @@ func decodeRow(pl []byte, r *record, id int64) (Row, error) {
 	}
 	row.Path, row.Hash = string(p), string(h)
 	return row, nil
+}
+
+// lowerBound returns the first cell i in [0, n) for which before(i) is
+// false (cells are sorted, so before holds for a prefix), or n. Reading a
+// cell can fail on a damaged page; the first failure is returned.
+func lowerBound(n int, before func(i int) (bool, error)) (int, error) {
+	a, b := 0, n
+	for a < b {
+		m := int(uint(a+b) >> 1)
+		lt, err := before(m)
+		if err != nil {
+			return 0, err
+		}
+		if lt {
+			a = m + 1
+		} else {
+			b = m
+		}
+	}
+	return a, nil
 }
