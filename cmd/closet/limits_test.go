@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,29 +95,7 @@ func runLimited(t *testing.T, asRoot bool, dir string, args ...string) testutil.
 	} else {
 		cmd = testutil.Command(t, dir, args...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	go func() {
-		<-ctx.Done()
-		if cmd.Process != nil && ctx.Err() == context.DeadlineExceeded {
-			cmd.Process.Kill()
-		}
-	}()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := testutil.Result{Stdout: out.String(), Stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("closet %v: %v", args, err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("closet %v did not end within a minute", args)
-	}
-	return r
+	return testutil.Run(t, cmd)
 }
 
 func readReport(t *testing.T, path string) report.Report {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Nobody is the unprivileged uid and gid tests run closet as when they
@@ -80,17 +81,31 @@ type Result struct {
 // code.
 func Closet(t testing.TB, dir string, args ...string) Result {
 	t.Helper()
-	cmd := Command(t, dir, args...)
+	return Run(t, Command(t, dir, args...))
+}
+
+// Run runs a prepared closet command, bounded by a minute so that a hung
+// sandbox fails its test instead of the whole suite, and returns what it
+// printed and its exit code.
+func Run(t testing.TB, cmd *exec.Cmd) Result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%v: %v", cmd.Args, err)
+	}
+	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	if !timer.Stop() {
+		t.Fatalf("%v did not end within a minute", cmd.Args)
+	}
 	r := Result{Stdout: out.String(), Stderr: errb.String()}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("closet %v: %v", args, err)
+		t.Fatalf("%v: %v", cmd.Args, err)
 	}
 	return r
 }
