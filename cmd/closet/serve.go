@@ -54,6 +54,7 @@ A guide from nothing to a graded burst: docs/grading.md.`,
 	fl.DurationVar(&f.cfg.WallTime, "wall-time", 10*time.Second, "a job's wall time when it gives none")
 	fl.DurationVar(&f.cfg.MaxWall, "max-wall-time", 5*time.Minute, "the longest wall time a job may ask for")
 	fl.StringVar(&f.runAs, "run-as", "nobody", "when run as root, the unprivileged `USER` jobs run as")
+	fl.DurationVar(&f.cfg.Heartbeat, "heartbeat", 2*time.Second, "how often this server says it is alive; a server silent for 5 heartbeats loses its running jobs to the others")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log what the server does on stderr")
 	cmd.AddCommand(newServeTokenCmd())
 	return cmd

@@ -20,7 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -50,6 +49,9 @@ type Config struct {
 	MaxWall    time.Duration // largest wall time a job may ask for (default 5m)
 	MaxRuns    int           // runs of one job before a crash-looping job gets XX (default 3)
 	Poll       time.Duration // how often events and cancels are looked for (default 200ms)
+	// Heartbeat: how often a server says it is alive; after 5 silent
+	// heartbeats its running jobs go back to the queue (default 2s).
+	Heartbeat time.Duration
 	Runner     Runner
 	// RunUID/RunGID: the owner of the submission directories (the jobs'
 	// user); 0 leaves them to the server's user.
@@ -87,6 +89,9 @@ func (c *Config) defaults() {
 	}
 	if c.Poll <= 0 {
 		c.Poll = 200 * time.Millisecond
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 2 * time.Second
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -179,8 +184,8 @@ type Server struct {
 	client  *river.Client[*sql.Tx]
 	metrics *metrics
 	lock    *os.File
-	mu      sync.Mutex
-	running map[string]context.CancelFunc
+	// workerID names this server in closet_workers and on the jobs it runs.
+	workerID string
 }
 
 // New opens the database, recovers what a crash left and prepares the
@@ -190,7 +195,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Runner == nil {
 		return nil, errors.New("serve: no Runner configured")
 	}
-	s := &Server{cfg: cfg, running: map[string]context.CancelFunc{}}
+	s := &Server{cfg: cfg, workerID: newJobID()[1:]}
 	if cfg.Database == "" && cfg.DataDir != "" {
 		// One server per data directory: the lock is what lets a restart
 		// treat every job it finds running as orphaned.
@@ -243,16 +248,92 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// recoverOrphans puts back the River jobs a killed server left running.
-// Only the lock holder does this, so nothing else can be running them; they
-// run again (see docs/grading.md, "Crash safety").
+// recoverOrphans puts back the jobs a killed server left running. Only the
+// holder of the data directory's lock calls it, so nothing else can be
+// running them: every River job in state running is an orphan, including one
+// River had fetched but the server had not yet marked. They run again (see
+// docs/grading.md, "Crash safety").
 func (s *Server) recoverOrphans(ctx context.Context) error {
 	res, err := s.db.SQL.ExecContext(ctx, `UPDATE river_job SET state = 'available' WHERE state = 'running'`)
 	if err != nil {
 		return fmt.Errorf("recover the jobs a stopped server left running: %w", err)
 	}
+	if _, err := s.db.SQL.ExecContext(ctx, `UPDATE closet_jobs SET state = $1 WHERE state = $2`, StateQueued, StateRunning); err != nil {
+		return fmt.Errorf("recover the jobs a stopped server left running: %w", err)
+	}
 	if n, _ := res.RowsAffected(); n > 0 {
 		s.cfg.Logf("put back %d job(s) left running by a stopped server", n)
+	}
+	return nil
+}
+
+// heartbeat says this server is alive, then puts back the running jobs of
+// servers that have been silent for five heartbeats (on Postgres, where
+// several machines share the queue). A server that was only slow and comes
+// back may still finish such a job: its verdict then loses to the rerun's
+// on the verdict table's primary key, so there is still one.
+func (s *Server) heartbeat(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		if _, err := s.db.SQL.ExecContext(ctx, `INSERT INTO closet_workers (id, seen_ns) VALUES ($1, $2)
+			ON CONFLICT (id) DO UPDATE SET seen_ns = excluded.seen_ns`, s.workerID, now.UnixNano()); err != nil && ctx.Err() == nil {
+			s.cfg.Logf("heartbeat: %v", err)
+		}
+		if err := s.reap(ctx, now.Add(-5*s.cfg.Heartbeat)); err != nil && ctx.Err() == nil {
+			s.cfg.Logf("put back a silent server's jobs: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) reap(ctx context.Context, cutoff time.Time) error {
+	rows, err := s.db.SQL.QueryContext(ctx, `SELECT j.id, j.river_id, j.worker FROM closet_jobs j
+		LEFT JOIN closet_workers w ON w.id = j.worker
+		WHERE j.state = $1 AND j.worker <> $2 AND (w.seen_ns IS NULL OR w.seen_ns < $3)`,
+		StateRunning, s.workerID, cutoff.UnixNano())
+	if err != nil {
+		return err
+	}
+	type orphan struct {
+		id     string
+		river  int64
+		worker string
+	}
+	var orphans []orphan
+	for rows.Next() {
+		var o orphan
+		if err := rows.Scan(&o.id, &o.river, &o.worker); err != nil {
+			rows.Close()
+			return err
+		}
+		orphans = append(orphans, o)
+	}
+	rows.Close()
+	for _, o := range orphans {
+		tx, err := s.db.SQL.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE closet_jobs SET state = $1 WHERE id = $2 AND state = $3 AND worker = $4`, StateQueued, o.id, StateRunning, o.worker)
+		if err == nil {
+			if n, _ := res.RowsAffected(); n == 1 {
+				_, err = tx.ExecContext(ctx, `UPDATE river_job SET state = 'available' WHERE id = $1 AND state = 'running'`, o.river)
+			}
+		}
+		if err == nil {
+			err = tx.Commit()
+		}
+		tx.Rollback()
+		if err != nil {
+			return fmt.Errorf("put back job %s: %w", o.id, err)
+		}
+		s.cfg.Logf("put back job %s: its server %s went silent", o.id, o.worker)
 	}
 	return nil
 }
@@ -284,6 +365,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.client.Start(ctx); err != nil {
 		return fmt.Errorf("start the queue: %w", err)
 	}
+	hbCtx, hbStop := context.WithCancel(ctx)
+	defer hbStop()
+	go s.heartbeat(hbCtx)
 	var hs *http.Server
 	errc := make(chan error, 1)
 	if ln != nil {

@@ -29,7 +29,8 @@ var schema = []string{
 		request TEXT NOT NULL,
 		runs BIGINT NOT NULL DEFAULT 0,
 		created_ns BIGINT NOT NULL,
-		started_ns BIGINT NOT NULL DEFAULT 0)`,
+		started_ns BIGINT NOT NULL DEFAULT 0,
+		worker TEXT NOT NULL DEFAULT '')`,
 	`CREATE INDEX IF NOT EXISTS closet_jobs_tenant ON closet_jobs (tenant, created_ns)`,
 	`CREATE INDEX IF NOT EXISTS closet_jobs_state ON closet_jobs (state)`,
 	// One row per finished job: the primary key is what makes a second
@@ -40,6 +41,11 @@ var schema = []string{
 		verdict TEXT NOT NULL,
 		result TEXT NOT NULL,
 		finished_ns BIGINT NOT NULL)`,
+	// Every server says it is alive here; a running job whose server has
+	// been silent too long goes back to the queue (reap).
+	`CREATE TABLE IF NOT EXISTS closet_workers (
+		id TEXT PRIMARY KEY,
+		seen_ns BIGINT NOT NULL)`,
 	`CREATE INDEX IF NOT EXISTS closet_verdicts_tenant ON closet_verdicts (tenant, verdict)`,
 }
 

@@ -71,8 +71,8 @@ func (w *worker) Work(ctx context.Context, rj *river.Job[jobArgs]) error {
 		res = Result{Verdict: "XX", Message: fmt.Sprintf("the server stopped %d times while this job ran; it is not run again", runs)}
 	} else {
 		now := time.Now().UnixNano()
-		if _, err := s.db.SQL.ExecContext(dbctx, `UPDATE closet_jobs SET state = $1, runs = runs + 1, started_ns = $2 WHERE id = $3 AND state <> $4`,
-			StateRunning, now, id, StateDone); err != nil {
+		if _, err := s.db.SQL.ExecContext(dbctx, `UPDATE closet_jobs SET state = $1, runs = runs + 1, started_ns = $2, worker = $3 WHERE id = $4 AND state <> $5`,
+			StateRunning, now, s.workerID, id, StateDone); err != nil {
 			return fmt.Errorf("mark job %s running: %w", id, err)
 		}
 		var req Request
