@@ -52,7 +52,7 @@ type Config struct {
 	// Heartbeat: how often a server says it is alive; after 5 silent
 	// heartbeats its running jobs go back to the queue (default 2s).
 	Heartbeat time.Duration
-	Runner     Runner
+	Runner    Runner
 	// RunUID/RunGID: the owner of the submission directories (the jobs'
 	// user); 0 leaves them to the server's user.
 	RunUID, RunGID int
