@@ -237,17 +237,23 @@ func TestBadInputRunsNothing(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"no command", []string{bb}, 1, "needs a command"},
-		{"bad cwd mode", []string{"--cwd", "rx", bb, "--", "sh", "-c", marker}, 1, "--cwd"},
-		{"bad env", []string{"--env", "NOEQUALS", bb, "--", "sh", "-c", marker}, 1, "NAME=VALUE"},
-		{"bad regex", []string{"--preserve", "(", bb, "--", "sh", "-c", marker}, 1, "--preserve"},
-		{"bad uid", []string{"--uid", "-4", bb, "--", "sh", "-c", marker}, 1, "--uid"},
-		{"expose missing", []string{"--expose", "/no/such/dir", bb, "--", "sh", "-c", marker}, 1, "/no/such/dir"},
-		{"expose over store", []string{"--expose", dir + "=/nix/store/x", bb, "--", "sh", "-c", marker}, 1, "/nix/store/x"},
-		{"bad root", []string{"/etc/passwd", "--", "sh", "-c", marker}, 1, "not in the Nix store"},
+		{"no command", []string{bb}, 125, "needs a command"},
+		{"bad cwd mode", []string{"--cwd", "rx", bb, "--", "sh", "-c", marker}, 125, "--cwd"},
+		{"bad env", []string{"--env", "NOEQUALS", bb, "--", "sh", "-c", marker}, 125, "NAME=VALUE"},
+		{"bad regex", []string{"--preserve", "(", bb, "--", "sh", "-c", marker}, 125, "--preserve"},
+		{"bad uid", []string{"--uid", "-4", bb, "--", "sh", "-c", marker}, 125, "--uid"},
+		{"expose missing", []string{"--expose", "/no/such/dir", bb, "--", "sh", "-c", marker}, 125, "/no/such/dir"},
+		{"expose over store", []string{"--expose", dir + "=/nix/store/x", bb, "--", "sh", "-c", marker}, 125, "/nix/store/x"},
+		{"bad root", []string{"/etc/passwd", "--", "sh", "-c", marker}, 125, "not in the Nix store"},
 		{"unknown command", []string{bb, "--", "no-such-cmd"}, 127, "not found"},
-		{"unknown flag", []string{"--frobnicate", bb, "--", "sh", "-c", marker}, 64, "unknown flag"},
-		{"bad seccomp", []string{"--seccomp", "maybe", bb, "--", "sh", "-c", marker}, 1, "--seccomp"},
+		{"unknown flag", []string{"--frobnicate", bb, "--", "sh", "-c", marker}, 125, "unknown flag"},
+		{"expose the store", []string{"--expose", "/nix/store=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"expose nix", []string{"--expose", "/nix=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"expose the root", []string{"--expose", "/=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"expose nix state", []string{"--expose", "/nix/var/nix=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"share the daemon socket dir", []string{"--share", "/nix/var/nix/daemon-socket=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"bad hostname", []string{"--hostname", "a\x1b]0;pwned\x07", bb, "--", "sh", "-c", marker}, 125, "--hostname"},
+		{"bad seccomp", []string{"--seccomp", "maybe", bb, "--", "sh", "-c", marker}, 125, "--seccomp"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

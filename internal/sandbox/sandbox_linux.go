@@ -85,6 +85,10 @@ type Hooks struct {
 	// Console receives the job's pty master (spec.TTY) before the target
 	// starts; the caller relays it and closes it.
 	Console func(master *os.File)
+	// Exe is the closet binary started as the init stage ("": this
+	// process's own, /proc/self/exe). A program that is not closet, or
+	// not a static build of it (a race-enabled test), names one here.
+	Exe string
 }
 
 // signalsRelayed reach the job when closet receives them.
@@ -132,7 +136,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		flags |= unix.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       exeOr(hooks.Exe),
 		Args:       []string{stage.Init},
 		Env:        []string{stage.EnvMarker + "=" + stage.Init},
 		Stdin:      stdio.Stdin,
@@ -311,6 +315,13 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
 	}
 	return out, nil
+}
+
+func exeOr(exe string) string {
+	if exe == "" {
+		return "/proc/self/exe"
+	}
+	return exe
 }
 
 // initResult is the init's own end as a Result.
