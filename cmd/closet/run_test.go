@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
@@ -558,5 +559,87 @@ func TestNetworkNamespace(t *testing.T) {
 	}
 	if _, err := os.Stat("/etc/resolv.conf"); err == nil && strings.Contains(shared.Stdout, "no-resolv") {
 		t.Error("--network: no /etc/resolv.conf inside")
+	}
+}
+
+// TestNoHostTerminal: whichever of the job's stdin, stdout and stderr is
+// a terminal of the caller, the job never holds it: it cannot read the
+// keystrokes or change the terminal's modes (issue 10 #3).
+func TestNoHostTerminal(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	probe := "for i in 0 1 2; do test -t $i && echo FD$i-IS-TTY; done; stty -echo -icanon 2>/dev/null && echo STTY-CHANGED; echo done"
+	cases := []struct {
+		name             string
+		tty              string
+		stdin, stdout    bool // which are the terminal
+		stderrToTerminal bool
+	}{
+		{"stdout only", "auto", false, true, false},
+		{"stdout and stderr", "auto", false, true, true},
+		{"stdin only, tty never", "never", true, false, false},
+		{"all three, tty never", "never", true, true, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ptmx, tty, err := pty.Open()
+			if err != nil {
+				t.Skip(err)
+			}
+			defer ptmx.Close()
+			before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := testutil.Command(t, "", "run", "--tty", c.tty, bb, "--", "sh", "-c", probe)
+			var out, errb strings.Builder
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, &out, &errb
+			if c.stdin {
+				cmd.Stdin = tty
+			}
+			if c.stdout {
+				cmd.Stdout = tty
+			}
+			if c.stderrToTerminal {
+				cmd.Stderr = tty
+			}
+			var fromTTY strings.Builder
+			done := make(chan struct{})
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := ptmx.Read(buf)
+					fromTTY.Write(buf[:n])
+					if err != nil || strings.Contains(fromTTY.String(), "done") {
+						close(done)
+						return
+					}
+				}
+			}()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			werr := cmd.Wait()
+			all := out.String() + errb.String()
+			if c.stdout {
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+				}
+				all += fromTTY.String()
+			}
+			if werr != nil || !strings.Contains(all, "done") {
+				t.Fatalf("closet: %v; output %q", werr, all)
+			}
+			if strings.Contains(all, "IS-TTY") || strings.Contains(all, "STTY-CHANGED") {
+				t.Errorf("the job held a host terminal:\n%s", all)
+			}
+			after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Lflag != before.Lflag {
+				t.Errorf("terminal modes changed: lflag %#x -> %#x", before.Lflag, after.Lflag)
+			}
+		})
 	}
 }
