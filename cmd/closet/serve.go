@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/serve"
 )
 
@@ -63,13 +64,13 @@ A guide from nothing to a graded burst: docs/grading.md.`,
 func (f *serveFlags) run(ctx context.Context) error {
 	bin, err := os.Executable()
 	if err != nil {
-		return withCode(exitBadInput, fmt.Errorf("find closet's own binary: %w", err))
+		return withCode(exitcode.BadInput, fmt.Errorf("find closet's own binary: %w", err))
 	}
 	r := &serve.ExecRunner{Binary: bin, User: currentUser()}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup(f.runAs)
 		if err != nil {
-			return withCode(exitBadInput, fmt.Errorf("--run-as %s: %w (jobs never run as root)", f.runAs, err))
+			return withCode(exitcode.BadInput, fmt.Errorf("--run-as %s: %w (jobs never run as root)", f.runAs, err))
 		}
 		r.UID, _ = strconv.Atoi(u.Uid)
 		r.GID, _ = strconv.Atoi(u.Gid)
@@ -84,13 +85,13 @@ func (f *serveFlags) run(ctx context.Context) error {
 	defer stop()
 	s, err := serve.New(ctx, f.cfg)
 	if err != nil {
-		return withCode(exitBadInput, err)
+		return withCode(exitcode.BadInput, err)
 	}
 	defer s.Close()
 	var ln net.Listener
 	if f.cfg.Listen != "" {
 		if ln, err = net.Listen("tcp", f.cfg.Listen); err != nil {
-			return withCode(exitBadInput, fmt.Errorf("--listen %s: %w", f.cfg.Listen, err))
+			return withCode(exitcode.BadInput, fmt.Errorf("--listen %s: %w", f.cfg.Listen, err))
 		}
 		fmt.Fprintf(os.Stderr, "closet serve: listening on http://%s\n", ln.Addr())
 	}
@@ -111,7 +112,7 @@ func newServeTokenCmd() *cobra.Command {
 	open := func(cmd *cobra.Command) (*serve.DB, error) {
 		db, err := serve.OpenDB(cmd.Context(), f.cfg)
 		if err != nil {
-			return nil, withCode(exitBadInput, err)
+			return nil, withCode(exitcode.BadInput, err)
 		}
 		return db, nil
 	}
@@ -126,7 +127,7 @@ func newServeTokenCmd() *cobra.Command {
 			defer db.SQL.Close()
 			tok, err := serve.AddToken(cmd.Context(), db.SQL, args[0])
 			if err != nil {
-				return withCode(exitBadInput, err)
+				return withCode(exitcode.BadInput, err)
 			}
 			fmt.Printf("token for tenant %s (shown once; keep it secret):\n%s\n", args[0], tok)
 			return nil
@@ -159,7 +160,7 @@ func newServeTokenCmd() *cobra.Command {
 			}
 			defer db.SQL.Close()
 			if err := serve.RevokeToken(cmd.Context(), db.SQL, args[0]); err != nil {
-				return withCode(exitBadInput, err)
+				return withCode(exitcode.BadInput, err)
 			}
 			return nil
 		},
