@@ -25,6 +25,7 @@ func init() { register(newServeCmd) }
 type serveFlags struct {
 	cfg     serve.Config
 	runAs   string
+	runner  string
 	verbose bool
 }
 
@@ -55,6 +56,7 @@ A guide from nothing to a graded burst: docs/grading.md.`,
 	fl.DurationVar(&f.cfg.WallTime, "wall-time", 10*time.Second, "a job's wall time when it gives none")
 	fl.DurationVar(&f.cfg.MaxWall, "max-wall-time", 5*time.Minute, "the longest wall time a job may ask for")
 	fl.StringVar(&f.runAs, "run-as", "nobody", "when run as root, the unprivileged `USER` jobs run as")
+	fl.StringVar(&f.runner, "runner", "auto", "how jobs run: auto (in this process; a closet run process per job as --run-as when root) or exec (always a process)")
 	fl.DurationVar(&f.cfg.Heartbeat, "heartbeat", 2*time.Second, "how often this server says it is alive; a server silent for 5 heartbeats loses its running jobs to the others")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log what the server does on stderr")
 	cmd.AddCommand(newServeTokenCmd())
@@ -62,22 +64,16 @@ A guide from nothing to a graded burst: docs/grading.md.`,
 }
 
 func (f *serveFlags) run(ctx context.Context) error {
-	bin, err := os.Executable()
-	if err != nil {
-		return withCode(exitcode.BadInput, fmt.Errorf("find closet's own binary: %w", err))
-	}
-	r := &serve.ExecRunner{Binary: bin, User: currentUser()}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup(f.runAs)
+	if os.Geteuid() == 0 || f.runner == "exec" {
+		r, err := f.execRunner()
 		if err != nil {
-			return withCode(exitcode.BadInput, fmt.Errorf("--run-as %s: %w (jobs never run as root)", f.runAs, err))
+			return withCode(exitcode.BadInput, err)
 		}
-		r.UID, _ = strconv.Atoi(u.Uid)
-		r.GID, _ = strconv.Atoi(u.Gid)
-		r.User = u.Username
-		f.cfg.RunUID, f.cfg.RunGID = r.UID, r.GID
+		f.cfg.Runner = r
+	} else {
+		// Jobs run in this process through internal/job, as this user.
+		f.cfg.Runner = &serve.JobRunner{User: currentUser()}
 	}
-	f.cfg.Runner = r
 	if f.verbose {
 		f.cfg.Logf = func(format string, a ...any) { fmt.Fprintf(os.Stderr, "closet serve: "+format+"\n", a...) }
 	}
@@ -96,6 +92,28 @@ func (f *serveFlags) run(ctx context.Context) error {
 		fmt.Fprintf(os.Stderr, "closet serve: listening on http://%s\n", ln.Addr())
 	}
 	return s.Serve(ctx, ln)
+}
+
+// execRunner runs each job as a closet run process; as root, as the
+// unprivileged --run-as user (jobs never run as root, and closet holds no
+// GC roots for root).
+func (f *serveFlags) execRunner() (*serve.ExecRunner, error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find closet's own binary: %w", err)
+	}
+	r := &serve.ExecRunner{Binary: bin, User: currentUser()}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup(f.runAs)
+		if err != nil {
+			return nil, fmt.Errorf("--run-as %s: %w (jobs never run as root)", f.runAs, err)
+		}
+		r.UID, _ = strconv.Atoi(u.Uid)
+		r.GID, _ = strconv.Atoi(u.Gid)
+		r.User = u.Username
+		f.cfg.RunUID, f.cfg.RunGID = r.UID, r.GID
+	}
+	return r, nil
 }
 
 func currentUser() string {

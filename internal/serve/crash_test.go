@@ -41,10 +41,13 @@ func startProc(t *testing.T, args ...string) *serverProc {
 	addr := freeAddr(t)
 	p := &serverProc{url: "http://" + addr, logs: &bytes.Buffer{}}
 	p.cmd = exec.Command(testutil.Binary(t), append([]string{"serve", "--listen", addr, "--heartbeat", "200ms", "-v"}, args...)...)
+	// As the unprivileged user (when root): the server then runs its jobs
+	// in its own process through internal/job (JobRunner).
 	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
 	if os.Geteuid() != 0 {
 		p.cmd.Env = append(p.cmd.Env, "USER="+os.Getenv("USER"), "HOME="+os.Getenv("HOME"))
 	}
+	testutil.Unprivileged(p.cmd)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -75,7 +78,9 @@ func (p *serverProc) kill() {
 
 func tokenCLI(t *testing.T, tenant string, dbArgs ...string) string {
 	t.Helper()
-	out, err := exec.Command(testutil.Binary(t), append(append([]string{"serve", "token", "add"}, dbArgs...), tenant)...).CombinedOutput()
+	cmd := exec.Command(testutil.Binary(t), append(append([]string{"serve", "token", "add"}, dbArgs...), tenant)...)
+	testutil.Unprivileged(cmd)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("closet serve token add: %v\n%s", err, out)
 	}
