@@ -151,50 +151,62 @@ func sh(t *testing.T, script string) map[string]any {
 	return map[string]any{"roots": []string{busybox(t)}, "command": []string{"sh", "-c", script}}
 }
 
-// TestVerdicts runs real jobs in real sandboxes and checks each verdict,
-// the output, stdin, the submission's files (read-only) and the store view.
+// verdictCases are real jobs with their expected verdicts and output: the
+// output, stdin, the submission's files (read-only) and the store view.
+type verdictCase struct {
+	name, verdict string
+	req           map[string]any
+	stdout        string
+}
+
+func verdictCases(t *testing.T) []verdictCase {
+	with := func(m map[string]any, kv ...any) map[string]any {
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	return []verdictCase{
+		{"ok", "OK", with(sh(t, "echo hello"), "expectedStdout", "hello  \n\n"), "hello\n"},
+		{"wrong answer", "WA", with(sh(t, "echo 41"), "expectedStdout", "42"), "41\n"},
+		{"runtime error", "RE", sh(t, "echo oops >&2; exit 3"), ""},
+		{"time", "TO", with(sh(t, "sleep 5"), "limits", map[string]any{"wallTime": 0.5}), ""},
+		{"stdin", "OK", with(sh(t, "read x; echo got $x"), "stdin", "42\n"), "got 42\n"},
+		{"files, read-only", "OK", with(sh(t, "cat /submission/dir/a.txt; echo x > /submission/b 2>/dev/null || echo refused"),
+			"files", map[string]string{"dir/a.txt": "from the submission\n"}), "from the submission\nrefused\n"},
+		{"only the closure", "OK", sh(t, "ls /nix/store | wc -l"), "1\n"},
+	}
+}
+
+// runVerdicts submits every case to the server at url and checks each.
+func runVerdicts(t *testing.T, ts *testServer, tok string) {
+	cases := verdictCases(t)
+	ids := map[string]string{}
+	for _, c := range cases {
+		code, id, body := ts.submit(t, tok, c.req)
+		if code != 201 {
+			t.Fatalf("%s: submit: %d %s", c.name, code, body)
+		}
+		ids[c.name] = id
+	}
+	for _, c := range cases {
+		v := ts.wait(t, tok, ids[c.name])
+		if v.Verdict != c.verdict || v.Result == nil || (c.stdout != "" && v.Stdout != c.stdout) {
+			t.Errorf("%s: verdict %s (want %s), result %+v", c.name, v.Verdict, c.verdict, v.Result)
+		}
+		if c.name == "runtime error" && (v.ExitCode != 3 || v.Stderr != "oops\n") {
+			t.Errorf("runtime error: exit %d stderr %q", v.ExitCode, v.Stderr)
+		}
+	}
+}
+
+// TestVerdicts runs real jobs in real sandboxes (a closet run process per
+// job, ExecRunner) and checks each verdict and /metrics.
 func TestVerdicts(t *testing.T) {
 	backends(t, func(t *testing.T, db string) {
 		ts := startServer(t, db, nil)
 		tok := ts.token(t, "alice")
-		with := func(m map[string]any, kv ...any) map[string]any {
-			for i := 0; i < len(kv); i += 2 {
-				m[kv[i].(string)] = kv[i+1]
-			}
-			return m
-		}
-		cases := []struct {
-			name, verdict string
-			req           map[string]any
-			stdout        string
-		}{
-			{"ok", "OK", with(sh(t, "echo hello"), "expectedStdout", "hello  \n\n"), "hello\n"},
-			{"wrong answer", "WA", with(sh(t, "echo 41"), "expectedStdout", "42"), "41\n"},
-			{"runtime error", "RE", sh(t, "echo oops >&2; exit 3"), ""},
-			{"time", "TO", with(sh(t, "sleep 5"), "limits", map[string]any{"wallTime": 0.5}), ""},
-			{"stdin", "OK", with(sh(t, "read x; echo got $x"), "stdin", "42\n"), "got 42\n"},
-			{"files, read-only", "OK", with(sh(t, "cat /submission/dir/a.txt; echo x > /submission/b 2>/dev/null || echo refused"),
-				"files", map[string]string{"dir/a.txt": "from the submission\n"}), "from the submission\nrefused\n"},
-			{"only the closure", "OK", sh(t, "ls /nix/store | wc -l"), "1\n"},
-		}
-		ids := map[string]string{}
-		for _, c := range cases {
-			code, id, body := ts.submit(t, tok, c.req)
-			if code != 201 {
-				t.Fatalf("%s: submit: %d %s", c.name, code, body)
-			}
-			ids[c.name] = id
-		}
-		for _, c := range cases {
-			v := ts.wait(t, tok, ids[c.name])
-			if v.Verdict != c.verdict || v.Result == nil || (c.stdout != "" && v.Stdout != c.stdout) {
-				t.Errorf("%s: verdict %s (want %s), result %+v", c.name, v.Verdict, c.verdict, v.Result)
-			}
-			if c.name == "runtime error" && (v.ExitCode != 3 || v.Stderr != "oops\n") {
-				t.Errorf("runtime error: exit %d stderr %q", v.ExitCode, v.Stderr)
-			}
-		}
-		// The page's figures and /metrics count what happened.
+		runVerdicts(t, ts, tok)
 		_, m := do(t, "GET", ts.URL+"/metrics", "", nil)
 		for _, want := range []string{`closet_serve_jobs_total{tenant="alice",verdict="OK"} 4`, `closet_serve_jobs_total{tenant="alice",verdict="TO"} 1`,
 			"closet_serve_queue_depth 0", "closet_serve_warm_view_hits_total 0", "closet_serve_setup_seconds_count 7"} {
@@ -203,6 +215,16 @@ func TestVerdicts(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestVerdictsInProcess: the same jobs through a real closet serve process
+// running as the unprivileged user, which runs them in its own process
+// through internal/job (JobRunner).
+func TestVerdictsInProcess(t *testing.T) {
+	data := testutil.TempDir(t)
+	tok := tokenCLI(t, "alice", "--data", data)
+	p := startProc(t, "--data", data)
+	runVerdicts(t, &testServer{URL: p.url}, tok)
 }
 
 // TestTenants: a tenant's job is invisible to another tenant (404, as if it
