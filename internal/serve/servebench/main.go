@@ -14,6 +14,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -101,7 +102,14 @@ func main() {
 	}
 	wg.Wait()
 	submitted := time.Since(t0)
-	// Wait for every verdict, reading each job once it is done.
+	// Wait until the queue is empty, asking /metrics once a second (cheap:
+	// polling a thousand jobs would load the server being measured), then
+	// read every job; latencies come from the server's own timestamps.
+	for deadline := time.Now().Add(20 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if left, err := queueLeft(client, *url); err == nil && left == 0 {
+			break
+		}
+	}
 	pending := append([]job(nil), jobs...)
 	done := map[string]view{}
 	deadline := time.Now().Add(20 * time.Minute)
@@ -126,7 +134,7 @@ func main() {
 		}
 		pending = still
 		if len(pending) > 0 {
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(time.Second)
 		}
 	}
 	var lat []float64
@@ -162,4 +170,31 @@ func main() {
 	if len(jobs) != len(done) || len(ids) != len(jobs) || verdicts["OK"] != len(jobs) {
 		os.Exit(1)
 	}
+}
+
+// queueLeft reads closet_serve_queue_depth + closet_serve_running_jobs.
+func queueLeft(client *http.Client, url string) (float64, error) {
+	resp, err := client.Get(url + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var left float64
+	found := 0
+	for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+		for _, name := range []string{"closet_serve_queue_depth ", "closet_serve_running_jobs "} {
+			if v, ok := strings.CutPrefix(sc.Text(), name); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return 0, err
+				}
+				left += f
+				found++
+			}
+		}
+	}
+	if found != 2 {
+		return 0, fmt.Errorf("/metrics lacks the queue gauges")
+	}
+	return left, nil
 }
