@@ -407,8 +407,9 @@ func TestBackPressureCancelEvents(t *testing.T) {
 		for s := range states {
 			got = append(got, s)
 		}
-		if want := "queued:|running:|done:XX"; strings.Join(got, "|") != want {
-			t.Errorf("events: %q, want %q", strings.Join(got, "|"), want)
+		// The stream may open after the job started: queued is then not seen.
+		if g := strings.Join(got, "|"); g != "queued:|running:|done:XX" && g != "running:|done:XX" {
+			t.Errorf("events: %q, want queued (maybe), running, done with XX", g)
 		}
 		if _, v := ts.countJobs(t); v != 2 {
 			t.Errorf("%d verdicts, want 2", v)
