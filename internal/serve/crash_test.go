@@ -206,7 +206,8 @@ func TestCrash(t *testing.T) {
 				t.Errorf("job %s (%d): %s %q %s", id, i, verdict, r.Stdout, r.Message)
 			}
 		}
-		if runningAtKill > 0 && reruns == 0 {
+		// On Postgres the running jobs may all have been the live worker's.
+		if database == "" && runningAtKill > 0 && reruns == 0 {
 			t.Errorf("%d jobs were running at the kill, none ran again", runningAtKill)
 		}
 		t.Logf("%d jobs, %d verdicts, %d ran again after the kill", jobs, verdicts, reruns)
