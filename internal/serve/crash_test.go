@@ -238,3 +238,49 @@ func openDirect(t *testing.T, data, database string) *sql.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// TestTokenCLI: closet serve token add prints the token on its last line and
+// keeps only its hash; list shows ids and tenants, never a token; revoke
+// ends it; a bad tenant name is refused.
+func TestTokenCLI(t *testing.T) {
+	data := testutil.TempDir(t)
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(testutil.Binary(t), append([]string{"serve", "token"}, args...)...)
+		testutil.Unprivileged(cmd)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	tok := tokenCLI(t, "alice", "--data", data)
+	if !strings.HasPrefix(tok, "closet_") || len(tok) < 40 {
+		t.Fatalf("token %q", tok)
+	}
+	out, code := run("list", "--data", data)
+	if code != 0 || !strings.Contains(out, "alice") || strings.Contains(out, tok) || strings.Contains(out, tok[7:20]) {
+		t.Fatalf("list: %d %q", code, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(data, "closet.db*")) // with the WAL
+	for _, f := range files {
+		if raw, _ := os.ReadFile(f); bytes.Contains(raw, []byte(tok)) {
+			t.Errorf("%s holds the token itself", f)
+		}
+	}
+	id := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1])[0]
+	if out, code := run("revoke", "--data", data, id); code != 0 {
+		t.Fatalf("revoke %s: %d %s", id, code, out)
+	}
+	if out, _ := run("list", "--data", data); strings.Contains(out, "alice") {
+		t.Errorf("after revoke: %q", out)
+	}
+	if out, code := run("revoke", "--data", data, id); code != 1 || !strings.Contains(out, "no such token") {
+		t.Errorf("revoke twice: %d %q", code, out)
+	}
+	if out, code := run("add", "--data", data, "../etc"); code != 1 || !strings.Contains(out, "tenant") {
+		t.Errorf("bad tenant: %d %q", code, out)
+	}
+}
