@@ -34,9 +34,11 @@ type filter struct {
 	vm *bpf.VM
 }
 
-func newFilter(t testing.TB) filter {
+func newFilter(t testing.TB) filter { return newFilterFor(t, Options{}) }
+
+func newFilterFor(t testing.TB, opts Options) filter {
 	t.Helper()
-	prog, err := compile(Options{})
+	prog, err := compile(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -167,15 +167,19 @@ func noNewPrivs(*stage.Exec) error {
 	return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 }
 
+// installSeccomp loads the named profile. An RLIMIT_AS among the rlimits
+// means the parent found no memory cgroup and holds --memory by RLIMIT_AS
+// alone: the policy then also refuses what makes memory outside any address
+// space (memfd, SysV shared memory and message queues).
 func installSeccomp(x *stage.Exec) error {
-	switch x.Seccomp {
-	case "off":
+	if x.Seccomp == seccomp.ProfileOff {
 		return nil
-	case "default", "":
-	default:
-		return fmt.Errorf("unknown seccomp profile %q", x.Seccomp)
 	}
-	prog, err := seccomp.Program(seccomp.Options{})
+	opts, err := seccomp.OptionsFor(x.Seccomp, x.Rlimits["AS"] > 0)
+	if err != nil {
+		return err
+	}
+	prog, err := seccomp.Program(opts)
 	if err != nil {
 		return err
 	}
