@@ -36,6 +36,8 @@ type Params struct {
 	EnvCanary string   `json:"envCanary"` // a variable set in closet's environment
 	Cap       int64    `json:"cap"`       // bound for the resource attacks (count or bytes)
 	Chunk     int64    `json:"chunk"`     // write size for flood/fill
+	Budget    int64    `json:"budget"`    // --tmp-size, for fill-scratch (0: Cap)
+	HomeNames []string `json:"homeNames"` // entries of the caller's host home, which the job's own $HOME must not show
 }
 
 // attack is one attempt made inside the sandbox.
@@ -476,7 +478,14 @@ func pathnameSockets(*Params) Result {
 
 func hostFiles(p *Params) Result {
 	var tries []try
+	home := os.Getenv("HOME")
 	for _, f := range append([]string{"/etc/shadow", "/root/.ssh", "/etc/nix/nix.conf", "/run/user", "/var"}, p.HostFiles...) {
+		if f == home {
+			// The job's own tmpfs $HOME, at the host home's path: what
+			// counts is whether it shows anything of the host's home.
+			tries = append(tries, try{"find the host home's entries in $HOME " + home, ownHome(home, p.HomeNames)})
+			continue
+		}
 		_, err := os.ReadFile(f)
 		if err != nil && errors.Is(err, unix.EISDIR) {
 			err = nil
@@ -498,6 +507,17 @@ func hostFiles(p *Params) Result {
 	}
 	tries = append(tries, try{"list /home beyond " + own, errOr(err, unix.ENOENT)})
 	return allFail(tries...)
+}
+
+// ownHome is nil when home shows one of the host home's names (the host's
+// home is in view), else ENOENT.
+func ownHome(home string, hostNames []string) error {
+	for _, n := range hostNames {
+		if _, err := os.Lstat(filepath.Join(home, n)); err == nil {
+			return nil
+		}
+	}
+	return unix.ENOENT
 }
 
 func mountTable(p *Params) Result {
@@ -1618,9 +1638,12 @@ var solo = []attack{
 	{"fork-bomb", "R-01", forkBomb},
 	{"memory-bomb", "R-02", memoryBomb},
 	{"memory-bomb-memfd", "R-02", memfdBomb},
+	{"sysv-shm-bomb", "R-02", sysvShmBomb},
 	{"fill-tmp", "R-03", fillTmp},
 	{"fill-dev-shm", "R-03", fillDir("/dev/shm")},
 	{"fill-home", "R-03", fillDir("")},
+	{"fill-scratch", "R-03", fillScratch},
+	{"inotify-store", "FD-05", inotifyStore},
 	{"flood-output", "R-05", floodOutput},
 }
 

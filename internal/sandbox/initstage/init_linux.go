@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -248,8 +249,8 @@ func (st *state) maskProc() error {
 	}
 	for _, name := range readOnlyProc {
 		p := filepath.Join(st.root, "proc", name)
-		if _, err := os.Lstat(p); err != nil {
-			continue // not on this kernel
+		if _, err := os.Lstat(p); err != nil || slices.Contains(maskedProc, name) {
+			continue // not on this kernel, or already under a read-only mask
 		}
 		err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, "")
 		if err == nil {
