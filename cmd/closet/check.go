@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/closet-sandbox/closet/internal/check"
+	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/resolve"
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
@@ -37,7 +38,8 @@ every thread, seccomp, no_new_privs, namespaces, mounts and open fds.
 
 One line per attempt: BLOCKED or ESCAPED, its name and the evidence; then
 the posture lines and a summary. The ROOTs are the view the attempts run in
-(default: the store path of sh on your PATH). closet check runs closet run
+(default: the store path of sh on your PATH, or where sh is not from the
+store, an empty view with closet's own binary as the only program). closet check runs closet run
 as you, so run it as the user jobs run as. Limit flags of closet run
 (--pids, --memory, --tmp-size, --output, --wall-time) are used for the
 resource attempts when this closet has them.
@@ -109,18 +111,21 @@ func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error
 	ctx := cmd.Context()
 	var roots []storepath.Path
 	if len(args) == 0 {
+		// The view of sh from the store, where PATH has one; else (sh is
+		// the host's, as on Debian or Fedora with Nix) an empty view, with
+		// closet's own static binary as the only program.
 		r := &resolve.Resolver{Path: os.Getenv("PATH")}
-		p, _, err := r.Command("sh")
-		if err != nil {
-			return o, withCode(exitSandbox, fmt.Errorf("no ROOT given and no sh from the store on PATH (%v): name a store path to build the view from", err))
+		if p, _, err := r.Command("sh"); err == nil {
+			roots = []storepath.Path{p}
 		}
-		roots = []storepath.Path{p}
 	} else if roots, err = resolveRoots(ctx, st, "", args); err != nil {
 		return o, withCode(exitSandbox, err)
 	}
-	c, err := st.Closure(ctx, roots, false)
-	if err != nil {
-		return o, withCode(exitSandbox, err)
+	c := &closure.Closure{}
+	if len(roots) > 0 {
+		if c, err = st.Closure(ctx, roots, false); err != nil {
+			return o, withCode(exitSandbox, err)
+		}
 	}
 	o.Exe = exe
 	for _, r := range roots {

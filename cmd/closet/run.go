@@ -225,6 +225,11 @@ func (o *runOpts) buildSpec(ctx context.Context, rootArgs, command []string, int
 			return fail(withCode(exitNotFound, err))
 		}
 		command = []string{exe}
+	case len(roots) == 0 && o.exposed(command[0]):
+		// closet run --expose BIN=/p -- /p: a program brought in by
+		// --expose (closet check's attacker, any static binary) runs in
+		// an empty store view.
+		exe = command[0]
 	case len(roots) == 0:
 		// closet run -- CMD: the command names its own closure.
 		p, real, err := r.Command(command[0])
@@ -366,6 +371,16 @@ func parseBind(a string, writable bool, why string) (spec.Mount, error) {
 		return spec.Mount{}, fmt.Errorf("--%s %q: %w", why, a, err)
 	}
 	return spec.Mount{Source: src, Target: dst, Writable: writable, Why: why}, nil
+}
+
+// exposed reports whether p is the target of an --expose.
+func (o *runOpts) exposed(p string) bool {
+	for _, a := range o.expose {
+		if m, err := parseBind(a, false, "expose"); err == nil && m.Target == p {
+			return true
+		}
+	}
+	return false
 }
 
 func (o *runOpts) identity() (name, home string) {
