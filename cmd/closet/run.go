@@ -317,7 +317,11 @@ func (o *runOpts) check() error {
 		return fmt.Errorf("--tty %q: want auto, always or never", o.tty)
 	}
 	switch o.seccomp {
-	case seccomp.ProfileDefault, seccomp.ProfileGrading, seccomp.ProfileOff:
+	case seccomp.ProfileDefault, seccomp.ProfileGrading:
+		if err := seccomp.Supported(); err != nil {
+			return err
+		}
+	case seccomp.ProfileOff:
 	default:
 		return fmt.Errorf("--seccomp %q: want default, grading or off", o.seccomp)
 	}
