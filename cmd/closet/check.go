@@ -57,7 +57,7 @@ posture is wrong, 125 the check itself could not run.`,
 				return nil
 			}
 			if builtWithCgo {
-				return withCode(exitSandbox, errors.New("this closet binary was built with cgo; rebuild it with CGO_ENABLED=0 go build ./cmd/closet"))
+				return withCode(exitSandbox, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, and closet check runs it inside a sandbox that has none; rebuild it with CGO_ENABLED=0 go build ./cmd/closet (closet run works either way)"))
 			}
 			o, err := checkOptions(cmd, args, leak)
 			if err != nil {

@@ -144,9 +144,6 @@ func (o *runOpts) run(ctx context.Context, rootArgs, command []string, interacti
 // the sandbox's own, reach conclude, so a requested report says XX even
 // when the sandbox never started.
 func (o *runOpts) launch(ctx context.Context, s *spec.Spec, roots []storepath.Path, t0 time.Time) (*sandbox.Outcome, error) {
-	if builtWithCgo {
-		return nil, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, which the sandbox does not have; rebuild it with CGO_ENABLED=0 go build ./cmd/closet")
-	}
 	if !o.noGCRoot {
 		h, err := gcroot.Acquire(o.store, roots)
 		if err != nil {

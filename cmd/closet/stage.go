@@ -25,5 +25,6 @@ func runStageIfAny() {
 	}
 }
 
-// builtWithCgo is set by cgo.go in a cgo build; run refuses such a binary.
+// builtWithCgo is set by cgo.go in a cgo build; check refuses such a
+// binary, which cannot run as the attacker inside a sandbox.
 var builtWithCgo bool
