@@ -32,12 +32,22 @@ host (store enumeration, other tenants' paths, /nix/var and the daemon
 socket, host processes and files, ptrace, mounts, namespaces, 32-bit and x32
 syscalls, io_uring, userfaultfd, bpf, keyrings, AF_ALG, TIOCSTI, setuid
 bits, hard links into the store, a symlink race on a shared directory, a
-fork bomb, a memory bomb, filling /tmp, flooding output, ...), then read the
-posture of a running target from outside: uid and gid maps, capabilities of
-every thread, seccomp, no_new_privs, namespaces, mounts and open fds.
+fork bomb, memory bombs in the address space, a memfd and SysV segments,
+filling /tmp, /dev/shm and $HOME (which share one --tmp-size), inotify on a
+store file, flooding output, ...), then read the posture of a running target
+from outside: uid and gid maps, capabilities of every thread, seccomp,
+no_new_privs, namespaces, mounts and open fds.
 
-One line per attempt: BLOCKED or ESCAPED, its name and the evidence; then
-the posture lines and a summary. The ROOTs are the view the attempts run in
+inotify: a job watching a store file of its closure would see, live, when
+other tenants' processes open it. closet run refuses inotify in a grading
+configuration (--cwd none or ro, no --share, and a limit: --seccomp grading
+is then chosen by itself), and the check attacks it in one.
+
+One line per attempt: BLOCKED, ESCAPED, or SKIPPED (the attempt could not
+be made, or is not applicable: the kernel itself lacks the mechanism, as a
+control run outside any sandbox shows, e.g. int 0x80 on a kernel without
+IA32 emulation), its name and the evidence; then the posture lines and a
+summary. The ROOTs are the view the attempts run in
 (default: the store path of sh on your PATH, or where sh is not from the
 store, an empty view with closet's own binary as the only program). closet check runs closet run
 as you, so run it as the user jobs run as. Limit flags of closet run

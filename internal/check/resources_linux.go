@@ -112,17 +112,27 @@ func fillDir(dir string) func(*Params) Result {
 		}
 		defer os.Remove(f.Name())
 		defer f.Close()
-		buf := make([]byte, 1<<20)
-		var total int64
-		for total < p.Cap {
-			n, err := f.Write(buf)
-			total += int64(n)
-			if err != nil {
-				return blocked("write %s failed with %s after %d MiB", d, errName(err), total>>20)
-			}
+		total, err := writeUpTo(f, p.Cap)
+		if err != nil {
+			return blocked("write %s failed with %s after %d MiB", d, errName(err), total>>20)
 		}
 		return escaped("wrote %d MiB to %s without a refusal; the attack stopped itself (no size or memory limit)", total>>20, d)
 	}
+}
+
+// writeUpTo writes f in 1 MiB steps until it holds limit bytes or a write
+// fails, and returns how many bytes it wrote and the failure.
+func writeUpTo(f *os.File, limit int64) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var total int64
+	for total < limit {
+		n, err := f.Write(buf[:min(int64(len(buf)), limit-total)])
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // fillTmp writes /tmp until ENOSPC or p.Cap bytes; a marker file lets the
@@ -135,14 +145,9 @@ func fillTmp(p *Params) Result {
 	}
 	defer os.Remove("/tmp/fill")
 	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var total int64
-	for total < p.Cap {
-		n, err := f.Write(buf)
-		total += int64(n)
-		if err != nil {
-			return blocked("write /tmp failed with %s after %d MiB", errName(err), total>>20)
-		}
+	total, err := writeUpTo(f, p.Cap)
+	if err != nil {
+		return blocked("write /tmp failed with %s after %d MiB", errName(err), total>>20)
 	}
 	return escaped("wrote %d MiB to /tmp without a refusal; the attack stopped itself (no /tmp size limit)", total>>20)
 }
@@ -209,7 +214,6 @@ func fillScratch(p *Params) Result {
 	}
 	var total int64
 	var got []string
-	buf := make([]byte, 1<<20)
 	for _, d := range []string{"/tmp", "/dev/shm", os.Getenv("HOME")} {
 		name := d + "/closet-fill-scratch"
 		f, err := os.Create(name)
@@ -218,14 +222,7 @@ func fillScratch(p *Params) Result {
 			continue
 		}
 		defer os.Remove(name)
-		var n int64
-		for n < p.Budget {
-			w, err := f.Write(buf[:min(int64(len(buf)), p.Budget-n)])
-			n += int64(w)
-			if err != nil {
-				break
-			}
-		}
+		n, _ := writeUpTo(f, p.Budget)
 		f.Close()
 		total += n
 		got = append(got, fmt.Sprintf("%s %d MiB", d, n>>20))
