@@ -9,6 +9,7 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/check"
 	"github.com/closet-sandbox/closet/internal/closure"
+	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/resolve"
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
@@ -67,7 +68,7 @@ posture is wrong, 125 the check itself could not run.`,
 				return nil
 			}
 			if builtWithCgo {
-				return withCode(exitSandbox, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, and closet check runs it inside a sandbox that has none; rebuild it with CGO_ENABLED=0 go build ./cmd/closet (closet run works either way)"))
+				return withCode(exitcode.Sandbox, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, and closet check runs it inside a sandbox that has none; rebuild it with CGO_ENABLED=0 go build ./cmd/closet (closet run works either way)"))
 			}
 			o, err := checkOptions(cmd, args, leak)
 			if err != nil {
@@ -79,7 +80,7 @@ posture is wrong, 125 the check itself could not run.`,
 			}
 			rep, err := check.Run(cmd.Context(), o)
 			if err != nil {
-				return withCode(exitSandbox, err)
+				return withCode(exitcode.Sandbox, err)
 			}
 			if asJSON {
 				rep.WriteJSON(cmd.OutOrStdout())
@@ -111,11 +112,11 @@ func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error
 	var o check.Options
 	exe, err := os.Executable()
 	if err != nil {
-		return o, withCode(exitSandbox, fmt.Errorf("find the closet binary: %w", err))
+		return o, withCode(exitcode.Sandbox, fmt.Errorf("find the closet binary: %w", err))
 	}
 	st, err := openStore("")
 	if err != nil {
-		return o, withCode(exitSandbox, err)
+		return o, withCode(exitcode.Sandbox, err)
 	}
 	defer st.Close()
 	ctx := cmd.Context()
@@ -129,12 +130,12 @@ func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error
 			roots = []storepath.Path{p}
 		}
 	} else if roots, err = resolveRoots(ctx, st, "", args); err != nil {
-		return o, withCode(exitSandbox, err)
+		return o, withCode(exitcode.Sandbox, err)
 	}
 	c := &closure.Closure{}
 	if len(roots) > 0 {
 		if c, err = st.Closure(ctx, roots, false); err != nil {
-			return o, withCode(exitSandbox, err)
+			return o, withCode(exitcode.Sandbox, err)
 		}
 	}
 	o.Exe = exe

@@ -24,6 +24,8 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
+
+	"github.com/closet-sandbox/closet/internal/exitcode"
 )
 
 // Options configure a check.
@@ -949,7 +951,7 @@ func (h *host) limitsFor(name string) []string {
 
 type soloResult struct {
 	Result
-	refused bool // closet exited 125 or 1: the sandbox never ran
+	refused bool // closet exited Sandbox, BadInput or Usage: the sandbox never ran
 }
 
 // solo runs one resource attack with extra flags.
@@ -975,15 +977,15 @@ func (h *host) solo(ctx context.Context, name string, flags []string) (soloResul
 		return r, out, wall
 	}
 	// No result: the job was stopped before it could say, which is what a
-	// limit does (closet's 122 OL, 123 ML, 124 TO, 128+N a signal), or it
+	// limit does (closet's OL, ML, TO, or 128+N for a signal), or it
 	// never ran.
 	var ee *exec.ExitError
 	if errors.As(runErr, &ee) {
 		switch code := ee.ExitCode(); {
-		case code == 125 || code == 1 || code == 64:
+		case code == exitcode.Sandbox || code == exitcode.BadInput || code == exitcode.Usage:
 			r.refused = true
 			r.Evidence = fmt.Sprintf("closet exit %d: %s", code, errs.text())
-		case code >= 122 && code <= 124 || code > 128:
+		case code == exitcode.OL || code == exitcode.ML || code == exitcode.TO || code > exitcode.SignalBase:
 			r.Blocked = true
 			r.Evidence = fmt.Sprintf("the job was stopped before it reported (closet exit %d%s)", code, verdictOf(code))
 		default:
@@ -998,14 +1000,14 @@ func (h *host) solo(ctx context.Context, name string, flags []string) (soloResul
 
 func verdictOf(code int) string {
 	switch {
-	case code == 122:
+	case code == exitcode.OL:
 		return ": output limit"
-	case code == 123:
+	case code == exitcode.ML:
 		return ": memory limit"
-	case code == 124:
+	case code == exitcode.TO:
 		return ": time limit"
-	case code > 128:
-		return ": " + unix.SignalName(unix.Signal(code-128))
+	case code > exitcode.SignalBase:
+		return ": " + unix.SignalName(unix.Signal(code-exitcode.SignalBase))
 	}
 	return ""
 }

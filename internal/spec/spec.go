@@ -156,7 +156,7 @@ func (s *Spec) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ValidHostname accepts 1 to 64 letters, digits, '-' and '.': what
+// ValidHostname accepts 1 to 64 letters, digits, '-', '.' and '_': what
 // uname(2) holds is printed by shells and prompts on the user's terminal,
 // so it must never carry control bytes or escape sequences.
 func ValidHostname(h string) error {
@@ -164,8 +164,8 @@ func ValidHostname(h string) error {
 		return fmt.Errorf("hostname %q: want 1 to 64 characters", h)
 	}
 	for _, c := range []byte(h) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return fmt.Errorf("hostname %q: only letters, digits, '-' and '.', please", h)
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return fmt.Errorf("hostname %q: only letters, digits, '-', '.' and '_', please", h)
 		}
 	}
 	return nil
@@ -232,3 +232,24 @@ func Decode(r io.Reader) (*Spec, error) {
 	}
 	return &s, nil
 }
+
+// Limit names: the keys of a report's limits and the name of the limit
+// that ended a job.
+const (
+	LimitWall   = "wall-time"
+	LimitCPU    = "cpu-time"
+	LimitSilent = "silent-time"
+	LimitOutput = "output"
+	LimitMemory = "memory"
+	LimitPids   = "pids"
+)
+
+// Mechanisms closet itself provides to enforce a limit; the cgroup ones
+// are the cgroup package's names ("cgroup-v1", "cgroup-v2").
+const (
+	MechTimer     = "parent-timer"
+	MechPipe      = "parent-pipe"
+	MechRlimitAS  = "rlimit-as"
+	MechRlimitCPU = "rlimit-cpu"
+	MechProcPoll  = "parent-proc-poll"
+)
