@@ -93,3 +93,32 @@ func TestHostnameEscapeRefused(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 }
+
+// TestMemfdUnderMemoryLimit is issue 10's #4 as filed: a 768 MiB memfd
+// under --memory 64M. Without a memory cgroup (--memory is then RLIMIT_AS)
+// memfd_create is refused; with one, the cgroup ends the job. Either way
+// the job must never finish OK holding twelve times its limit.
+func TestMemfdUnderMemoryLimit(t *testing.T) {
+	py := fixture.Path(t, "python3")
+	script := `import os, sys
+n = int(sys.argv[1])
+fd = os.memfd_create("bomb")
+b = b"x" * (1 << 20)
+for i in range(n):
+    os.write(fd, b)
+print("HELD", n, "MiB")`
+	// The control: without --memory the same program holds a small memfd,
+	// so a refusal below is the limit's doing.
+	c := testutil.Closet(t, "", "run", "--cwd", "none", py, "--", "python3", "-c", script, "16")
+	if c.Code != 0 || !strings.Contains(c.Stdout, "HELD 16 MiB") {
+		t.Fatalf("control without --memory: exit %d, %q %s", c.Code, c.Stdout, c.Stderr)
+	}
+	r := testutil.Closet(t, "", "run", "--cwd", "none", "--memory", "64M", py, "--", "python3", "-c", script, "768")
+	t.Logf("exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	if r.Code == 0 || strings.Contains(r.Stdout, "HELD") {
+		t.Errorf("a 768 MiB memfd under --memory 64M: exit %d, %q", r.Code, r.Stdout)
+	}
+	if !strings.Contains(r.Stderr, "Operation not permitted") && r.Code != 123 && r.Code < 128 {
+		t.Errorf("want memfd_create refused (EPERM) or the memory limit's verdict, got exit %d: %s", r.Code, r.Stderr)
+	}
+}
