@@ -46,9 +46,13 @@ func Run() {
 		{"close fds", closeFDs},
 		{"drop capabilities", dropCaps},
 		{"no_new_privs", noNewPrivs},
-		// Last: once the filter is on, the syscalls the steps above need
-		// may be refused.
+		// Once the filter is on, the syscalls the steps above need may be
+		// refused.
 		{"seccomp", installSeccomp},
+		// Last: RLIMIT_AS (--memory without a cgroup) can be small enough
+		// that this stage's own Go runtime would run out of address space
+		// in the steps above; only execve follows it.
+		{"set RLIMIT_AS", setAddressSpace},
 	}
 	for _, s := range steps {
 		if err := s.fn(&x); err != nil {
@@ -94,6 +98,9 @@ var rlimitNames = map[string]int{
 // raise them again.
 func setRlimits(x *stage.Exec) error {
 	for name, v := range x.Rlimits {
+		if name == "AS" {
+			continue // setAddressSpace, last
+		}
 		r, ok := rlimitNames[name]
 		if !ok {
 			return fmt.Errorf("unknown rlimit %s", name)
@@ -101,6 +108,18 @@ func setRlimits(x *stage.Exec) error {
 		if err := unix.Setrlimit(r, &unix.Rlimit{Cur: v, Max: v}); err != nil {
 			return fmt.Errorf("RLIMIT_%s=%d: %w", name, v, err)
 		}
+	}
+	return nil
+}
+
+// setAddressSpace sets RLIMIT_AS, soft = hard, when the spec has one.
+func setAddressSpace(x *stage.Exec) error {
+	v, ok := x.Rlimits["AS"]
+	if !ok {
+		return nil
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_AS, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+		return fmt.Errorf("RLIMIT_AS=%d: %w", v, err)
 	}
 	return nil
 }
