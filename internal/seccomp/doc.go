@@ -4,7 +4,9 @@
 //
 // # Policy
 //
-// The filter is an allowlist for native x86_64 only, seeded from Docker's default
+// The filter is an allowlist for native x86_64 (and, numbered from
+// sysnum_aarch64.go, the same policy for native aarch64, so far tested in the
+// BPF VM only), seeded from Docker's default
 // profile (moby/profiles seccomp.DefaultProfile, unprivileged case), minus what a
 // job on a shared Nix store must never do. In evaluation order:
 //
