@@ -43,7 +43,7 @@ func TestAArch64SamePolicy(t *testing.T) {
 			{38 /* AF_ALG */, 5, 0}, {afNetlink, 3, 4}, {afUnix, 1, 0}, // socket families
 			{0, tiocsti}, {1, tioclinux | 1<<32}, // ioctl requests
 			{0, 0o4755, 0o4755, 0o4755}, // set-id modes in every position
-			{0x0040000}, {1}, // personality, prlimit64 of another pid
+			{0x0040000}, {1},            // personality, prlimit64 of another pid
 		}
 		common := 0
 		for _, s := range archAArch64.table {
