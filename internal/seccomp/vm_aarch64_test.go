@@ -7,7 +7,7 @@ import (
 )
 
 // filterFor is the compiled policy for a in the BPF VM.
-func filterFor(t *testing.T, a *arch, opts Options) filter {
+func filterFor(t testing.TB, a *arch, opts Options) filter {
 	t.Helper()
 	prog, err := compileFor(a, opts)
 	if err != nil {

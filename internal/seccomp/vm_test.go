@@ -35,18 +35,7 @@ type filter struct {
 
 func newFilter(t testing.TB) filter { return newFilterFor(t, Options{}) }
 
-func newFilterFor(t testing.TB, opts Options) filter {
-	t.Helper()
-	prog, err := compile(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := bpf.NewVM(prog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filter{vm}
-}
+func newFilterFor(t testing.TB, opts Options) filter { return filterFor(t, archX86_64, opts) }
 
 // run evaluates one call. The VM loads words big-endian from a byte slice while
 // the kernel loads them natively from struct seccomp_data, so each 32-bit word
