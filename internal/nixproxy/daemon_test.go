@@ -149,7 +149,13 @@ func (r recConn) Write(p []byte) (int, error) {
 
 func startProxy(t *testing.T, d *testDaemon, initial ...string) *proxyEnv {
 	t.Helper()
-	dir := t.TempDir()
+	// Not t.TempDir: its parent is private to root and nobody must reach
+	// the socket and its home.
+	dir, err := os.MkdirTemp("", "closet-nixproxy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	home := filepath.Join(dir, "home")
 	os.Mkdir(home, 0o755)
