@@ -430,7 +430,16 @@ func (c *conn) forwardAdd(q *Request, upload func(e *enc) error) error {
 		return fmt.Errorf("forwarding %s: %w", q.Op, err)
 	}
 	upErr := make(chan error, 1)
-	go func() { upErr <- upload(&enc{w: c.uw}) }()
+	go func() {
+		err := upload(&enc{w: c.uw})
+		if err != nil {
+			// The daemon waits for frames that will not come: end both
+			// streams so the relay below returns.
+			c.up.Close()
+			c.cli.Close()
+		}
+		upErr <- err
+	}()
 	d, ok, err := c.relay()
 	if err != nil {
 		// The upload may be blocked on either side; closing both ends it.

@@ -2,6 +2,7 @@ package nixproxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -67,13 +68,33 @@ func (d *dec) boolean() bool {
 	return n == 1
 }
 
+// str reads a string of at most max bytes. Unlike go-nix's ReadString it
+// fails on missing or non-zero padding: what the proxy accepts is exactly
+// what it re-encodes.
 func (d *dec) str(max uint64) string {
+	n := d.u64()
 	if d.err != nil {
 		return ""
 	}
-	s, err := wire.ReadString(d.r, max)
-	d.err = err
-	return s
+	if n > max {
+		d.err = fmt.Errorf("string of %d bytes exceeds %d", n, max)
+		return ""
+	}
+	// Grow with the data that actually arrives, not with the length the
+	// peer claims.
+	var bb bytes.Buffer
+	if _, err := io.CopyN(&bb, d.r, int64(n+(8-n%8)%8)); err != nil {
+		d.err = err
+		return ""
+	}
+	buf := bb.Bytes()
+	for _, b := range buf[n:] {
+		if b != 0 {
+			d.err = errors.New("string padding is not zero")
+			return ""
+		}
+	}
+	return string(buf[:n])
 }
 
 func (d *dec) count(max uint64) int {
