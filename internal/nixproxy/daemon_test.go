@@ -123,7 +123,7 @@ func (d *testDaemon) dial() (net.Conn, error) { return net.Dial("unix", d.sock) 
 
 // proxyEnv is a running Server on a socket the unprivileged client reaches.
 type proxyEnv struct {
-	t      *testing.T
+	t      testing.TB
 	sock   string
 	set    *Set
 	srv    *Server
@@ -147,7 +147,7 @@ func (r recConn) Write(p []byte) (int, error) {
 	return r.Conn.Write(p)
 }
 
-func startProxy(t *testing.T, d *testDaemon, initial ...string) *proxyEnv {
+func startProxy(t testing.TB, d *testDaemon, initial ...string) *proxyEnv {
 	t.Helper()
 	// Not t.TempDir: its parent is private to root and nobody must reach
 	// the socket and its home.
@@ -259,7 +259,7 @@ func (e *proxyEnv) hookBeforeReplies() bool {
 }
 
 // writeExpr writes a Nix file readable by nobody.
-func writeExpr(t *testing.T, dir, name, text string) string {
+func writeExpr(t testing.TB, dir, name, text string) string {
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		t.Fatal(err)

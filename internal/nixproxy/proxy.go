@@ -38,6 +38,9 @@ type Server struct {
 	RequestTimeout time.Duration
 	// Logf, if set, hears every refusal.
 	Logf func(format string, args ...any)
+	// Observe, if set, hears how long each request took, growth included
+	// (for metrics and the benchmarks).
+	Observe func(op Op, took time.Duration)
 
 	mu     sync.Mutex
 	anchor *anchor
@@ -237,7 +240,12 @@ func (s *Server) Serve(ctx context.Context, client net.Conn) error {
 			c.fail("closet: malformed request: " + err.Error())
 			return fmt.Errorf("job's request: %w", err)
 		}
-		if err := c.handle(q); err != nil {
+		start := time.Now()
+		err = c.handle(q)
+		if s.Observe != nil {
+			s.Observe(op, time.Since(start))
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -606,6 +614,7 @@ var allowedOverrides = map[string]bool{
 }
 
 func (s *Server) sanitizeOptions(o *ClientOptions) *ClientOptions {
+	s.logf("nix proxy: job options: max-jobs %d cores %d overrides %q", o.MaxBuildJobs, o.BuildCores, o.Overrides)
 	jobs, cores := s.MaxJobs, s.MaxCores
 	if jobs == 0 {
 		jobs = 1
