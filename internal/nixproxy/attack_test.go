@@ -131,6 +131,22 @@ func TestHostileDerivationsRefused(t *testing.T) {
 	if err := dc.do(&Request{Op: OpAddTextToStore, Name: "x", Text: "x", Refs: []string{alice}}, func(d *dec) { d.str(maxStringLen) }); err == nil || !strings.Contains(err.Error(), "not in the job's view") {
 		t.Errorf("AddTextToStore referring to another tenant's path: %v", err)
 	}
+	// A derivation added as a file (the daemon would build it all the
+	// same) escapes nothing either.
+	text, drvPath := drvText(t, "closet-hostile-nar", sh, []string{busybox, alice}, nonce)
+	f := writeExpr(t, e.home, filepath.Base(drvPath)[33:], text)
+	// Control: the raw daemon registers it and builds it with the other
+	// tenant's path among the inputs.
+	if out, err := nixAs(t, d.sock, e.home, "nix-store", "--add", f); err != nil {
+		t.Errorf("control: the raw daemon should take a .drv added as a file: %v %s", err, out)
+	} else if out, err := nixAs(t, d.sock, e.home, "nix-store", "--realise", strings.TrimSpace(out)); err != nil {
+		t.Errorf("control: the raw daemon should build the .drv added as a file: %v %s", err, out)
+	} else if b, _ := os.ReadFile(lastField(out)); !strings.Contains(string(b), "alice") {
+		t.Errorf("control: the build did not copy alice's secret: %q", b)
+	}
+	if out, err := e.nix("nix-store", "--add", f); err == nil || !strings.Contains(out, "derivations must be added as text") {
+		t.Errorf("nix-store --add of a .drv file naming another tenant's path: err %v, output %q; want closet's refusal", err, out)
+	}
 	// The connection survived every refusal.
 	var ok bool
 	if err := dc.do(&Request{Op: OpIsValidPath, Path: busybox}, func(d *dec) { ok = d.boolean() }); err != nil || !ok {
@@ -186,4 +202,12 @@ func TestContentByHashRefused(t *testing.T) {
 	if !strings.Contains(out2, "rebuilding it to prove its content failed") {
 		t.Errorf("want closet's refusal, got: %s", out2)
 	}
+}
+
+func lastField(s string) string {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return ""
+	}
+	return f[len(f)-1]
 }

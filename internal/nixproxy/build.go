@@ -334,6 +334,10 @@ func (c *conn) addToStore(q *Request) error {
 		refusal = "closet: repairing store paths is not allowed for a job"
 	case !text && !strings.HasPrefix(q.CAMethod, "fixed:"):
 		refusal = fmt.Sprintf("closet: unknown content-address method %q", q.CAMethod)
+	case !text && strings.HasSuffix(q.Name, ".drv"):
+		// The daemon builds any valid path whose name ends in .drv; added
+		// as a file or NAR, its inputs would escape the ATerm check.
+		refusal = fmt.Sprintf("closet: %q would be a derivation added as a file; derivations must be added as text (nix-instantiate does)", q.Name)
 	}
 	if refusal == "" {
 		refusal = c.checkAdd(q.Name, nil, q.Refs)
