@@ -131,6 +131,7 @@ type proxyEnv struct {
 	mu     sync.Mutex
 	sent   bytes.Buffer // every byte the proxy wrote to its clients
 	added  [][]string
+	ops    map[Op]int // requests the proxy handled, by operation
 	before []bool // per Add call: no byte naming the paths had reached a client
 }
 
@@ -178,7 +179,12 @@ func startProxy(t testing.TB, d *testDaemon, initial ...string) *proxyEnv {
 		e.before = append(e.before, ok)
 		return nil
 	})
-	e.srv = &Server{Policy: e.set, Dial: d.dial, Logf: t.Logf}
+	e.ops = map[Op]int{}
+	e.srv = &Server{Policy: e.set, Dial: d.dial, Logf: t.Logf, Observe: func(op Op, _ time.Duration) {
+		e.mu.Lock()
+		e.ops[op]++
+		e.mu.Unlock()
+	}}
 	l, err := net.Listen("unix", e.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -449,4 +455,64 @@ func TestCheckDaemonSandboxed(t *testing.T) {
 		}
 		t.Logf("refusal: %v", err)
 	})
+}
+
+// TestNixCommandThroughProxy: the newer CLI (BuildPathsWithResults, path
+// info) and nix-instantiate + nix-store --realise (QueryMissing, BuildPaths
+// of a .drv, QueryDerivationOutputMap) through the proxy.
+func TestNixCommandThroughProxy(t *testing.T) {
+	d := daemon(t, "true", "")
+	busybox := fixture.Path(t, "busybox")
+	e := startProxy(t, d, busybox)
+	expr := func(tag string) string {
+		return writeExpr(t, e.home, tag+".nix", fmt.Sprintf(`derivation {
+  name = "closet-proxy-%s"; system = builtins.currentSystem; nonce = "%d";
+  builder = "${builtins.storePath %s}/bin/sh"; args = [ "-c" "echo %s > $out" ];
+}`, tag, time.Now().UnixNano(), busybox, tag))
+	}
+	nix := []string{"nix", "--extra-experimental-features", "nix-command"}
+	out, err := e.nix(append(nix, "build", "--no-link", "--json", "-f", expr("new"))...)
+	if err != nil || !strings.Contains(out, "-closet-proxy-new") {
+		t.Fatalf("nix build -f through the proxy: %v %s", err, out)
+	}
+	var built string
+	for _, f := range strings.FieldsFunc(out, func(r rune) bool { return r == '"' }) {
+		if strings.HasPrefix(f, "/nix/store/") && strings.HasSuffix(f, "-closet-proxy-new") {
+			built = f
+		}
+	}
+	if built == "" || !e.set.Visible(built) {
+		t.Fatalf("nix build's output %q is not in the view", built)
+	}
+	out, err = e.nix(append(nix, "path-info", "--json", built)...)
+	if err != nil || !strings.Contains(out, built) {
+		t.Fatalf("nix path-info of the built output: %v %s", err, out)
+	}
+	if strings.Contains(out, "registrationTime\":1") || strings.Contains(out, "signatures") {
+		t.Errorf("path info is not censored: %s", out)
+	}
+	alice := fixture.Path(t, "tenant-alice-src")
+	if out, err := e.nix(append(nix, "path-info", alice)...); err == nil || !strings.Contains(out, "is not valid") {
+		t.Errorf("nix path-info of another tenant's path: %v %s", err, out)
+	}
+
+	drv, err := e.nix("nix-instantiate", expr("old"))
+	if err != nil {
+		t.Fatalf("nix-instantiate through the proxy: %v %s", err, drv)
+	}
+	drv = lastField(drv)
+	out, err = e.nix("nix-store", "--realise", drv)
+	if err != nil || !strings.HasSuffix(lastField(out), "-closet-proxy-old") || !e.set.Visible(lastField(out)) {
+		t.Fatalf("nix-store --realise %s through the proxy: %v %s", drv, err, out)
+	}
+	if !e.hookBeforeReplies() {
+		t.Errorf("a reply naming a new path reached the client before Policy.Add")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, op := range []Op{OpBuildPathsWithResults, OpBuildPaths, OpQueryMissing, OpQueryDerivationOutputMap, OpAddToStore, OpQueryPathInfo} {
+		if e.ops[op] == 0 {
+			t.Errorf("the clients never sent %s; seen: %v", op, e.ops)
+		}
+	}
 }

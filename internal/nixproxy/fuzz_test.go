@@ -88,7 +88,16 @@ func (f *fakeDaemon) serve(c net.Conn) {
 				io.CopyN(io.Discard, r, int64(n))
 			}
 		}
-		_ = q
+		if op == OpSetOptions {
+			if o := q.Options; o.KeepFailed != 0 || o.MaxBuildJobs > 1 || o.UseBuildHook != 0 {
+				f.bad = append(f.bad, fmt.Sprintf("SetOptions reached the daemon unclamped: %+v", o))
+			}
+			for _, kv := range q.Options.Overrides {
+				if !allowedOverrides[kv[0]] {
+					f.bad = append(f.bad, fmt.Sprintf("SetOptions override %q reached the daemon", kv[0]))
+				}
+			}
+		}
 		e.u64(stderrNext)
 		e.str("log naming " + fzHidden + " and " + fzVisible)
 		if op == OpSetOptions {

@@ -614,7 +614,6 @@ var allowedOverrides = map[string]bool{
 }
 
 func (s *Server) sanitizeOptions(o *ClientOptions) *ClientOptions {
-	s.logf("nix proxy: job options: max-jobs %d cores %d overrides %q", o.MaxBuildJobs, o.BuildCores, o.Overrides)
 	jobs, cores := s.MaxJobs, s.MaxCores
 	if jobs == 0 {
 		jobs = 1
