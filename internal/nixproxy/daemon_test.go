@@ -225,12 +225,18 @@ func hostClosure(t testing.TB, p string) []string {
 // nixAs runs a nix client as nobody (untrusted) against the store at
 // socket (the proxy's or, for controls, the daemon's).
 func nixAs(t testing.TB, socket, home string, args ...string) (string, error) {
+	return nixEnvAs(t, []string{"NIX_REMOTE=unix://" + socket}, home, args...)
+}
+
+// nixEnvAs runs a nix client as nobody with env added to a minimal
+// environment.
+func nixEnvAs(t testing.TB, env []string, home string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home, "USER=nobody", "LANG=C.UTF-8",
-		"NIX_REMOTE=unix://" + socket, "XDG_CACHE_HOME=" + home + "/.cache", "NIX_PATH="}
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + home, "USER=nobody", "LANG=C.UTF-8",
+		"XDG_CACHE_HOME=" + home + "/.cache", "NIX_PATH="}, env...)
 	cmd.Dir = home
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: testutil.Nobody, Gid: testutil.Nobody}}
 	var out bytes.Buffer
@@ -514,5 +520,34 @@ func TestNixCommandThroughProxy(t *testing.T) {
 		if e.ops[op] == 0 {
 			t.Errorf("the clients never sent %s; seen: %v", op, e.ops)
 		}
+	}
+}
+
+// TestJobConfig: a client configured as a job is (NixConf's nix.conf,
+// JobEnv, the socket at the standard path, which NIX_DAEMON_SOCKET_PATH
+// stands in for here) builds through the proxy.
+func TestJobConfig(t *testing.T) {
+	d := daemon(t, "true", "")
+	busybox := fixture.Path(t, "busybox")
+	e := startProxy(t, d, busybox)
+	confDir := filepath.Join(e.home, "etc-nix")
+	os.Mkdir(confDir, 0o755)
+	if err := os.WriteFile(filepath.Join(confDir, "nix.conf"), []byte(NixConf(1, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	expr := writeExpr(t, e.home, "conf.nix", fmt.Sprintf(`derivation {
+  name = "closet-proxy-conf"; system = builtins.currentSystem; nonce = "%d";
+  builder = "${builtins.storePath %s}/bin/sh"; args = [ "-c" "echo conf > $out" ];
+}`, time.Now().UnixNano(), busybox))
+	env := append([]string{"NIX_CONF_DIR=" + confDir, "NIX_DAEMON_SOCKET_PATH=" + e.sock}, JobEnv...)
+	out, err := nixEnvAs(t, env, e.home, "nix", "build", "--no-link", "-f", expr)
+	if err != nil {
+		t.Fatalf("nix build with the job's nix.conf: %v %s", err, out)
+	}
+	e.mu.Lock()
+	n := e.ops[OpBuildPathsWithResults]
+	e.mu.Unlock()
+	if n == 0 {
+		t.Fatalf("the build did not go through the proxy")
 	}
 }

@@ -2,6 +2,7 @@ package nixproxy
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -44,5 +45,14 @@ func TestCensorPathInfo(t *testing.T) {
 	want := &PathInfo{NarHash: "h", References: []string{vis}, NarSize: 10, CA: "fixed:r:sha256:x"}
 	if !reflect.DeepEqual(pi, want) {
 		t.Errorf("censor:\n got %+v\nwant %+v", pi, want)
+	}
+}
+
+func TestNixConf(t *testing.T) {
+	c := NixConf(0, 2)
+	for _, want := range []string{"store = daemon\n", "max-jobs = 1\n", "cores = 2\n", "keep-failed = false\n"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("NixConf lacks %q:\n%s", want, c)
+		}
 	}
 }
