@@ -290,6 +290,20 @@ func (c *conn) queryMissing(q *Request) error {
 			return err
 		}
 	}
+	// The daemon's lists name the job's own derivations and their outputs;
+	// anything else is dropped.
+	closure, err := c.drvClosure(drvs)
+	if err != nil {
+		closure = nil
+	}
+	outputs := map[string]bool{}
+	for _, drv := range closure {
+		for _, o := range drv.Outputs {
+			outputs[o.Path] = true
+		}
+	}
+	willBuild = filterVisible(willBuild, c.visible)
+	willSubst = filterVisible(willSubst, func(p string) bool { return c.visible(p) || outputs[p] })
 	inBuild := map[string]bool{}
 	for _, p := range willBuild {
 		inBuild[p] = true
@@ -298,7 +312,7 @@ func (c *conn) queryMissing(q *Request) error {
 	for _, p := range willSubst {
 		inSubst[p] = true
 	}
-	if closure, err := c.drvClosure(drvs); err == nil {
+	{
 		for p, drv := range closure {
 			if inBuild[p] {
 				continue

@@ -132,7 +132,7 @@ type proxyEnv struct {
 	sent   bytes.Buffer // every byte the proxy wrote to its clients
 	added  [][]string
 	ops    map[Op]int // requests the proxy handled, by operation
-	before []bool // per Add call: no byte naming the paths had reached a client
+	before []bool     // per Add call: no byte naming the paths had reached a client
 }
 
 // recConn records what the proxy writes to the client.

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"reflect"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -19,6 +21,9 @@ const (
 	fzVisible = "/nix/store/00000000000000000000000000000000-visible"
 	fzDrv     = "/nix/store/11111111111111111111111111111111-visible.drv"
 	fzHidden  = "/nix/store/22222222222222222222222222222222-hidden"
+	// fzSecret is what the fake daemon names in its answers: a path the
+	// job never named, which must never reach it.
+	fzSecret = "/nix/store/55555555555555555555555555555555-secret"
 )
 
 // fakeDaemon answers the worker protocol on c like a 1.34 daemon that fails
@@ -99,16 +104,64 @@ func (f *fakeDaemon) serve(c net.Conn) {
 			}
 		}
 		e.u64(stderrNext)
-		e.str("log naming " + fzHidden + " and " + fzVisible)
-		if op == OpSetOptions {
-			e.u64(stderrLast)
-		} else {
-			writeError(e, v, "daemon error about "+fzHidden, nil)
+		e.str("log naming " + fzSecret + " and " + fzVisible)
+		if !f.answer(e, q) {
+			writeError(e, v, "daemon error about "+fzSecret, nil)
 		}
 		if e.flush() != nil {
 			return
 		}
 	}
+}
+
+// fzNew is what the fake daemon answers AddToStore with.
+const fzNew = "/nix/store/44444444444444444444444444444444-new"
+
+// answer writes a successful reply to q, one that names paths outside the
+// view wherever the reply has room for them, and reports whether it did.
+func (f *fakeDaemon) answer(e *enc, q *Request) bool {
+	info := func() {
+		(&PathInfo{Deriver: fzSecret, NarHash: "00", References: []string{fzSecret, fzVisible},
+			RegistrationTime: 1, Ultimate: true, Sigs: []string{"s"}}).write(e)
+	}
+	switch q.Op {
+	case OpSetOptions:
+		e.u64(stderrLast)
+	case OpIsValidPath, OpEnsurePath, OpAddTempRoot, OpBuildPaths:
+		e.u64(stderrLast)
+		e.u64(1)
+	case OpQueryReferrers, OpQueryValidDerivers, OpQueryAllValidPaths, OpQueryValidPaths:
+		e.u64(stderrLast)
+		e.strs([]string{fzSecret, fzVisible})
+	case OpQueryPathInfo:
+		e.u64(stderrLast)
+		e.u64(1)
+		if f.anchor {
+			(&PathInfo{NarHash: "00"}).write(e)
+		} else {
+			info()
+		}
+	case OpQueryDerivationOutputMap:
+		e.u64(stderrLast)
+		e.pairs([][2]string{{"out", fzSecret}})
+	case OpQueryMissing:
+		e.u64(stderrLast)
+		e.strs([]string{fzSecret})
+		e.strs([]string{fzSecret})
+		e.strs([]string{fzSecret})
+		e.u64(1)
+		e.u64(2)
+	case OpAddToStore:
+		e.u64(stderrLast)
+		e.str(fzNew)
+		info()
+	case OpAddTextToStore:
+		e.u64(stderrLast)
+		e.str(fzNew)
+	default:
+		return false
+	}
+	return true
 }
 
 // harness runs one proxy connection over in-memory pipes: client bytes in,
@@ -134,7 +187,9 @@ func runHarness(t testing.TB, clientBytes []byte) (out []byte, daemons []*fakeDa
 			return nil, errors.New("no such derivation")
 		}}
 	defer srv.Close()
-	cli, prox := net.Pipe()
+	// A socket pair, so the client can half-close and still read every
+	// reply: the proxy sees EOF only after the last request.
+	cli, prox := socketPair(t)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(context.Background(), prox) }()
 	var buf bytes.Buffer
@@ -150,20 +205,22 @@ func runHarness(t testing.TB, clientBytes []byte) (out []byte, daemons []*fakeDa
 	e.flush()
 	cli.Write(hs.Bytes())
 	cli.Write(clientBytes)
-	cli.Close()
+	cli.CloseWrite()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the proxy is wedged 10 s after its client closed")
 	}
 	<-readDone
+	cli.Close()
 	mu.Lock()
 	defer mu.Unlock()
 	return buf.Bytes(), daemons
 }
 
-func checkHarness(t testing.TB, out []byte, daemons []*fakeDaemon) {
-	if bytes.Contains(out, []byte(fzHidden)) {
+func checkHarness(t testing.TB, in, out []byte, daemons []*fakeDaemon) {
+	secret := []byte(fzSecret[len("/nix/store/"):][:32])
+	if !bytes.Contains(in, secret) && bytes.Contains(out, secret) {
 		t.Fatalf("a path outside the view reached the client: %q", out)
 	}
 	for _, f := range daemons {
@@ -213,7 +270,10 @@ func seedRequests() [][]byte {
 func TestHarnessSeeds(t *testing.T) {
 	for i, s := range seedRequests() {
 		out, ds := runHarness(t, s)
-		checkHarness(t, out, ds)
+		checkHarness(t, s, out, ds)
+		if i == 3 && bytes.Count(out, []byte(fzVisible)) < 2 {
+			t.Errorf("QueryReferrers of a visible path: the visible referrer is missing from the reply: %q", out)
+		}
 		if i == 1 && len(ds) > 0 {
 			ds[0].mu.Lock()
 			n := len(ds[0].ops)
@@ -234,7 +294,7 @@ func FuzzProxy(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, ds := runHarness(t, b)
-		checkHarness(t, out, ds)
+		checkHarness(t, b, out, ds)
 	})
 }
 
@@ -275,4 +335,21 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("%s does not parse back: %v\n%#v\n%#v", op, err, q, q2)
 		}
 	})
+}
+
+func socketPair(t testing.TB) (*net.UnixConn, net.Conn) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	return conn(fds[0]).(*net.UnixConn), conn(fds[1])
 }
