@@ -353,3 +353,39 @@ func socketPair(t testing.TB) (*net.UnixConn, net.Conn) {
 	}
 	return conn(fds[0]).(*net.UnixConn), conn(fds[1])
 }
+
+// TestStalledRequestTimesOut: a job that starts a request and never
+// finishes it loses its connection after RequestTimeout; it does not hold
+// the proxy.
+func TestStalledRequestTimesOut(t *testing.T) {
+	dial := func() (net.Conn, error) {
+		a, b := net.Pipe()
+		go (&fakeDaemon{}).serve(b)
+		return a, nil
+	}
+	srv := &Server{Policy: NewSet(nil, nil), Dial: dial, RequestTimeout: 200 * time.Millisecond}
+	defer srv.Close()
+	cli, prox := socketPair(t)
+	defer cli.Close()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), prox) }()
+	go io.Copy(io.Discard, cli)
+	var b bytes.Buffer
+	e := &enc{w: bufio.NewWriter(&b)}
+	e.u64(magicClient)
+	e.u64(maxVersion)
+	e.u64(0)
+	e.u64(0)
+	e.u64(uint64(OpIsValidPath))
+	e.u64(40) // a 40-byte path that never comes
+	e.flush()
+	cli.Write(b.Bytes())
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("Serve returned nil for a stalled request")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the proxy still waits 5 s into a request that stalled (RequestTimeout 200 ms)")
+	}
+}
