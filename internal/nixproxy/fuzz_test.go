@@ -94,6 +94,7 @@ func (f *fakeDaemon) serve(c net.Conn) {
 			}
 		}
 		if op == OpSetOptions {
+			f.mu.Lock()
 			if o := q.Options; o.KeepFailed != 0 || o.MaxBuildJobs > 1 || o.UseBuildHook != 0 {
 				f.bad = append(f.bad, fmt.Sprintf("SetOptions reached the daemon unclamped: %+v", o))
 			}
@@ -102,6 +103,7 @@ func (f *fakeDaemon) serve(c net.Conn) {
 					f.bad = append(f.bad, fmt.Sprintf("SetOptions override %q reached the daemon", kv[0]))
 				}
 			}
+			f.mu.Unlock()
 		}
 		e.u64(stderrNext)
 		e.str("log naming " + fzSecret + " and " + fzVisible)
