@@ -81,6 +81,9 @@ func daemon(t testing.TB, sandbox, trusted string) *testDaemon {
 	d.cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "NIX_CONF_DIR=" + dir, "NIX_DAEMON_SOCKET_PATH=" + d.sock}
 	var log bytes.Buffer
 	d.cmd.Stdout, d.cmd.Stderr = &log, &log
+	// Dies with the test binary even when TestMain's cleanup does not run
+	// (a test timeout).
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("starting nix-daemon: %v", err)
 	}
