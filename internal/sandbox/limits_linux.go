@@ -61,8 +61,9 @@ type jobLimits struct {
 
 // newJobLimits creates the job's cgroups and decides, for every limit, the
 // mechanism that enforces it. It refuses (nothing has started yet) where a
-// limit cannot be enforced and no honest stand-in is allowed.
-func newJobLimits(lim spec.Limits) (*jobLimits, error) {
+// limit cannot be enforced and no honest stand-in is allowed. ownID says
+// the job runs as a host uid of its own (Identity).
+func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 	j := &jobLimits{lim: lim, enforced: map[string]string{}, rlimits: map[string]uint64{}, done: make(chan struct{})}
 	for k, v := range lim.Rlimits {
 		j.rlimits[k] = v
@@ -99,14 +100,26 @@ func newJobLimits(lim spec.Limits) (*jobLimits, error) {
 		}
 	}
 	if lim.Pids > 0 {
-		// No rlimit stand-in: RLIMIT_NPROC counts every task (thread) of the
-		// uid, closet's own init and exec stage included, so no value of it
-		// means "N processes of the job".
 		m := j.cg.Mechanism(cgroup.Pids)
-		if m == "" {
-			return fail(fmt.Errorf("--pids: no cgroup can enforce it here (%s)", j.cg.Unavailable(cgroup.Pids)))
+		switch {
+		case m != "":
+			j.enforced[LimitPids] = m
+		case ownID:
+			// RLIMIT_NPROC counts the tasks (threads included, as pids.max
+			// does) of the caller's real uid in the caller's user
+			// namespace. A job with a host uid of its own is the only
+			// holder of that uid: the init keeps the caller's as its real
+			// uid, and the exec stage sets the limit just before it
+			// becomes the target, once its other threads are about to go.
+			// So the limit is exactly the job's N tasks.
+			j.rlimits["NPROC"] = lim.Pids
+			j.enforced[LimitPids] = MechRlimitNproc
+		default:
+			// RLIMIT_NPROC would count every task of the caller's uid (its
+			// other processes, other jobs): no value of it means "N
+			// processes of the job".
+			return fail(fmt.Errorf("--pids: no cgroup can enforce it here (%s), and the job shares your host uid (with subordinate ids in /etc/subuid and newuidmap installed, a read-only job gets a uid of its own, bounded by RLIMIT_NPROC)", j.cg.Unavailable(cgroup.Pids)))
 		}
-		j.enforced[LimitPids] = m
 	}
 	if lim.CPUTime > 0 {
 		// RLIMIT_CPU is per process and in whole seconds; soft = hard, so
@@ -192,10 +205,16 @@ func (j *jobLimits) attach(initPid int) error {
 	if err := j.cg.Attach(initPid); err != nil {
 		return err
 	}
-	if j.lim.Pids > 0 {
+	if j.pidsByCgroup() {
 		return j.cg.SetPidsMax(uint64(threads(initPid)) + j.lim.Pids + setupTasks)
 	}
 	return nil
+}
+
+// pidsByCgroup: the job's task limit is a pids cgroup's, not the
+// RLIMIT_NPROC the exec stage sets.
+func (j *jobLimits) pidsByCgroup() bool {
+	return j.lim.Pids > 0 && j.enforced[LimitPids] != MechRlimitNproc
 }
 
 // setupTasks is room for the threads of closet's Go init and exec stage
@@ -204,7 +223,7 @@ const setupTasks = 32
 
 // started runs once the target's execve succeeded: the clocks start now.
 func (j *jobLimits) started(initPid int) error {
-	if j.lim.Pids > 0 {
+	if j.pidsByCgroup() {
 		// pids counts tasks. The init is a Go program with a handful of
 		// threads, and so was the exec stage until its execve; the job's
 		// allowance is set on top of the init's threads now, when the exec

@@ -85,6 +85,10 @@ type Hooks struct {
 	// Console receives the job's pty master (spec.TTY) before the target
 	// starts; the caller relays it and closes it.
 	Console func(master *os.File)
+	// Identity, when set, runs the job as the host uid and gid of its
+	// slot instead of the caller's (see Identity). Not a hook: it goes
+	// with the start options once Run is split.
+	Identity *Identity
 }
 
 // signalsRelayed reach the job when closet receives them.
@@ -102,7 +106,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	}
 	// Limits: the cgroups exist, and every mechanism is chosen, before
 	// anything starts. The init reads the rlimits from the spec.
-	jl, err := newJobLimits(s.Limits)
+	jl, err := newJobLimits(s.Limits, hooks.Identity != nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
@@ -110,6 +114,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	defer jl.stop()
 	sent := *s
 	sent.Limits.Rlimits = jl.rlimits
+	sent.OwnHostID = hooks.Identity != nil
 	s = &sent
 	specR, specW, err := os.Pipe()
 	if err != nil {
@@ -167,6 +172,9 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		defer child.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
 	}
+	if hooks.Identity != nil {
+		hooks.Identity.prepareClone(cmd)
+	}
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
 	}
@@ -204,6 +212,20 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, st.err, cloneHint(st.err))
 	}
 	begin := time.Now()
+	if hooks.Identity != nil {
+		// Before the spec is sent: the init is still blocked reading it.
+		if err := hooks.Identity.writeMaps(cmd.Process.Pid, s); err != nil {
+			cmd.Process.Kill()
+			specR.Close()
+			statusW.Close()
+			resultW.Close()
+			<-waitc
+			if jl.out != nil {
+				jl.out.abort()
+			}
+			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+	}
 	specR.Close()
 	statusW.Close()
 	resultW.Close()
@@ -246,7 +268,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	specW.Close()
 
 	if console != nil {
-		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		cmd.ExtraFiles[stage.ConsoleFD-3].Close()
 		master, err := recvConsole(console)
 		if err != nil {
 			cmd.Process.Kill()

@@ -63,6 +63,7 @@ func Run() {
 		name string
 		fn   func(*state) error
 	}{
+		{"take the job's host identity", takeIdentity},
 		{"protect pid 1", protect},
 		{"make mounts private", makePrivate},
 		{"open user binds", (*state).openUserBinds},
