@@ -62,9 +62,12 @@ type helperReport struct {
 	Status   map[string]string // Uid, Gid, Groups lines of the target, seen from outside
 	Count    int
 	Enforced map[string]string
-	Code     int
-	Err      string
-	Stderr   string // the job's and the helper's, filled in by the test
+	// SampledKiB and RusageKiB: the job's max-rss as sampled, and the
+	// target's ru_maxrss.
+	SampledKiB, RusageKiB int64
+	Code                  int
+	Err                   string
+	Stderr                string // the job's and the helper's, filled in by the test
 }
 
 func runHelper(arg string) int {
@@ -136,6 +139,7 @@ func runHelper(arg string) int {
 		return fail(err)
 	}
 	rep.Enforced, rep.Code = o.Enforced, o.ExitCode()
+	rep.SampledKiB, rep.RusageKiB = o.SampledMaxRSSKiB, o.Result.MaxRSSKiB
 	return 0
 }
 
@@ -408,4 +412,53 @@ func TestRootCallerJobIsNotHostRoot(t *testing.T) {
 		t.Errorf("root's job holds groups %q", r.Status["Groups"])
 	}
 	t.Logf("root's job: %v", r.Status)
+}
+
+// max-rss counts the job's processes only: a shell that does nothing
+// shows about what the same shell shows outside closet (sampled the same
+// way), not closet's exec stage image that ru_maxrss carries across
+// execve; and a job that holds 100 MB shows at least that.
+func TestMaxRSSCountsTheJobOnly(t *testing.T) {
+	var u *user.User
+	if os.Geteuid() == 0 {
+		var err error
+		if u, err = user.Lookup("nobody"); err != nil {
+			t.Skip("no user nobody")
+		}
+	}
+	bin := helperBinary(t)
+	bb := fixture.Path(t, "busybox")
+	outside := func(script string) int64 {
+		cmd := exec.Command(bb+"/bin/sh", "-c", script)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := startRSSSampler(os.Getpid())
+		cmd.Wait()
+		return r.finish()
+	}
+	idle := "true; sleep 0.3"
+	out := outside(idle)
+	_, wait := startHelper(t, bin, u, helperJob{Busybox: bb, Script: idle, HostUID: idmap.Caller, StateDir: stateDir(t, u), Landlock: "best-effort"})
+	r := wait()
+	const margin = 512 // KiB
+	if r.SampledKiB <= 0 || r.SampledKiB > out+margin {
+		t.Errorf("sh -c %q: max-rss %d KiB inside, %d KiB outside: want within %d KiB", idle, r.SampledKiB, out, margin)
+	}
+	t.Logf("sh -c %q: %d KiB (ru_maxrss, which carries closet's exec stage: %d KiB); outside %d KiB", idle, r.SampledKiB, r.RusageKiB, out)
+
+	_, wait = startHelper(t, bin, u, helperJob{Busybox: bb, Script: "true", HostUID: idmap.Caller, StateDir: stateDir(t, u), Landlock: "best-effort"})
+	r = wait()
+	if r.SampledKiB > out+margin {
+		t.Errorf("sh -c true: max-rss %d KiB, more than the idle shell outside (%d KiB)", r.SampledKiB, out)
+	}
+	t.Logf("sh -c true: %d KiB (0: ended before the first sample)", r.SampledKiB)
+
+	big := `x=$(head -c 100000000 /dev/zero | tr '\0' a); sleep 0.1`
+	_, wait = startHelper(t, bin, u, helperJob{Busybox: bb, Script: big, HostUID: idmap.Caller, StateDir: stateDir(t, u), Landlock: "best-effort"})
+	r = wait()
+	if r.SampledKiB < 100_000_000/1024 {
+		t.Errorf("a job holding 100 MB: max-rss %d KiB", r.SampledKiB)
+	}
+	t.Logf("100 MB job: %d KiB", r.SampledKiB)
 }

@@ -57,6 +57,8 @@ type jobLimits struct {
 	timers  []*time.Timer
 	done    chan struct{}
 	stopped bool
+	rss     *rssSampler
+	rssKiB  int64
 }
 
 // newJobLimits creates the job's cgroups and decides, for every limit, the
@@ -239,6 +241,9 @@ func (j *jobLimits) started(initPid int) error {
 	}
 	j.mu.Lock()
 	j.initPid = initPid
+	if !j.stopped {
+		j.rss = startRSSSampler(initPid)
+	}
 	j.mu.Unlock()
 	if j.out != nil {
 		j.out.last.Store(time.Now().UnixNano())
@@ -294,6 +299,7 @@ func (j *jobLimits) stop() {
 		return
 	}
 	j.stopped = true
+	j.rssKiB = j.rss.finish()
 	for _, t := range j.timers {
 		t.Stop()
 	}
@@ -313,19 +319,10 @@ func (j *jobLimits) outWait() {
 // process of the tree once.
 func treeCPU(pid int) time.Duration {
 	var ticks uint64
-	seen := map[int]bool{}
-	stack := []int{pid}
-	for len(stack) > 0 && len(seen) < 1<<16 {
-		p := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		ps := strconv.Itoa(p)
-		b, err := os.ReadFile("/proc/" + ps + "/stat")
+	walkTree(pid, func(p int) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
 		if err != nil {
-			continue
+			return
 		}
 		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
 			f := strings.Fields(string(b[i+1:]))
@@ -336,16 +333,7 @@ func treeCPU(pid int) time.Duration {
 				}
 			}
 		}
-		tasks, _ := os.ReadDir("/proc/" + ps + "/task")
-		for _, t := range tasks {
-			c, _ := os.ReadFile("/proc/" + ps + "/task/" + t.Name() + "/children")
-			for _, x := range strings.Fields(string(c)) {
-				if n, err := strconv.Atoi(x); err == nil {
-					stack = append(stack, n)
-				}
-			}
-		}
-	}
+	})
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 

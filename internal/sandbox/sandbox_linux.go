@@ -60,6 +60,10 @@ type Outcome struct {
 	// OutputKept those passed on; both zero unless the output was carried.
 	Output, OutputKept uint64
 	OutputCarried      bool
+	// SampledMaxRSSKiB is the largest resident set of any one process of
+	// the job, closet's stages excluded (see MechRSSSampled): the job's
+	// max-rss where no memory cgroup measured it.
+	SampledMaxRSSKiB int64
 	// KillCPU is the job's CPU time when closet killed it, measured from
 	// /proc where there is no cgroup (rusage misses what the kernel reaps
 	// when a pid namespace dies).
@@ -302,6 +306,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	// (the kernel kills and reaps them before the init's wait returns);
 	// the output pipes reach EOF, and the cgroups are empty and removed.
 	jl.stop()
+	out.SampledMaxRSSKiB = jl.rssKiB
 	if jl.out != nil {
 		out.Output, out.OutputKept = jl.out.wait()
 		out.OutputCarried = true
