@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // helperDirs are where newuidmap and newgidmap are looked for, in order;
@@ -42,4 +43,39 @@ func DefaultStateDir(runtimeDir string, uid int) string {
 		return filepath.Join(runtimeDir, "closet", "slots")
 	}
 	return filepath.Join("/tmp", "closet-"+strconv.Itoa(uid), "slots")
+}
+
+// OthersCanRead says whether a job with a host uid of its own (not the
+// caller's, none of the caller's groups) could use path as a read-only
+// bind: every directory on the way searchable by others, and path itself
+// readable by others (and searchable, for a directory). When it is not,
+// the reason names the first path that stops it. Auto picks an identity
+// of the job's own only where every bind passes (a job of another uid
+// could not read the caller's private directory it was given).
+func OthersCanRead(path string) (bool, string) {
+	if !filepath.IsAbs(path) {
+		return false, path + " is not absolute"
+	}
+	clean := filepath.Clean(path)
+	for p := "/"; ; {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return false, err.Error()
+		}
+		m := fi.Mode().Perm()
+		last := p == clean
+		switch {
+		case fi.IsDir() && m&0o001 == 0:
+			return false, p + " is not searchable by other users"
+		case last && m&0o004 == 0:
+			return false, p + " is not readable by other users"
+		}
+		if last {
+			return true, ""
+		}
+		rest := strings.TrimPrefix(clean, p)
+		rest = strings.TrimPrefix(rest, "/")
+		next, _, _ := strings.Cut(rest, "/")
+		p = filepath.Join(p, next)
+	}
 }

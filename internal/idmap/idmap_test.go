@@ -3,6 +3,7 @@ package idmap
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -225,4 +226,65 @@ func TestAcquireRefusesForeignDirectory(t *testing.T) {
 	if _, err := id.Acquire(); err == nil || !strings.Contains(err.Error(), "only you can write") {
 		t.Fatalf("world-writable slot directory accepted: %v", err)
 	}
+}
+
+func TestOthersCanRead(t *testing.T) {
+	d, err := os.MkdirTemp("", "closet-idmap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	os.Chmod(d, 0o755)
+	for _, p := range []string{"open/sub", "private/sub"} {
+		os.MkdirAll(filepath.Join(d, p), 0o755)
+	}
+	os.Chmod(filepath.Join(d, "private"), 0o700)
+	os.WriteFile(filepath.Join(d, "open/secret"), nil, 0o600)
+	for _, c := range []struct {
+		path string
+		ok   bool
+		why  string
+	}{
+		{filepath.Join(d, "open/sub"), true, ""},
+		{filepath.Join(d, "open"), true, ""},
+		{filepath.Join(d, "private/sub"), false, "private is not searchable"},
+		{filepath.Join(d, "private"), false, "private is not searchable"},
+		{filepath.Join(d, "open/secret"), false, "secret is not readable"},
+		{filepath.Join(d, "missing"), false, "no such file"},
+		{"relative", false, "not absolute"},
+	} {
+		ok, why := OthersCanRead(c.path)
+		if ok != c.ok || !strings.Contains(why, c.why) {
+			t.Errorf("%s: %v %q, want %v %q", c.path, ok, why, c.ok, c.why)
+		}
+	}
+}
+
+// A slot whose recorded owner (a job's init) still exists stays taken
+// after its lock is released; once the owner is gone it is free.
+func TestSlotOwnerKeepsItTaken(t *testing.T) {
+	id := testIdentity(t, 1)
+	s, err := id.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	if err := s.SetOwner(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	s.Release()
+	if _, err := id.Acquire(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("slot free while its owner %d lives: %v", cmd.Process.Pid, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	s2, err := id.Acquire()
+	if err != nil {
+		t.Fatalf("slot still taken after its owner was reaped: %v", err)
+	}
+	s2.Release()
 }

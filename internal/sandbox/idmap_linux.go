@@ -78,6 +78,9 @@ func (i *Identity) prepareClone(cmd *exec.Cmd) {
 // namespace of pid, the just-cloned init, which is blocked reading its
 // spec: nothing has run there yet.
 func (i *Identity) writeMaps(pid int, s *spec.Spec) error {
+	if err := i.Slot.SetOwner(pid); err != nil {
+		return fmt.Errorf("record the job's init in %s: %w", i.Slot.Lock.Name(), err)
+	}
 	uidMap := fmt.Sprintf("%d %d 1", s.UID, i.Slot.UID)
 	gidMap := fmt.Sprintf("%d %d 1", s.GID, i.Slot.GID)
 	if i.Helper == "direct" {

@@ -9,7 +9,8 @@ import (
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 )
 
-// takeIdentity runs first, where the job has a host uid of its own
+// takeIdentity runs once the user's binds are opened (with the caller's
+// access, as before), where the job has a host uid of its own
 // (spec.OwnHostID). The parent cloned the init with no uid or gid map and
 // mapped only the sandbox's uid and gid (to the job's own host ids) while
 // the init was blocked reading the spec; till now the init ran as the
