@@ -18,9 +18,6 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/idmap"
-	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
-	"github.com/closet-sandbox/closet/internal/sandbox/initstage"
-	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
 )
 
@@ -28,13 +25,7 @@ import (
 // /proc/self/exe) and as a small closet that runs one job (helperEnv), so
 // the tests can run sandbox.Run as another user.
 func TestMain(m *testing.M) {
-	marker := os.Getenv(stage.EnvMarker)
-	switch {
-	case len(os.Args) > 0 && os.Args[0] == stage.Init && marker == stage.Init:
-		initstage.Run()
-	case len(os.Args) > 0 && os.Args[0] == stage.ExecStage && marker == stage.ExecStage:
-		execstage.Run()
-	}
+	RunStageIfAny()
 	if p := os.Getenv(helperEnv); p != "" {
 		os.Exit(runHelper(p))
 	}
@@ -138,7 +129,10 @@ func runHelper(arg string) int {
 	if err != nil {
 		return fail(err)
 	}
-	rep.Enforced, rep.Code = o.Enforced, o.ExitCode()
+	rep.Enforced, rep.Code = o.Enforced, o.Result.Code
+	if o.Result.Signal != 0 {
+		rep.Code = 128 + o.Result.Signal
+	}
 	rep.SampledKiB, rep.RusageKiB = o.SampledMaxRSSKiB, o.Result.MaxRSSKiB
 	return 0
 }
