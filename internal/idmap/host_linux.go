@@ -79,3 +79,14 @@ func OthersCanRead(path string) (bool, string) {
 		p = filepath.Join(p, next)
 	}
 }
+
+// FirstUnreadable is the reason the first of the read-only bind sources
+// other users cannot read (see OthersCanRead), or "" when they all can.
+func FirstUnreadable(sources []string) string {
+	for _, p := range sources {
+		if ok, why := OthersCanRead(p); !ok {
+			return why
+		}
+	}
+	return ""
+}

@@ -146,12 +146,21 @@ type Identity struct {
 // give the job an identity of its own.
 var ErrUnavailable = errors.New("no host identity of its own for this job")
 
-// Decide picks the job's host identity. mode is one of Modes ("" = Auto);
-// readOnly says every host bind of the job is read-only (--cwd ro|none, no
-// --share): only such a job can take a uid of its own, since a file it
-// wrote into a shared directory would belong to an id the caller does not
-// own.
-func Decide(h Host, mode string, readOnly bool) (Identity, error) {
+// Binds describes the job's host binds, as far as Decide cares.
+type Binds struct {
+	// Writable: some bind is read-write (--cwd rw, --share). Only a job
+	// whose binds are all read-only takes a uid of its own, since a file
+	// it wrote into a shared directory would belong to an id the caller
+	// does not own.
+	Writable bool
+	// Unreadable is a read-only bind source that other users cannot read
+	// (FirstUnreadable), "" when there is none: a job with a uid of its
+	// own could not read it.
+	Unreadable string
+}
+
+// Decide picks the job's host identity. mode is one of Modes ("" = Auto).
+func Decide(h Host, mode string, b Binds) (Identity, error) {
 	if mode == "" {
 		mode = Auto
 	}
@@ -164,7 +173,7 @@ func Decide(h Host, mode string, readOnly bool) (Identity, error) {
 	if mode == Caller && !root {
 		return Identity{}, nil
 	}
-	id, why := h.available(readOnly)
+	id, why := h.available(b)
 	if why == "" {
 		return id, nil
 	}
@@ -180,9 +189,14 @@ func Decide(h Host, mode string, readOnly bool) (Identity, error) {
 }
 
 // available is the identity the host allows, or why there is none.
-func (h Host) available(readOnly bool) (Identity, string) {
-	if !readOnly && h.UID != 0 {
+func (h Host) available(b Binds) (Identity, string) {
+	// Root's jobs never run as root: they take an identity of their own
+	// whatever they bind (and can use only what other users could).
+	if b.Writable && h.UID != 0 {
 		return Identity{}, "the job writes to the host (--cwd rw or --share): its files must belong to you"
+	}
+	if b.Unreadable != "" && h.UID != 0 {
+		return Identity{}, b.Unreadable + ": a job with a host uid of its own could not read it"
 	}
 	if h.StateDir == "" {
 		return Identity{}, "no state directory for slot locks"

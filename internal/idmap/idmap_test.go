@@ -71,34 +71,37 @@ func TestDecide(t *testing.T) {
 	rootSub.SubUID = []byte("root:700000:65536\n")
 	rootSub.SubGID = []byte("root:700000:65536\n")
 	for _, c := range []struct {
-		name     string
-		h        Host
-		mode     string
-		readOnly bool
-		own      bool
-		start    uint32 // first uid of the range, when own
-		err      string // refusal
-		why      string // reason for falling back to the caller
+		name  string
+		h     Host
+		mode  string
+		binds Binds
+		own   bool
+		start uint32 // first uid of the range, when own
+		err   string // refusal
+		why   string // reason for falling back to the caller
 	}{
-		{"auto read-only", user, Auto, true, true, 100000, "", ""},
-		{"default is auto", user, "", true, true, 100000, "", ""},
-		{"auto writable falls back", user, Auto, false, false, 0, "", "writes to the host"},
-		{"caller", user, Caller, true, false, 0, "", ""},
-		{"subordinate writable refused", user, Subordinate, false, false, 0, "writes to the host", ""},
-		{"auto without helpers", noHelpers, Auto, true, false, 0, "", "newuidmap"},
-		{"subordinate without helpers", noHelpers, Subordinate, true, false, 0, "apt install uidmap", ""},
-		{"auto without subids", noSub, Auto, true, false, 0, "", "usermod --add-subuids"},
-		{"subordinate without subids", noSub, Subordinate, true, false, 0, "/etc/subuid", ""},
-		{"no state dir", noDir, Auto, true, false, 0, "", "state directory"},
-		{"root default range", root, Auto, true, true, 1 << 31, "", ""},
-		{"root writable too", root, Auto, false, true, 1 << 31, "", ""},
-		{"root asking for caller", root, Caller, true, true, 1 << 31, "", ""},
-		{"root's own subuid entry", rootSub, Auto, true, true, 700000, "", ""},
-		{"root without state dir refused", Host{UID: 0}, Auto, true, false, 0, "host uid 0", ""},
-		{"bad mode", user, "sometimes", true, false, 0, "want one of", ""},
+		{"auto read-only", user, Auto, Binds{}, true, 100000, "", ""},
+		{"default is auto", user, "", Binds{}, true, 100000, "", ""},
+		{"auto writable falls back", user, Auto, Binds{Writable: true}, false, 0, "", "writes to the host"},
+		{"caller", user, Caller, Binds{}, false, 0, "", ""},
+		{"subordinate writable refused", user, Subordinate, Binds{Writable: true}, false, 0, "writes to the host", ""},
+		{"auto without helpers", noHelpers, Auto, Binds{}, false, 0, "", "newuidmap"},
+		{"subordinate without helpers", noHelpers, Subordinate, Binds{}, false, 0, "apt install uidmap", ""},
+		{"auto without subids", noSub, Auto, Binds{}, false, 0, "", "usermod --add-subuids"},
+		{"subordinate without subids", noSub, Subordinate, Binds{}, false, 0, "/etc/subuid", ""},
+		{"no state dir", noDir, Auto, Binds{}, false, 0, "", "state directory"},
+		{"root default range", root, Auto, Binds{}, true, 1 << 31, "", ""},
+		{"root writable too", root, Auto, Binds{Writable: true}, true, 1 << 31, "", ""},
+		{"root asking for caller", root, Caller, Binds{}, true, 1 << 31, "", ""},
+		{"root's own subuid entry", rootSub, Auto, Binds{}, true, 700000, "", ""},
+		{"root without state dir refused", Host{UID: 0}, Auto, Binds{}, false, 0, "host uid 0", ""},
+		{"bad mode", user, "sometimes", Binds{}, false, 0, "want one of", ""},
+		{"auto with a private bind falls back", user, Auto, Binds{Unreadable: "/home/alice is not searchable by other users"}, false, 0, "", "could not read it"},
+		{"subordinate with a private bind refused", user, Subordinate, Binds{Unreadable: "/home/alice is not searchable by other users"}, false, 0, "/home/alice", ""},
+		{"root with a private bind", root, Auto, Binds{Unreadable: "/root is not searchable by other users"}, true, 1 << 31, "", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			id, err := Decide(c.h, c.mode, c.readOnly)
+			id, err := Decide(c.h, c.mode, c.binds)
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("err %v, want one saying %q", err, c.err)

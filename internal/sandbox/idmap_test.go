@@ -42,6 +42,8 @@ type helperJob struct {
 	StateDir string
 	Pids     uint64
 	Landlock string
+	// Bind is a host directory bound read-only at /src.
+	Bind string
 	// Count: while the job runs, count the host's processes whose real
 	// uid is the job's; the report has the most seen at once.
 	Count bool
@@ -77,7 +79,7 @@ func runHelper(arg string) int {
 		return fail(err)
 	}
 	h := idmap.ProbeHost(os.Getuid(), os.Getgid(), u.Username, job.StateDir)
-	id, err := idmap.Decide(h, job.HostUID, true)
+	id, err := idmap.Decide(h, job.HostUID, idmap.Binds{})
 	if err != nil {
 		return fail(err)
 	}
@@ -99,6 +101,9 @@ func runHelper(arg string) int {
 		Env: []string{"PATH=" + job.Busybox + "/bin"}, Cwd: "/", UID: 1000, GID: 1000, User: "u", Home: "/home/u",
 		Hostname: "closet", Store: []string{job.Busybox}, RootDir: root, Seccomp: "default", Landlock: job.Landlock,
 		Limits: spec.Limits{Pids: job.Pids},
+	}
+	if job.Bind != "" {
+		s.Mounts = []spec.Mount{{Source: job.Bind, Target: "/src", Why: "expose"}}
 	}
 	started := make(chan int, 1)
 	hooks := Hooks{Identity: ident, Started: func(initPid int) { started <- initPid }}
@@ -504,5 +509,36 @@ func TestSlotOutlivesAKilledParentUntilTheJobIsGone(t *testing.T) {
 			t.Fatalf("slot still held 10 s after closet was killed (%d processes of uid %d left: did the job outlive closet?)", countRealUID(uid), uid)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A job with a host uid of its own reads what its read-only bind offers
+// every user, and not what only the caller may read: the init opens the
+// bind with the caller's access, then the job runs as its own uid.
+func TestOwnIdentityReadsWhatOthersMay(t *testing.T) {
+	u := testUser(t)
+	bin := helperBinary(t)
+	bb := fixture.Path(t, "busybox")
+	src, err := os.MkdirTemp("", "closet-idmap-src-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(src) })
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	os.WriteFile(filepath.Join(src, "public"), []byte("public\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "private"), []byte("private\n"), 0o600)
+	for _, p := range []string{src, filepath.Join(src, "public"), filepath.Join(src, "private")} {
+		os.Chown(p, uid, gid)
+	}
+	os.Chmod(src, 0o755)
+	_, wait := startHelper(t, bin, u, helperJob{Busybox: bb, Script: "exec >&2; cat /src/public; cat /src/private && echo READ-PRIVATE", HostUID: idmap.Subordinate,
+		StateDir: stateDir(t, u), Landlock: "best-effort", Bind: src})
+	r := wait()
+	if !strings.Contains(r.Stderr, "public") {
+		t.Errorf("the job could not read the public file of its bind: %s", r.Stderr)
+	}
+	if strings.Contains(r.Stderr, "READ-PRIVATE") || !strings.Contains(r.Stderr, "Permission denied") {
+		t.Errorf("the job read its caller's private file: %s", r.Stderr)
 	}
 }
