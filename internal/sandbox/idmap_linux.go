@@ -105,3 +105,31 @@ func (i *Identity) writeMaps(pid int, s *spec.Spec) error {
 	}
 	return nil
 }
+
+// Caller is who runs closet, as the CLI read it from its own process.
+type Caller struct {
+	UID, GID int
+	Name     string
+	// StateDir holds the slot lock files (idmap.DefaultStateDir).
+	StateDir string
+}
+
+// ChooseIdentity decides the job's host identity for mode (--host-uid:
+// idmap.Auto, Caller or Subordinate) and takes a slot when it is one of
+// the job's own. A nil Identity with a nil error means the job runs as
+// the caller; why then says why no identity of its own was possible (""
+// when the caller asked for that). An error (wrapping
+// idmap.ErrUnavailable where the host cannot) means the job must not run:
+// Subordinate was asked and is impossible, or the caller is root.
+// Release the Identity once sandbox.Run has returned.
+func ChooseIdentity(mode string, c Caller, b idmap.Binds) (ident *Identity, why string, err error) {
+	id, err := idmap.Decide(idmap.ProbeHost(c.UID, c.GID, c.Name, c.StateDir), mode, b)
+	if err != nil {
+		return nil, "", err
+	}
+	if !id.Own {
+		return nil, id.Why, nil
+	}
+	ident, err = TakeIdentity(id)
+	return ident, "", err
+}

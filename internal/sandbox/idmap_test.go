@@ -44,6 +44,9 @@ type helperJob struct {
 	Landlock string
 	// Bind is a host directory bound read-only at /src.
 	Bind string
+	// TTY gives the job a pty; what it writes there goes to the report's
+	// Console.
+	TTY bool
 	// Count: while the job runs, count the host's processes whose real
 	// uid is the job's; the report has the most seen at once.
 	Count bool
@@ -61,6 +64,7 @@ type helperReport struct {
 	Code                  int
 	Err                   string
 	Stderr                string // the job's and the helper's, filled in by the test
+	Console               string // what the job wrote to its pty
 }
 
 func runHelper(arg string) int {
@@ -78,16 +82,15 @@ func runHelper(arg string) int {
 	if err != nil {
 		return fail(err)
 	}
-	h := idmap.ProbeHost(os.Getuid(), os.Getgid(), u.Username, job.StateDir)
-	id, err := idmap.Decide(h, job.HostUID, idmap.Binds{})
+	var binds idmap.Binds
+	if job.Bind != "" {
+		binds.Unreadable = idmap.FirstUnreadable([]string{job.Bind})
+	}
+	ident, _, err := ChooseIdentity(job.HostUID, Caller{UID: os.Getuid(), GID: os.Getgid(), Name: u.Username, StateDir: job.StateDir}, binds)
 	if err != nil {
 		return fail(err)
 	}
-	var ident *Identity
-	if id.Own {
-		if ident, err = TakeIdentity(id); err != nil {
-			return fail(err)
-		}
+	if ident != nil {
 		defer ident.Release()
 		rep.Own, rep.HostUID = true, ident.HostUID()
 	}
@@ -102,11 +105,32 @@ func runHelper(arg string) int {
 		Hostname: "closet", Store: []string{job.Busybox}, RootDir: root, Seccomp: "default", Landlock: job.Landlock,
 		Limits: spec.Limits{Pids: job.Pids},
 	}
+	s.TTY = job.TTY
 	if job.Bind != "" {
 		s.Mounts = []spec.Mount{{Source: job.Bind, Target: "/src", Why: "expose"}}
 	}
 	started := make(chan int, 1)
 	hooks := Hooks{Identity: ident, Started: func(initPid int) { started <- initPid }}
+	var console strings.Builder
+	consoleDone := make(chan struct{})
+	close(consoleDone)
+	if job.TTY {
+		consoleDone = make(chan struct{})
+		hooks.Console = func(master *os.File) {
+			go func() {
+				defer close(consoleDone)
+				defer master.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := master.Read(buf)
+					console.Write(buf[:n])
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}
 	done, runDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -131,6 +155,8 @@ func runHelper(arg string) int {
 	o, err := Run(context.Background(), s, Stdio{Stderr: os.Stderr}, hooks)
 	close(runDone)
 	<-done
+	<-consoleDone
+	rep.Console = console.String()
 	if err != nil {
 		return fail(err)
 	}
@@ -540,5 +566,19 @@ func TestOwnIdentityReadsWhatOthersMay(t *testing.T) {
 	}
 	if strings.Contains(r.Stderr, "READ-PRIVATE") || !strings.Contains(r.Stderr, "Permission denied") {
 		t.Errorf("the job read its caller's private file: %s", r.Stderr)
+	}
+}
+
+// With a pty (the console socket at fd 6, the slot's lock at fd 7), a job
+// with a host uid of its own gets its terminal.
+func TestOwnIdentityWithATerminal(t *testing.T) {
+	u := testUser(t)
+	bin := helperBinary(t)
+	bb := fixture.Path(t, "busybox")
+	_, wait := startHelper(t, bin, u, helperJob{Busybox: bb, Script: "tty; id -u", HostUID: idmap.Subordinate,
+		StateDir: stateDir(t, u), Landlock: "best-effort", TTY: true})
+	r := wait()
+	if !r.Own || !strings.Contains(r.Console, "/dev/pts/") || !strings.Contains(r.Console, "1000") {
+		t.Errorf("own %v; the job's terminal showed %q, want its pty and uid 1000", r.Own, r.Console)
 	}
 }

@@ -238,7 +238,8 @@ func (j *jobLimits) started(initPid int) error {
 	}
 	j.mu.Lock()
 	j.initPid = initPid
-	if !j.stopped {
+	if !j.stopped && j.cg.Mechanism(cgroup.Memory) == "" {
+		// Where a memory cgroup holds the job, its peak is the figure.
 		j.rss = startRSSSampler(initPid)
 	}
 	j.mu.Unlock()
