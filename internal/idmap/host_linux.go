@@ -52,7 +52,15 @@ func DefaultStateDir(runtimeDir string, uid int) string {
 // the reason names the first path that stops it. Auto picks an identity
 // of the job's own only where every bind passes (a job of another uid
 // could not read the caller's private directory it was given).
-func OthersCanRead(path string) (bool, string) {
+func OthersCanRead(path string) (bool, string) { return othersCan(path, true) }
+
+// OthersCanSearch says whether a process of another uid can reach path by
+// name: every directory on the way, path included, searchable by others.
+// The sandbox's mount point must be, for a job with a uid of its own: its
+// init builds the root by path once it has taken the job's uid.
+func OthersCanSearch(path string) (bool, string) { return othersCan(path, false) }
+
+func othersCan(path string, read bool) (bool, string) {
 	if !filepath.IsAbs(path) {
 		return false, path + " is not absolute"
 	}
@@ -67,7 +75,7 @@ func OthersCanRead(path string) (bool, string) {
 		switch {
 		case fi.IsDir() && m&0o001 == 0:
 			return false, p + " is not searchable by other users"
-		case last && m&0o004 == 0:
+		case read && last && m&0o004 == 0:
 			return false, p + " is not readable by other users"
 		}
 		if last {

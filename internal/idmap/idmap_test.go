@@ -291,3 +291,24 @@ func TestSlotOwnerKeepsItTaken(t *testing.T) {
 	}
 	s2.Release()
 }
+
+func TestOthersCanSearch(t *testing.T) {
+	d, err := os.MkdirTemp("", "closet-idmap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	os.Chmod(d, 0o711)
+	os.Mkdir(filepath.Join(d, "root"), 0o700)
+	if ok, why := OthersCanSearch(filepath.Join(d, "root")); ok || !strings.Contains(why, "root is not searchable") {
+		t.Errorf("a 0700 mount point: %v %q", ok, why)
+	}
+	os.Chmod(filepath.Join(d, "root"), 0o711)
+	if ok, why := OthersCanSearch(filepath.Join(d, "root")); !ok {
+		t.Errorf("a 0711 mount point under a 0711 directory: %s", why)
+	}
+	os.Chmod(d, 0o700)
+	if ok, _ := OthersCanSearch(filepath.Join(d, "root")); ok {
+		t.Error("a mount point under a 0700 directory passed")
+	}
+}

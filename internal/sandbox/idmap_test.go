@@ -94,7 +94,7 @@ func runHelper(arg string) int {
 		defer ident.Release()
 		rep.Own, rep.HostUID = true, ident.HostUID()
 	}
-	root, err := os.MkdirTemp("", "closet-idmap-root-")
+	root, err := os.MkdirTemp(filepath.Dir(job.StateDir), "root-")
 	if err != nil {
 		return fail(err)
 	}
@@ -241,7 +241,13 @@ func testUser(t *testing.T) *user.User {
 	if out, err := exec.Command("useradd", append(args, name)...).CombinedOutput(); err != nil {
 		t.Fatalf("useradd: %v: %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	t.Cleanup(func() {
+		// -f: the user may still own a process being reaped (a killed
+		// closet's init keeps the caller's real uid).
+		if out, err := exec.Command("userdel", "-f", name).CombinedOutput(); err != nil {
+			t.Logf("userdel %s: %v: %s", name, err, out)
+		}
+	})
 	// A range of ids nothing else uses: 5 slots.
 	base := 3_000_000_000 + uint32(os.Getpid()%1000)*16
 	if out, err := exec.Command("usermod", "--add-subuids", fmt.Sprintf("%d-%d", base, base+4),
@@ -353,6 +359,9 @@ func stateDir(t *testing.T, u *user.User) string {
 		uid, _ := strconv.Atoi(u.Uid)
 		os.Chown(dir, uid, -1)
 	}
+	// The helper makes the sandbox's mount point here too: other users
+	// (the job's own uid) must be able to search it.
+	os.Chmod(dir, 0o711)
 	return filepath.Join(dir, "slots")
 }
 
