@@ -238,8 +238,10 @@ func (j *jobLimits) started(initPid int) error {
 	}
 	j.mu.Lock()
 	j.initPid = initPid
-	if !j.stopped && j.cg.Mechanism(cgroup.Memory) == "" {
-		// Where a memory cgroup holds the job, its peak is the figure.
+	if !j.stopped {
+		// Even where a memory cgroup holds the job: its peak is the
+		// whole job's together, closet's init included (about 2 MB of
+		// setup), while max-rss is one process's.
 		j.rss = startRSSSampler(initPid)
 	}
 	j.mu.Unlock()

@@ -60,7 +60,8 @@ type Outcome struct {
 	Output, OutputKept uint64
 	// SampledMaxRSSKiB is the largest resident set of any one process of
 	// the job, closet's stages excluded (see MechRSSSampled): the job's
-	// max-rss where no memory cgroup measured it.
+	// max-rss. (Result.MaxRSSKiB, ru_maxrss, carries closet's exec stage;
+	// Cgroup.PeakMemory is the whole cgroup's, closet's init included.)
 	SampledMaxRSSKiB int64
 	// KillCPU is the job's CPU time when closet killed it, measured from
 	// /proc where there is no cgroup (rusage misses what the kernel reaps
