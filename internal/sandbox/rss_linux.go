@@ -8,8 +8,7 @@ import (
 	"time"
 )
 
-// MechRSSSampled names how max-rss was measured where no memory cgroup
-// holds the job: the largest VmHWM (the peak resident set of a process's
+// MechRSSSampled names how max-rss is measured: the largest VmHWM (the peak resident set of a process's
 // own image, reset by execve) of any process of the job, sampled from
 // /proc by the parent. It counts the job's processes only; ru_maxrss does
 // not: it carries the image before execve across it, and the target's
