@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// MechRSSSampled names how max-rss is measured: the largest VmHWM (the peak resident set of a process's
-// own image, reset by execve) of any process of the job, sampled from
-// /proc by the parent. It counts the job's processes only; ru_maxrss does
+// MechRSSSampled names how max-rss is measured: the largest VmHWM (the
+// peak resident set of a process's own image, reset by execve) of any
+// process of the job, sampled from /proc by the parent. It counts the job's processes only; ru_maxrss does
 // not: it carries the image before execve across it, and the target's
 // image before execve is closet's exec stage, a Go program of ~6 MB. A
 // process that ends less than one sampling period after its peak may be
