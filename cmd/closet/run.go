@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 )
@@ -46,6 +47,7 @@ func (o *runOpts) addFlags(cmd *cobra.Command) {
 	f.StringVar(&r.Seccomp, "seccomp", "default", "syscall filter: default, or off (shows in --dry-run and reports)")
 	f.StringVar(&r.Landlock, "landlock", "best-effort", "Landlock filesystem fence: best-effort, or off")
 	f.BoolVar(&r.NoGCRoot, "no-gc-root", false, "do not register the roots as Nix GC roots while the job runs")
+	f.StringVar(&r.HostUID, "host-uid", "auto", "who the job is on the host: auto (a subordinate uid and gid of its own, no supplementary groups, when every bind is read-only and /etc/subuid allows it), caller, or subordinate (refuse otherwise); root's jobs never run as host uid 0")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the sandbox spec as JSON and run nothing")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "say on stderr what closet does and how long each phase takes")
 	o.limits.addFlags(cmd)
@@ -142,6 +144,8 @@ func (o *runOpts) request() (job.Request, error) {
 	req.TTY = o.tty
 	req.Env = os.Environ()
 	req.UserName = callerName()
+	req.CallerUID, req.CallerGID = os.Getuid(), os.Getgid()
+	req.SlotDir = idmap.DefaultStateDir(os.Getenv("XDG_RUNTIME_DIR"), req.CallerUID)
 	req.Stdin, req.Stdout, req.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if v := os.Getenv("CLOSET_DB_READER"); v != "" {
 		req.DBReader = v // sqlite: skip the direct b-tree reader

@@ -15,6 +15,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/gcroot"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
@@ -36,6 +37,7 @@ type Job struct {
 	warnings  []string
 
 	closureSize uint64
+	hostID      string // "UID:GID" of the job's own host ids, or "caller"
 
 	mu      sync.Mutex // guards everything below, and serialises AddPaths
 	visible map[string]bool
@@ -149,16 +151,54 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 	defer os.Remove(dir)
 	s := *j.spec
 	s.RootDir = dir
+	ident, err := j.identity()
+	if err != nil {
+		return nil, err
+	}
+	defer ident.Release() // after every process of the job is gone
 	stdio, err := j.stdio()
 	if err != nil {
 		return nil, err
 	}
 	hooks := sandbox.Hooks{
-		Started: func(pid int) { started <- pid },
-		Console: j.req.Console,
-		Exe:     j.req.StageBinary,
+		Started:  func(pid int) { started <- pid },
+		Console:  j.req.Console,
+		Exe:      j.req.StageBinary,
+		Identity: ident,
 	}
 	return sandbox.Run(ctx, &s, stdio, hooks)
+}
+
+// identity decides who the job is on the host (Request.HostUID) and takes
+// a slot when the job gets ids of its own. A nil Identity means the
+// caller's own ids.
+func (j *Job) identity() (*sandbox.Identity, error) {
+	var b idmap.Binds
+	var ro []string
+	for _, m := range j.spec.Mounts {
+		if m.Writable {
+			b.Writable = true
+		} else {
+			ro = append(ro, m.Source)
+		}
+	}
+	b.Unreadable = idmap.FirstUnreadable(ro)
+	c := sandbox.Caller{UID: j.req.CallerUID, GID: j.req.CallerGID, Name: j.req.UserName, StateDir: j.req.SlotDir}
+	ident, why, err := sandbox.ChooseIdentity(j.req.HostUID, c, b)
+	if err != nil {
+		return nil, fmt.Errorf("--host-uid %s: %w", j.req.HostUID, err)
+	}
+	j.mu.Lock()
+	if ident != nil {
+		j.hostID = fmt.Sprintf("%d:%d", ident.HostUID(), ident.HostGID())
+	} else {
+		j.hostID = "caller"
+		if why != "" {
+			j.req.Logf("the job runs as you: %s", why)
+		}
+	}
+	j.mu.Unlock()
+	return ident, nil
 }
 
 // stdio gives the job its fds 0-2. A terminal of the caller never reaches
@@ -407,7 +447,9 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 		r.Killed, r.Limit = out.Killed, out.Limit
 		r.CPUTime = rj.CPU.Seconds()
 		r.WallTime = out.Ended.Sub(out.Started).Seconds()
-		r.MaxRSS = uint64(max(res.MaxRSSKiB, 0)) * 1024
+		// The job's own processes, sampled: the target's ru_maxrss would
+		// carry the exec stage's image across execve.
+		r.MaxRSS = uint64(max(out.SampledMaxRSSKiB, 0)) * 1024
 		r.PeakMemory = out.Cgroup.PeakMemory
 		r.OOMKilled = out.Cgroup.OOMKills > 0
 		r.Output, r.OutputKept = out.Output, out.OutputKept
@@ -422,6 +464,7 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 	j.mu.Lock()
 	r.Closure = report.Closure{Hash: j.spec.ClosureHash, Paths: len(j.spec.Store), Size: j.closureSize}
 	r.AddedPaths = append([]string(nil), j.added...)
+	r.HostIdentity = j.hostID
 	j.mu.Unlock()
 	j.rep = r
 }

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/closet-sandbox/closet/internal/idmap"
 )
 
 // Request is everything a run needs, the calling process's state included:
@@ -26,6 +28,10 @@ type Request struct {
 	Env      []string // its environment: PATH for command names, LANG, TERM, Preserve
 	Cwd      string   // its working directory, the kernel's name for it
 	UserName string   // its user name: the GC-root directory, the job's $USER
+	// CallerUID and CallerGID are its ids, SlotDir where per-job host ids
+	// are locked (idmap.DefaultStateDir).
+	CallerUID, CallerGID int
+	SlotDir              string
 
 	// The sandbox.
 	CwdMode  string   // "rw" (default), "ro" or "none"
@@ -40,7 +46,12 @@ type Request struct {
 	Seccomp  string   // "default" or "off"
 	Landlock string   // "best-effort" or "off"
 	NoGCRoot bool     // do not register the closure as GC roots
-	DBReader string   // "" (the direct reader, then SQLite) or "sqlite"
+	// HostUID chooses who the job is on the host: "auto" (a subordinate
+	// uid of its own when every bind is read-only and the host allows it,
+	// else the caller), "caller", or "subordinate" (refuse otherwise).
+	// Root's jobs always get ids of their own, never host uid 0.
+	HostUID  string
+	DBReader string // "" (the direct reader, then SQLite) or "sqlite"
 
 	// TTY chooses the job's terminal: "auto" (a pty when Stdin is a
 	// terminal and nothing needs the output through pipes), "always" or
@@ -115,6 +126,9 @@ func (r Request) withDefaults() Request {
 	if r.TTY == "" {
 		r.TTY = "auto"
 	}
+	if r.HostUID == "" {
+		r.HostUID = idmap.Auto
+	}
 	if r.Logf == nil {
 		r.Logf = func(string, ...any) {}
 	}
@@ -138,6 +152,7 @@ func (r *Request) check() error {
 	oneOf("tty", r.TTY, "auto", "always", "never")
 	oneOf("seccomp", r.Seccomp, "default", "off")
 	oneOf("landlock", r.Landlock, "best-effort", "off")
+	oneOf("host-uid", r.HostUID, idmap.Modes...)
 	if r.DBReader != "" && r.DBReader != "sqlite" {
 		errs = append(errs, fmt.Errorf("database reader %q: want sqlite, or leave it unset (CLOSET_DB_READER)", r.DBReader))
 	}
