@@ -15,6 +15,10 @@
   hostPython ? "/usr/bin/python3.11",
   hostPythonLib ? "/usr/lib/python3.11",
   hostLibDir ? "/lib/x86_64-linux-gnu",
+  hostNix ? "/usr/bin/nix",
+  # Space-separated: the libraries of hostNix that glibc does not provide
+  # (scripts/teststore passes what ldd finds).
+  hostNixLibs ? "",
 }:
 
 let
@@ -125,9 +129,15 @@ let
   python = import ./python.nix {
     inherit run hostPatchelf hostPython hostPythonLib hostLibDir;
   };
+
+  nix-client = import ./nix-client.nix {
+    inherit run hostPatchelf hostNix hostLibDir;
+    inherit (python) glibc;
+    hostNixLibs = builtins.filter (f: builtins.isString f && f != "") (builtins.split " +" hostNixLibs);
+  };
 in
 {
-  inherit busybox lib app snoop busybox-link;
+  inherit busybox lib app snoop busybox-link nix-client;
   tenant-alice-src = tenant "alice";
   tenant-bob-src = tenant "bob";
   dag-10 = dag 10;
