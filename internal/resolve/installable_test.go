@@ -80,6 +80,8 @@ in rec {
     args = [ "-c" "cat $hello $src > $out" ];
   };
   broken = mk { name = "broken"; args = [ "-c" "exit 3" ]; };
+  # probe lists the store its build sees.
+  probe = mk { name = "probe"; inherit salt hello; src = ./src.txt; args = [ "-c" "${bb}/bin/ls /nix/store > $out" ]; };
 }
 `
 
@@ -353,6 +355,57 @@ func TestDrvRoot(t *testing.T) {
 	_, err := r.Roots(context.Background(), nil, []string{fresh})
 	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "-hello.drv!out") || !strings.Contains(err.Error(), "closet shell --drv") {
 		t.Errorf("a .drv whose input is not built: %v, want ErrNotFound naming the input", err)
+	}
+}
+
+// TestDrvRootIsTheBuildSandbox: the input closure closet gives for a .drv
+// is exactly the store Nix's build sandbox shows its builder: a probe
+// derivation built sandboxed by the test daemon lists /nix/store, which
+// must be the closure of DrvInputs plus the probe's own output.
+func TestDrvRootIsTheBuildSandbox(t *testing.T) {
+	dir := workspace(t)
+	var nobody caller
+	for _, c := range callers(t, dir) {
+		if c.name == "nobody" {
+			nobody = c
+		}
+	}
+	if nobody.r == nil {
+		t.Skip("needs root, to build as nobody through the test nix-daemon")
+	}
+	if nobody.skip != "" {
+		t.Skip(nobody.skip)
+	}
+	drv := instantiate(t, dir, "probe", fmt.Sprint(time.Now().UnixNano()))
+	// The probe's input hello is new too (same salt): the daemon builds it.
+	if _, err := nobody.r.DevEnv(context.Background(), Installables{Args: []string{drv}, Env: nobody.env}); err != nil {
+		t.Fatal(err)
+	}
+	inputs, err := (&Resolver{}).Roots(context.Background(), nil, []string{drv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := nobody.r.Realise(context.Background(), Installables{Args: []string{drv + "^out"}, Env: nobody.env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listing, err := os.ReadFile(string(out[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := strings.Fields(string(listing))
+	slices.Sort(seen)
+	var rs []string
+	for _, p := range inputs {
+		rs = append(rs, string(p))
+	}
+	want := []string{out[0].Base()}
+	for _, p := range requisites(t, rs...) {
+		want = append(want, filepath.Base(p))
+	}
+	slices.Sort(want)
+	if !slices.Equal(seen, want) {
+		t.Errorf("the sandboxed build saw %v\nthe .drv's input closure (and its output) is %v\n(a daemon with sandbox = false shows the whole store: use scripts/nixdaemon)", seen, want)
 	}
 }
 
