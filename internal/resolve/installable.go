@@ -336,3 +336,48 @@ func nixError(what, tool string, runErr error, stderr string) error {
 	return &Error{Arg: what, Err: fmt.Errorf("%w: %s: %s", ErrNix, tool, first),
 		Hint: "run the same with nix directly (--show-trace) to see the whole error"}
 }
+
+// SplitArgs separates positional arguments into installables (IsInstallable)
+// and the rest (store paths, links, commands), each in the order given.
+func SplitArgs(args []string) (plain, installables []string) {
+	for _, a := range args {
+		if IsInstallable(a) {
+			installables = append(installables, a)
+		} else {
+			plain = append(plain, a)
+		}
+	}
+	return plain, installables
+}
+
+// Resolve is closet run/shell's whole resolution: positional args that are
+// installables join ins.Args and are realised with ins (with -f/--expr when
+// given), the others go through Roots (.drv included), and every root is
+// checked valid by v (nil: not checked). Plain arguments are resolved
+// first, so a typo fails before any build starts.
+func (r *Resolver) Resolve(ctx context.Context, v Validator, args []string, ins Installables) ([]storepath.Path, error) {
+	plain, inst := SplitArgs(args)
+	roots, err := r.Roots(ctx, v, plain)
+	if err != nil {
+		return nil, err
+	}
+	ins.Args = append(slices.Clone(ins.Args), inst...)
+	if len(ins.Args) == 0 && ins.File == "" && ins.Expr == "" && len(ins.Attrs) == 0 {
+		return roots, nil
+	}
+	built, err := r.Realise(ctx, ins)
+	if err != nil {
+		return nil, err
+	}
+	if v != nil {
+		if err := v.CheckValid(ctx, built...); err != nil {
+			return nil, &Error{Arg: strings.Join(ins.Args, " "), Err: err}
+		}
+	}
+	for _, p := range built {
+		if !slices.Contains(roots, p) {
+			roots = append(roots, p)
+		}
+	}
+	return roots, nil
+}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/storepath"
 	"github.com/closet-sandbox/closet/internal/testutil"
@@ -468,4 +469,51 @@ func TestDevEnv(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestResolve: closet run's argument list, store paths and installables
+// mixed, with -f; validity is checked by the real store.
+func TestResolve(t *testing.T) {
+	dir := workspace(t)
+	st, err := closure.Open(closure.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	app := fixture.Path(t, "app")
+	r := &Resolver{Path: "/usr/bin:/bin", Dir: dir}
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + testutil.TempDir(t), "NIX_CONFIG=substituters ="}
+	got, err := r.Resolve(context.Background(), st, []string{app, ".#hello", "path:" + dir + "#multi"},
+		Installables{File: "default.nix", Attrs: []string{"dev"}, Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := names(got); !slices.Equal(n, []string{"app", "dev", "hello", "multi"}) {
+		t.Errorf("roots %v", n)
+	}
+	if got[0] != storepath.Path(app) {
+		t.Errorf("first root %s, want the plain argument %s first", got[0], app)
+	}
+	// Only plain arguments: nix is not needed, nor looked for.
+	got, err = (&Resolver{Path: "/nonexistent", Dir: dir}).Resolve(context.Background(), st, []string{app}, Installables{})
+	if err != nil || len(got) != 1 {
+		t.Errorf("plain only: %v %v", got, err)
+	}
+}
+
+// FuzzIsInstallable: no store path is ever taken for an installable, and
+// SplitArgs keeps every argument exactly once.
+func FuzzIsInstallable(f *testing.F) {
+	for _, s := range []string{".#a", "/nix/store/93hswik0brc6ppfajxk7zb4h1hkh5cb6-x.drv", "x.drv^out", "path:/x", "hello"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := storepath.Parse(s); err == nil && IsInstallable(s) {
+			t.Errorf("store path %q taken for an installable", s)
+		}
+		plain, inst := SplitArgs([]string{s, "x"})
+		if len(plain)+len(inst) != 2 {
+			t.Errorf("SplitArgs(%q) = %q %q", s, plain, inst)
+		}
+	})
 }
