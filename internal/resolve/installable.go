@@ -277,6 +277,11 @@ func isExecutable(p string) bool {
 // caller's directory and environment, and returns its stdout's non-empty
 // lines. what names the installable or flag in errors.
 func (r *Resolver) nix(ctx context.Context, ins Installables, what, tool string, args ...string) ([]string, error) {
+	if r.Root != "" {
+		// The caller's nix would build into the host store, not ROOT's.
+		return nil, &Error{Arg: what, Err: fmt.Errorf("%w: installables, -f, --expr and --develop with --store %s", ErrUsage, r.Root),
+			Hint: "realise it with nix --store " + r.Root + " first and name the store path"}
+	}
 	bin, err := r.nixTool(ins, tool)
 	if err != nil {
 		return nil, &Error{Arg: what, Err: err,
@@ -330,7 +335,7 @@ func nixError(what, tool string, runErr error, stderr string) error {
 	for _, n := range networkErrors {
 		if strings.Contains(first, n) {
 			return &Error{Arg: what, Err: fmt.Errorf("%w: %s: %s", ErrNeedsNetwork, tool, first),
-				Hint: "a flake input or the flake registry is fetched from the network; use a local flake (path:/dir#attr), or pin the input to a local path"}
+				Hint: "a flake input, the flake registry or a fetcher (fetchTarball, fetchurl) downloads it; use a local flake (path:/dir#attr), or point the input at a local path"}
 		}
 	}
 	return &Error{Arg: what, Err: fmt.Errorf("%w: %s: %s", ErrNix, tool, first),

@@ -238,12 +238,13 @@ func TestRealiseErrors(t *testing.T) {
 				{"-f of a set with a failing member", c.r, Installables{File: "default.nix"}, ErrNix, []string{"-f default.nix", "broken"}},
 				{"flake needs the network", c.r, Installables{Args: []string{"github:closet-sandbox/no-such-repo#x"}}, ErrNeedsNetwork,
 					[]string{"github:closet-sandbox/no-such-repo#x", "unable to download", "path:/dir#attr"}},
-				{"registry needs the network", c.r, Installables{Args: []string{"nixpkgs#hello"}}, ErrNeedsNetwork, []string{"nixpkgs#hello", "flake registry"}},
+				{"registry needs the network", c.r, Installables{Args: []string{"nixpkgs#hello"}}, ErrNeedsNetwork, []string{"nixpkgs#hello", "flake-registry.json"}},
 				{"no nix on PATH", &Resolver{Path: "/nonexistent", Dir: dir, Credential: c.r.Credential}, Installables{Args: []string{".#hello"}}, ErrNoNix,
 					[]string{".#hello", "nix-bin", "/nonexistent"}},
 				{"no nix-build beside --nix", c.r, Installables{File: "default.nix", Nix: "/nonexistent/nix"}, ErrNoNix, []string{"-f default.nix", "nix-bin"}},
 				{"-A without -f", c.r, Installables{Attrs: []string{"hello"}}, ErrUsage, []string{"-A hello", "-f FILE"}},
 				{"-f and --expr", c.r, Installables{File: "default.nix", Expr: "1"}, ErrUsage, nil},
+				{"chroot store", &Resolver{Root: dir, Path: "/usr/bin:/bin", Dir: dir}, Installables{Args: []string{".#hello"}}, ErrUsage, []string{"--store " + dir}},
 				{"^ of a non-drv", c.r, Installables{Args: []string{fixture.Path(t, "busybox") + "^out"}}, nil, []string{"not a derivation"}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
