@@ -18,7 +18,8 @@ import (
 )
 
 // exitAuditFindings is audit's own status: the audit ran, and at least one
-// finding reached --fail-on. It sits outside the shared codes in root.go.
+// finding reached --fail-on. It sits outside the codes in internal/exitcode:
+// only audit gives it.
 const exitAuditFindings = 3
 
 func init() { register(newAuditCmd) }
