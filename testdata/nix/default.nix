@@ -15,6 +15,7 @@
   hostPython ? "/usr/bin/python3.11",
   hostPythonLib ? "/usr/lib/python3.11",
   hostLibDir ? "/lib/x86_64-linux-gnu",
+  hostBash ? "/bin/bash",
   hostNix ? "/usr/bin/nix",
   # Space-separated: the libraries of hostNix that glibc does not provide
   # (scripts/teststore passes what ldd finds).
@@ -135,9 +136,14 @@ let
     inherit (python) glibc;
     hostNixLibs = builtins.filter (f: builtins.isString f && f != "") (builtins.split " +" hostNixLibs);
   };
+
+  bash = import ./bash.nix {
+    inherit run hostPatchelf hostBash hostLibDir;
+    inherit (python) glibc;
+  };
 in
 {
-  inherit busybox lib app snoop busybox-link nix-client;
+  inherit busybox lib app snoop busybox-link nix-client bash;
   tenant-alice-src = tenant "alice";
   tenant-bob-src = tenant "bob";
   dag-10 = dag 10;
