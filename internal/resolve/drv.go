@@ -2,9 +2,11 @@ package resolve
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -118,17 +120,21 @@ type DevEnv struct {
 	// Roots are its inputs (sources and the input derivations' outputs it
 	// uses, realised): the job's roots; their closure is its input closure.
 	Roots []storepath.Path
-	// Env is NAME=VALUE, sorted: the derivation's environment as nix
-	// develop gives it, that is without the variables nix develop leaves
-	// to the shell (HOME, TMPDIR, TERM, ... see devIgnored), plus NIX_STORE
-	// as Nix's builder sets it. PATH is present only when the derivation
-	// sets it; nix develop prepends it to the caller's PATH.
+	// Env is NAME=VALUE, sorted: the exported variables of the build
+	// environment as nix develop gives them, without those nix develop
+	// leaves to the shell (HOME, TMPDIR, TERM, ... see devIgnored). PATH
+	// is present only when the build sets one; nix develop prepends it to
+	// the caller's PATH.
 	Env []string
 	// Builder and Args are the derivation's build command, for a job that
 	// wants to rerun the build (the shell's working directory and $out are
 	// the caller's business).
 	Builder string
 	Args    []string
+	// From says where Env comes from: "print-dev-env" (the derivation's
+	// builder is bash, so nix print-dev-env ran its setup, as nix develop
+	// does) or "drv" (read from the .drv; any other builder).
+	From string
 }
 
 // devIgnored are the variables nix develop does not take from the build
@@ -142,13 +148,14 @@ var devIgnored = []string{
 
 // DevEnv gives the build environment of one derivation, named as closet
 // shell --drv X.drv (ins.Args = [X.drv], a store path or a link to one) or
-// --develop INSTALLABLE (ins.Args = [a flake installable], or ins.File /
-// ins.Expr with at most one attribute). Input outputs that are not built
-// yet are realised with the caller's nix-store.
+// --develop INSTALLABLE (ins.Args = [a flake installable or DRV^OUT], or
+// ins.File / ins.Expr with at most one attribute).
 //
-// nix print-dev-env is not used: Nix 2.8 refuses derivations whose builder
-// is not bash, and it builds a modified derivation only to dump variables
-// the .drv already holds.
+// When the builder is bash, the environment is nix print-dev-env's, as nix
+// develop gives it: stdenv's setup has run ($stdenv/setup sets PATH from
+// the build inputs, and more). Nix 2.8 refuses print-dev-env for any other
+// builder, so then the environment is the .drv's own, read directly.
+// Input outputs that are not built yet are realised with the caller's nix.
 func (r *Resolver) DevEnv(ctx context.Context, ins Installables) (*DevEnv, error) {
 	what, p, err := r.devDrv(ctx, ins)
 	if err != nil {
@@ -158,23 +165,66 @@ func (r *Resolver) DevEnv(ctx context.Context, ins Installables) (*DevEnv, error
 	if err != nil {
 		return nil, &Error{Arg: what, Err: err}
 	}
-	if len(drv.Missing) > 0 {
-		args := append([]string{"--realise"}, drv.Missing...)
-		if _, err := r.nix(ctx, ins, what, "nix-store", args...); err != nil {
+	de := &DevEnv{Drv: p, Roots: drv.Inputs, Builder: drv.Builder, Args: drv.Arguments}
+	var env map[string]string
+	if filepath.Base(drv.Builder) == "bash" {
+		// It builds the inputs it needs itself.
+		de.From = "print-dev-env"
+		if env, err = r.printDevEnv(ctx, ins, what, p); err != nil {
 			return nil, err
 		}
-	}
-	env := map[string]string{"NIX_STORE": storepath.Dir}
-	for k, v := range drv.Env {
-		if !slices.Contains(devIgnored, k) {
+	} else {
+		de.From = "drv"
+		if len(drv.Missing) > 0 {
+			args := append([]string{"--realise"}, drv.Missing...)
+			if _, err := r.nix(ctx, ins, what, "nix-store", args...); err != nil {
+				return nil, err
+			}
+		}
+		// Nix's builder sets NIX_STORE; the derivation's attributes follow.
+		env = map[string]string{"NIX_STORE": storepath.Dir}
+		for k, v := range drv.Env {
 			env[k] = v
 		}
 	}
-	de := &DevEnv{Drv: p, Roots: drv.Inputs, Builder: drv.Builder, Args: drv.Arguments}
 	for _, k := range sortedKeys(env) {
+		if slices.Contains(devIgnored, k) || (k == "PATH" && env[k] == "/path-not-set") {
+			continue
+		}
 		de.Env = append(de.Env, k+"="+env[k])
 	}
 	return de, nil
+}
+
+// printDevEnv runs nix print-dev-env --json on the derivation p and
+// returns its exported variables (the ones a process inherits; shell
+// variables and functions stay with nix develop's bash).
+func (r *Resolver) printDevEnv(ctx context.Context, ins Installables, what string, p storepath.Path) (map[string]string, error) {
+	lines, err := r.nix(ctx, ins, what, "nix", "--extra-experimental-features", "nix-command", "print-dev-env", "--json", string(p))
+	if err != nil {
+		return nil, err
+	}
+	var dump struct {
+		Variables map[string]struct {
+			Type  string          `json:"type"`
+			Value json.RawMessage `json:"value"`
+		} `json:"variables"`
+	}
+	if err := json.Unmarshal([]byte(strings.Join(lines, "\n")), &dump); err != nil {
+		return nil, &Error{Arg: what, Err: fmt.Errorf("reading nix print-dev-env --json: %w", err)}
+	}
+	env := map[string]string{}
+	for k, v := range dump.Variables {
+		if v.Type != "exported" {
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(v.Value, &s); err != nil {
+			return nil, &Error{Arg: what, Err: fmt.Errorf("nix print-dev-env --json: variable %s: %w", k, err)}
+		}
+		env[k] = s
+	}
+	return env, nil
 }
 
 // devDrv finds the one derivation ins names.

@@ -81,6 +81,24 @@ in rec {
     args = [ "-c" "cat $hello $src > $out" ];
   };
   broken = mk { name = "broken"; args = [ "-c" "exit 3" ]; };
+  # A bash-built derivation with a stand-in for nixpkgs' stdenv: nix
+  # print-dev-env sources $stdenv/setup, which sets PATH from buildInputs.
+  stdenv = mk {
+    name = "fake-stdenv";
+    setup = builtins.toFile "setup" ''
+      for i in $buildInputs; do export PATH="$i/bin"; done
+      export SETUP_RAN=yes
+      greet() { echo hi; }
+    '';
+    args = [ "-c" "mkdir $out; cp $setup $out/setup" ];
+  };
+  bashdev = derivation {
+    name = "bashdev"; system = "x86_64-linux"; outputs = [ "out" ];
+    builder = "${builtins.storePath "BASH"}/bin/bash";
+    inherit stdenv salt; buildInputs = [ bb ];
+    FOO = "bar baz"; HOME = "/drv-home";
+    args = [ "-c" "echo > $out" ];
+  };
   # probe lists the store its build sees.
   probe = mk { name = "probe"; inherit salt hello; src = ./src.txt; args = [ "-c" "${bb}/bin/ls /nix/store > $out" ]; };
 }
@@ -104,7 +122,7 @@ func workspace(t *testing.T) string {
 	for name, body := range map[string]string{
 		"bb/bin/busybox":  string(bin),
 		"flake.nix":       flakeNix,
-		"default.nix":     strings.ReplaceAll(defaultNix, "BUSYBOX", bb),
+		"default.nix":     strings.NewReplacer("BUSYBOX", bb, "BASH", fixture.Path(t, "bash")).Replace(defaultNix),
 		"src.txt":         "source\n",
 		"syntax.nix":      "{ x = ; }",
 		"hello.nix":       "(import ./default.nix {}).hello",
@@ -457,11 +475,42 @@ func TestDevEnv(t *testing.T) {
 							t.Errorf("env has %s, which nix develop leaves to the shell", e)
 						}
 					}
+					if de.From != "drv" {
+						t.Errorf("env from %q, want drv (busybox is the builder)", de.From)
+					}
 					if !strings.HasSuffix(de.Builder, "/bin/sh") || len(de.Args) != 2 {
 						t.Errorf("builder %s %v", de.Builder, de.Args)
 					}
 				})
 			}
+			t.Run("bash builder: print-dev-env", func(t *testing.T) {
+				de, err := c.r.DevEnv(context.Background(), Installables{File: "default.nix", Attrs: []string{"bashdev"}, Env: c.env})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if de.From != "print-dev-env" {
+					t.Errorf("env from %q, want print-dev-env", de.From)
+				}
+				var rs []string
+				for _, p := range de.Roots {
+					rs = append(rs, string(p))
+				}
+				if want := drvInputsByNix(t, string(de.Drv)); !slices.Equal(requisites(t, rs...), requisites(t, want...)) {
+					t.Errorf("roots %v, want the inputs %v", rs, want)
+				}
+				// stdenv's setup ran: PATH from buildInputs, its export.
+				for _, want := range []string{"PATH=" + fixture.Path(t, "busybox") + "/bin", "SETUP_RAN=yes", "FOO=bar baz", "IN_NIX_SHELL=impure", "NIX_STORE=/nix/store"} {
+					if !slices.Contains(de.Env, want) {
+						t.Errorf("env lacks %s: %v", want, de.Env)
+					}
+				}
+				for _, e := range de.Env {
+					name, _, _ := strings.Cut(e, "=")
+					if slices.Contains(devIgnored, name) {
+						t.Errorf("env has %s, which nix develop leaves to the shell", e)
+					}
+				}
+			})
 			t.Run("not a derivation", func(t *testing.T) {
 				_, err := c.r.DevEnv(context.Background(), Installables{Args: []string{fixture.Path(t, "busybox")}, Env: c.env})
 				if !errors.Is(err, ErrNotDerivation) {
