@@ -173,11 +173,17 @@ func (r *Resolver) DevEnv(ctx context.Context, ins Installables) (*DevEnv, error
 		if env, err = r.printDevEnv(ctx, ins, what, p); err != nil {
 			return nil, err
 		}
+		if r.RootDir != "" && len(drv.Missing) > 0 {
+			// Built now, without roots: root them (they are valid, so
+			// nothing builds again).
+			if _, err := r.realiseDrvs(ctx, ins, what, drv.Missing...); err != nil {
+				return nil, err
+			}
+		}
 	} else {
 		de.From = "drv"
 		if len(drv.Missing) > 0 {
-			args := append([]string{"--realise"}, drv.Missing...)
-			if _, err := r.nix(ctx, ins, what, "nix-store", args...); err != nil {
+			if _, err := r.realiseDrvs(ctx, ins, what, drv.Missing...); err != nil {
 				return nil, err
 			}
 		}

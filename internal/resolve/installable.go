@@ -117,7 +117,7 @@ func (r *Resolver) Realise(ctx context.Context, ins Installables) ([]storepath.P
 			Hint: "add -f FILE (nix-build semantics), or name a flake output as FLAKE#ATTR"}
 	case ins.File != "" || ins.Expr != "":
 		args, what := r.exprArgs(ins)
-		lines, err := r.nix(ctx, ins, what, "nix-build", append([]string{"--no-out-link"}, args...)...)
+		lines, err := r.nix(ctx, ins, what, "nix-build", append(r.rootArgs("nix-build"), args...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -140,7 +140,7 @@ func (r *Resolver) Realise(ctx context.Context, ins Installables) ([]storepath.P
 		}
 		// nix-store --realise takes DRV!OUT on every Nix version; the nix
 		// command learned DRV^OUT only in 2.9.
-		lines, err := r.nix(ctx, ins, a, "nix-store", "--realise", target)
+		lines, err := r.realiseDrvs(ctx, ins, a, target)
 		if err != nil {
 			return nil, err
 		}
@@ -154,6 +154,43 @@ func (r *Resolver) Realise(ctx context.Context, ins Installables) ([]storepath.P
 		out = append(out, paths...)
 	}
 	return parseOutputs(strings.Join(ins.Args, " "), out)
+}
+
+// rootArgs are the flags that make tool leave a GC root link in RootDir,
+// or none.
+func (r *Resolver) rootArgs(tool string) []string {
+	if r.RootDir == "" {
+		if tool == "nix-store" {
+			return nil
+		}
+		if tool == "nix" {
+			return []string{"--no-link"}
+		}
+		return []string{"--no-out-link"}
+	}
+	link := filepath.Join(r.RootDir, fmt.Sprintf("result-%d", r.seq.Add(1)))
+	if tool == "nix-store" {
+		return []string{"--add-root", link, "--indirect"}
+	}
+	return []string{"--out-link", link}
+}
+
+// realiseDrvs runs nix-store --realise on targets (DRV or DRV!OUT,...) and
+// returns the output paths. With --add-root nix-store prints the links it
+// made, not the outputs, so those are read.
+func (r *Resolver) realiseDrvs(ctx context.Context, ins Installables, what string, targets ...string) ([]string, error) {
+	lines, err := r.nix(ctx, ins, what, "nix-store", append(append([]string{"--realise"}, r.rootArgs("nix-store")...), targets...)...)
+	if err != nil {
+		return nil, err
+	}
+	for i, l := range lines {
+		if r.RootDir != "" && strings.HasPrefix(l, r.RootDir+"/") {
+			if lines[i], err = os.Readlink(l); err != nil {
+				return nil, &Error{Arg: what, Err: fmt.Errorf("reading the GC root nix-store made: %w", err)}
+			}
+		}
+	}
+	return lines, nil
 }
 
 // exprArgs is how nix-build and nix-instantiate are told about File or
@@ -174,7 +211,7 @@ func (r *Resolver) exprArgs(ins Installables) (args []string, what string) {
 // buildFlakes realises flake installables in one nix build (one
 // evaluator, one scheduler).
 func (r *Resolver) buildFlakes(ctx context.Context, ins Installables, flakes []string) ([]string, error) {
-	args := append(flakeFeatures(), "build", "--no-link", "--json")
+	args := append(append(flakeFeatures(), "build", "--json"), r.rootArgs("nix")...)
 	args = append(args, flakes...)
 	lines, err := r.nix(ctx, ins, strings.Join(flakes, " "), "nix", args...)
 	if err != nil {

@@ -567,3 +567,63 @@ func FuzzIsInstallable(f *testing.F) {
 		}
 	})
 }
+
+// TestRootDir: with RootDir set, everything Realise and DevEnv build is
+// held by a GC root in it until the caller removes it (Nix's own view:
+// nix-store -q --roots).
+func TestRootDir(t *testing.T) {
+	dir := workspace(t)
+	for _, c := range callers(t, dir) {
+		c.run(t, func(t *testing.T) {
+			salt := fmt.Sprint(time.Now().UnixNano()) // new derivations: nothing rooted yet
+			drv := instantiate(t, dir, "multi", salt)
+			rootDir := testutil.TempDir(t)
+			r := &Resolver{Path: c.r.Path, Dir: dir, Credential: c.r.Credential, RootDir: rootDir}
+			for _, tc := range []struct {
+				name string
+				ins  Installables
+			}{
+				{"-f -A", Installables{File: "default.nix", Attrs: []string{"hello"}}},
+				{"--expr", Installables{Expr: `(import ./default.nix { salt = "` + salt + `"; }).dev`}},
+				{"drv^*", Installables{Args: []string{drv + "^*"}}},
+				{"flake", Installables{Args: []string{".#dev"}}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					ins := tc.ins
+					ins.Env = c.env
+					got, err := r.Realise(context.Background(), ins)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, p := range got {
+						assertRootedIn(t, string(p), rootDir)
+					}
+				})
+			}
+			t.Run("DevEnv builds inputs", func(t *testing.T) {
+				fresh := instantiate(t, dir, "dev", salt+"-dev")
+				de, err := r.DevEnv(context.Background(), Installables{Args: []string{fresh}, Env: c.env})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range de.Roots {
+					if strings.HasSuffix(string(p), "-hello") {
+						assertRootedIn(t, string(p), rootDir)
+					}
+				}
+			})
+		})
+	}
+}
+
+// assertRootedIn checks that nix-store -q --roots of p names a link in dir.
+func assertRootedIn(t *testing.T, p, dir string) {
+	t.Helper()
+	out, err := exec.Command("nix-store", "-q", "--roots", p).Output()
+	if err != nil {
+		t.Fatalf("nix-store -q --roots %s: %v", p, err)
+	}
+	if !strings.Contains(string(out), dir+"/") {
+		t.Errorf("%s has no GC root in %s; its roots:\n%s", p, dir, out)
+	}
+}

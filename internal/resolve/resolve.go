@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/closet-sandbox/closet/internal/storepath"
@@ -71,6 +72,15 @@ type Resolver struct {
 	// Credential, when set, is who nix runs as (a service acting for a
 	// user; tests). Nil: as closet's caller.
 	Credential *syscall.Credential
+	// RootDir, when set, is a directory (writable by whoever runs nix)
+	// where Realise and DevEnv leave one indirect GC root link per
+	// realisation, so that nothing they return can be collected before
+	// the caller roots the job's closure; the caller removes the
+	// directory after that. Empty: no links (--no-out-link), and a garbage
+	// collection in that window could delete what was just built.
+	RootDir string
+
+	seq atomic.Uint64 // names links in RootDir
 }
 
 func (r *Resolver) sysProcAttr() *syscall.SysProcAttr {
