@@ -30,6 +30,8 @@ type runOpts struct {
 	verbose bool
 	limits  limitOpts
 	relay   *ptyRelay
+
+	drv, develop string // shell only
 }
 
 func (o *runOpts) addFlags(cmd *cobra.Command) {
@@ -48,6 +50,11 @@ func (o *runOpts) addFlags(cmd *cobra.Command) {
 	f.StringVar(&r.Landlock, "landlock", "best-effort", "Landlock filesystem fence: best-effort, or off")
 	f.BoolVar(&r.NoGCRoot, "no-gc-root", false, "do not register the roots as Nix GC roots while the job runs")
 	f.StringVar(&r.HostUID, "host-uid", "auto", "who the job is on the host: auto (a subordinate uid and gid of its own, no supplementary groups, when every bind is read-only and /etc/subuid allows it), caller, or subordinate (refuse otherwise); root's jobs never run as host uid 0")
+	ins := &r.Installables
+	f.StringVarP(&ins.File, "file", "f", "", "realise attributes of the Nix expression in `FILE` (with -A; nix-build's -f) and add them to the roots")
+	f.StringArrayVarP(&ins.Attrs, "attr", "A", nil, "the `ATTR` of -f FILE or --expr to realise (repeatable)")
+	f.StringVar(&ins.Expr, "expr", "", "realise the Nix expression `EXPR` (with -A to pick attributes) and add it to the roots")
+	f.StringVar(&ins.Nix, "nix-bin", "", "the nix `PATH` that realises installables (default: nix, nix-build, nix-store on your PATH)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the sandbox spec as JSON and run nothing")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "say on stderr what closet does and how long each phase takes")
 	o.limits.addFlags(cmd)
@@ -68,7 +75,10 @@ the ROOTs: nothing else of the store, no /nix/var, no nix-daemon socket.
                                         closure is the view
 
 ROOTs are what 'closet closure' takes: store paths, links into the store
-(./result, profiles), or command names.
+(./result, profiles), or command names; a .drv stands for its inputs. They may
+also be what Nix users name, realised with your own nix (so the daemon's rules
+for you apply) before the sandbox starts: flake installables (anything with a
+'#', such as .#app or path:/dir#pkg), DRV^OUT, -f FILE -A ATTR, --expr EXPR.
 
 Inside: a read-only tmpfs root; the closure at /nix/store, read-only; a fresh
 /proc; /dev with null, zero, full, random, urandom, tty, a new pts instance and
@@ -89,7 +99,9 @@ roots, an unreadable store, a sandbox that could not be set up: nothing ran),
 		Example: `  closet run ./result -- hello --greeting hi
   closet run -- python3 -c 'import os; print(os.listdir("/nix/store"))'
   closet run --cwd ro --expose ~/data=/data $(nix-build -A jq) -- jq . /data/x.json
-  closet run --dry-run ./result -- hello`,
+  closet run --dry-run ./result -- hello
+  closet run .#tests -- run-tests
+  closet run -f default.nix -A hello -- hello`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()

@@ -37,7 +37,9 @@ type Job struct {
 	warnings  []string
 
 	closureSize uint64
-	hostID      string // "UID:GID" of the job's own host ids, or "caller"
+	devEnv      []string // Request.Develop's environment
+	realiseDir  string   // nix's result links for realised installables
+	hostID      string   // "UID:GID" of the job's own host ids, or "caller"
 
 	mu      sync.Mutex // guards everything below, and serialises AddPaths
 	visible map[string]bool
@@ -409,6 +411,9 @@ func (j *Job) Close() error {
 	if st == running || st == starting {
 		j.Kill()
 		<-j.done
+	}
+	if j.realiseDir != "" {
+		os.RemoveAll(j.realiseDir)
 	}
 	return j.st.Close()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/closet-sandbox/closet/internal/idmap"
+	"github.com/closet-sandbox/closet/internal/resolve"
 )
 
 // Request is everything a run needs, the calling process's state included:
@@ -23,6 +24,14 @@ type Request struct {
 	// or bash or sh from the roots' bin directories.
 	Command []string
 	Shell   string
+	// Installables are realised with the caller's own nix (so the daemon's
+	// trust rules apply to the caller) and join the roots: -f FILE -A
+	// ATTR, --expr; flake references and drv^out among Roots are found by
+	// resolve.IsInstallable and realised the same way.
+	Installables resolve.Installables
+	// Develop gives the job a build environment, as nix develop would:
+	// the derivation's input closure and its environment variables.
+	Develop *resolve.Installables
 
 	// The caller.
 	Env      []string // its environment: PATH for command names, LANG, TERM, Preserve
