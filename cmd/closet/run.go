@@ -55,6 +55,7 @@ func (o *runOpts) addFlags(cmd *cobra.Command) {
 	f.StringArrayVarP(&ins.Attrs, "attr", "A", nil, "the `ATTR` of -f FILE or --expr to realise (repeatable)")
 	f.StringVar(&ins.Expr, "expr", "", "realise the Nix expression `EXPR` (with -A to pick attributes) and add it to the roots")
 	f.StringVar(&ins.Nix, "nix-bin", "", "the nix `PATH` that realises installables (default: nix, nix-build, nix-store on your PATH)")
+	f.BoolVar(&r.Nix, "nix", false, "give the job a nix-daemon socket: closet's filtering proxy, which answers only for paths in the job's view and adds what the job builds or adds to it (refused where the daemon's builds are not sandboxed; the nix client comes from the roots)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the sandbox spec as JSON and run nothing")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "say on stderr what closet does and how long each phase takes")
 	o.limits.addFlags(cmd)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -39,7 +40,9 @@ type Job struct {
 	closureSize uint64
 	devEnv      []string // Request.Develop's environment
 	realiseDir  string   // nix's result links for realised installables
-	hostID      string   // "UID:GID" of the job's own host ids, or "caller"
+	nix         *nixInside
+	nixListener net.Listener
+	hostID      string // "UID:GID" of the job's own host ids, or "caller"
 
 	mu      sync.Mutex // guards everything below, and serialises AddPaths
 	visible map[string]bool
@@ -102,6 +105,7 @@ func (j *Job) Start(ctx context.Context) error {
 		j.mu.Lock()
 		j.initPid, j.state = pid, running
 		j.mu.Unlock()
+		j.serveNix(ctx)
 		return nil
 	case err := <-failed:
 		return err
@@ -117,6 +121,7 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 	j.mu.Unlock()
 	defer cancel()
 	out, err := j.launch(ctx, started)
+	j.stopNix()
 	j.mu.Lock()
 	j.state = ended
 	relays := j.relays
@@ -178,6 +183,9 @@ func (j *Job) identity() (*sandbox.Identity, error) {
 	var b idmap.Binds
 	var ro []string
 	for _, m := range j.spec.Mounts {
+		if m.Why == "nix" {
+			continue // the proxy's socket: private to the caller, connected to only
+		}
 		if m.Writable {
 			b.Writable = true
 		} else {
@@ -411,6 +419,8 @@ func (j *Job) Close() error {
 	if st == running || st == starting {
 		j.Kill()
 		<-j.done
+	} else if st == prepared {
+		j.stopNix()
 	}
 	if j.realiseDir != "" {
 		os.RemoveAll(j.realiseDir)

@@ -48,6 +48,7 @@ func Prepare(ctx context.Context, req Request) (*Job, error) {
 	}
 	j := &Job{req: req, st: st, storeRoot: storeRoot, done: make(chan struct{})}
 	if err := j.prepare(ctx); err != nil {
+		j.stopNix()
 		if j.realiseDir != "" {
 			os.RemoveAll(j.realiseDir)
 		}
@@ -185,6 +186,11 @@ func (j *Job) prepare(ctx context.Context) error {
 	s.TTY = j.tty
 	if err := j.applyLimits(s); err != nil {
 		return err
+	}
+	if req.Nix {
+		if err := j.prepareNix(ctx, s); err != nil {
+			return err
+		}
 	}
 	j.spec = s
 	return nil

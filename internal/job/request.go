@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/closet-sandbox/closet/internal/idmap"
+	"github.com/closet-sandbox/closet/internal/nixproxy"
 	"github.com/closet-sandbox/closet/internal/resolve"
 )
 
@@ -59,8 +60,14 @@ type Request struct {
 	// uid of its own when every bind is read-only and the host allows it,
 	// else the caller), "caller", or "subordinate" (refuse otherwise).
 	// Root's jobs always get ids of their own, never host uid 0.
-	HostUID  string
-	DBReader string // "" (the direct reader, then SQLite) or "sqlite"
+	HostUID string
+	// Nix gives the job a nix-daemon socket (closet run --nix): closet's
+	// filtering proxy of NixDaemonSocket ("" = the standard path), which
+	// answers only for paths in the job's view and adds what the job
+	// builds to it. Refused where the daemon's builds are not sandboxed.
+	Nix             bool
+	NixDaemonSocket string
+	DBReader        string // "" (the direct reader, then SQLite) or "sqlite"
 
 	// TTY chooses the job's terminal: "auto" (a pty when Stdin is a
 	// terminal and nothing needs the output through pipes), "always" or
@@ -137,6 +144,9 @@ func (r Request) withDefaults() Request {
 	}
 	if r.HostUID == "" {
 		r.HostUID = idmap.Auto
+	}
+	if r.NixDaemonSocket == "" {
+		r.NixDaemonSocket = nixproxy.DaemonSocket
 	}
 	if r.Logf == nil {
 		r.Logf = func(string, ...any) {}
