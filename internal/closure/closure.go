@@ -3,10 +3,19 @@
 // the metadata a report or a sandbox needs (narSize, narHash, registration
 // time, references).
 //
-// The database is read directly (modernc's SQLite, read-only, WAL-aware); no
-// Nix process is needed. Where the database cannot be read (a multi-user
-// install that hides it), the package falls back to nix-store, and where
-// neither works it says why in one error that matches ErrStoreUnreadable.
+// Three readers answer, tried in order: the database file's b-trees read
+// directly (package sqlitefile: read-only, WAL-aware, no SQL engine; a
+// 3,000-path closure in milliseconds); SQLite (modernc, read-only), for
+// whatever the direct reader cannot answer with certainty; and nix-store,
+// for a host store whose database the caller cannot read (it asks the
+// daemon). No Nix process is needed for the first two. Where none works,
+// one error matching ErrStoreUnreadable says why.
+//
+// Nothing here reads the process environment: the caller chooses the reader
+// through Options. A Store is safe for concurrent use by many goroutines.
+// Reading never writes: a database that looks built to hang SQLite is
+// refused, every SQLite read has a deadline, and nix-store is never run on
+// a chroot store (it would create a database there).
 package closure
 
 import (
@@ -15,6 +24,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
@@ -71,8 +81,11 @@ type Options struct {
 	// PATH. "-" disables the fallback.
 	NixStore string
 	// SQLOnly skips the direct reader and asks SQLite (tests compare the
-	// two).
+	// two; the CLI sets it from CLOSET_DB_READER=sqlite).
 	SQLOnly bool
+	// Timeout bounds each SQLite read; zero means a minute. A database
+	// that takes longer is one closet refuses to wait for.
+	Timeout time.Duration
 }
 
 // backend answers questions about the store graph.
@@ -98,11 +111,11 @@ func Open(opts Options) (*Store, error) {
 		dbPath = filepath.Join(rootOr(opts.Root), "nix/var/nix/db/db.sqlite")
 	}
 	if !opts.SQLOnly {
-		if fb, err := openFast(dbPath); err == nil {
+		if fb, err := openFast(dbPath, opts.sql()); err == nil {
 			return &Store{opts: opts, b: fb}, nil
 		}
 	}
-	db, dbErr := openDB(dbPath)
+	db, dbErr := openDB(dbPath, opts.sql())
 	if dbErr == nil {
 		return &Store{opts: opts, b: db}, nil
 	}

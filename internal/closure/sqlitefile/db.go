@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -32,9 +33,12 @@ type Row struct {
 	References       []int64 // ids, ascending
 }
 
-// DB is a database file opened for reading. It is not safe for concurrent
-// use.
+// DB is a database file opened for reading. It is safe for concurrent use:
+// reads are serialised, because a read may replace the snapshot and fills
+// per-snapshot caches (the pages verify has checked). A read takes
+// milliseconds, so a lock costs less than one snapshot per goroutine would.
 type DB struct {
+	mu   sync.Mutex
 	path string
 	snap *snapshot // nil until loaded
 	st   stamp
@@ -47,14 +51,28 @@ type snapshot struct {
 	pageSize int
 	usable   int
 	nPages   uint32
-	wal      map[uint32][]byte
+	wal      *walPages // nil: no committed WAL content
 
 	validPaths, validPathsIndex, refsIndex uint32
 
 	verified []uint64 // pages whose order verify checked
 	scanned  []uint32 // pages one index scan visited
 
+	// overflowLeft bounds the overflow pages one read may follow: a
+	// hostile file can point many cells at one long chain.
+	overflowLeft int
+
 	touch func(n uint32, overflow bool) // tests: called with every page read
+}
+
+// walPages is the WAL's last committed state: where the newest committed
+// frame of each page lies in the WAL file, which is mapped, not read. A
+// build's WAL can hold hundreds of megabytes; the index is a few bytes per
+// page, and only the pages a read touches are ever loaded.
+type walPages struct {
+	mm     []byte           // the WAL file, mapped up to its last commit
+	at     map[uint32]int64 // page -> offset of its data in mm
+	nPages uint32           // the database's size after the last commit
 }
 
 // stamp identifies the state of the main file and the WAL.
@@ -69,6 +87,17 @@ type fileStamp struct {
 	ok                 bool
 	dev, ino           uint64
 	size, mtime, ctime int64
+}
+
+// sameData says whether the files still hold what a snapshot taken at a
+// holds. Frames appended to the WAL after a commit do not change the frames
+// before it, so the WAL's size and times may move; a WAL restarted or
+// replaced changes its header (new salts) or its inode. Any change to the
+// main file (a checkpoint) counts. Reusing a snapshot for a new read needs
+// a == b instead: appended commits are new paths.
+func (a stamp) sameData(b stamp) bool {
+	return a.db == b.db && a.walHdr == b.walHdr &&
+		a.wal.ok == b.wal.ok && a.wal.dev == b.wal.dev && a.wal.ino == b.wal.ino
 }
 
 func statFile(p string) (fileStamp, error) {
@@ -114,11 +143,28 @@ func Open(path string) (*DB, error) {
 
 // Close releases the mapping.
 func (d *DB) Close() error {
-	if d.snap != nil && d.snap.mm != nil {
-		syscall.Munmap(d.snap.mm)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.release()
+	return nil
+}
+
+func (d *DB) release() {
+	if d.snap != nil {
+		d.snap.unmap()
 	}
 	d.snap = nil
-	return nil
+}
+
+func (s *snapshot) unmap() {
+	if s.mm != nil {
+		syscall.Munmap(s.mm)
+		s.mm = nil
+	}
+	if s.wal != nil && s.wal.mm != nil {
+		syscall.Munmap(s.wal.mm)
+		s.wal.mm = nil
+	}
 }
 
 const tries = 5
@@ -128,28 +174,31 @@ const tries = 5
 // read (without the -shm lock nothing stops a checkpoint from rewriting the
 // main file meanwhile). A read error with unchanged files is returned.
 func (d *DB) consistent(read func(*snapshot) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for try := 0; try < tries; try++ {
 		before, err := d.stamp()
 		if err != nil {
 			return err
 		}
 		if d.snap == nil || before != d.st {
-			d.Close()
+			d.release()
 			s, err := load(d.path)
 			if err != nil {
-				if after, _ := d.stamp(); after != before {
+				if after, _ := d.stamp(); !after.sameData(before) {
 					continue
 				}
 				return err
 			}
 			d.snap, d.st = s, before
 		}
+		d.snap.resetBudget()
 		err = guard(func() error { return read(d.snap) })
 		after, serr := d.stamp()
 		if serr != nil {
 			return serr
 		}
-		if after == before {
+		if after.sameData(before) {
 			return err
 		}
 		d.st = stamp{} // force a reload
@@ -200,7 +249,7 @@ func load(path string) (*snapshot, error) {
 	}
 	s := &snapshot{mm: mm}
 	if err := guard(func() error { return s.init(path) }); err != nil {
-		syscall.Munmap(mm)
+		s.unmap()
 		return nil, err
 	}
 	return s, nil
@@ -210,7 +259,7 @@ func (s *snapshot) init(path string) error {
 	if err := s.initHeader(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	wal, err := readWAL(path + "-wal")
+	wal, err := openWAL(path+"-wal", s.pageSize)
 	if err != nil {
 		return err
 	}
@@ -259,22 +308,21 @@ func (s *snapshot) initHeader() error {
 	return nil
 }
 
-// initWAL applies the WAL file's contents (nil: none) and reads the schema.
-func (s *snapshot) initWAL(walFile []byte) error {
-	wal, nPages, err := parseWAL(walFile, s.pageSize)
-	if err != nil {
-		return err
-	}
+// initWAL applies the WAL's committed pages (nil: none) and reads the
+// schema.
+func (s *snapshot) initWAL(wal *walPages) error {
 	if wal != nil {
-		s.wal, s.nPages = wal, nPages
+		s.wal, s.nPages = wal, wal.nPages
 	} else if int64(s.nPages)*int64(s.pageSize) > int64(len(s.mm)) {
 		return corrupt("header says %d pages, the file holds %d", s.nPages, len(s.mm)/s.pageSize)
 	}
+	s.resetBudget()
 	return s.readSchema()
 }
 
-// readWAL returns a private copy of the WAL file; nil when there is none.
-func readWAL(path string) ([]byte, error) {
+// openWAL indexes the WAL file's committed frames and maps the file; nil
+// when there is no WAL or it holds no valid commit.
+func openWAL(path string, pageSize int) (*walPages, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -283,73 +331,108 @@ func readWAL(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	at, nPages, end, err := parseWAL(f, fi.Size(), pageSize)
+	if err != nil || at == nil {
+		return nil, err
+	}
+	if end > 1<<40 {
+		return nil, corrupt("%s: %d bytes", path, end)
+	}
+	mm, err := syscall.Mmap(int(f.Fd()), 0, int(end), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mmap %s: %w", path, err)
+	}
+	return &walPages{mm: mm, at: at, nPages: nPages}, nil
 }
 
-// parseWAL returns the pages of the WAL's last committed transaction and
-// the database size after it; nil when the WAL holds no valid commit. b is
-// the WAL file's contents, a private copy: the pages returned alias it.
-func parseWAL(b []byte, pageSize int) (map[uint32][]byte, uint32, error) {
-	if len(b) < 32 {
-		return nil, 0, nil
+// walChunk is how much of the WAL parseWAL reads at a time: the scan's
+// memory, whatever the WAL's size.
+const walChunk = 1 << 20
+
+// parseWAL scans the WAL as SQLite's recovery does: frame by frame, each
+// frame's salts and cumulative checksum checked, up to the first frame that
+// fails; the frames up to the last commit among them are the database. It
+// returns, for each page, the offset of its newest committed frame's data,
+// the database size after that commit, and where the commit's frame ends;
+// at is nil when the WAL holds no valid commit. Only walChunk bytes are held
+// at a time.
+func parseWAL(r io.ReaderAt, size int64, pageSize int) (at map[uint32]int64, dbSize uint32, end int64, err error) {
+	if size < 32 {
+		return nil, 0, 0, nil
+	}
+	var h [32]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil {
+		return nil, 0, 0, fmt.Errorf("read the WAL header: %w", err)
 	}
 	var order binary.ByteOrder
-	switch binary.BigEndian.Uint32(b) {
+	switch binary.BigEndian.Uint32(h[:]) {
 	case 0x377f0682:
 		order = binary.LittleEndian
 	case 0x377f0683:
 		order = binary.BigEndian
 	default:
-		return nil, 0, nil // not a valid WAL: SQLite ignores it
+		return nil, 0, 0, nil // not a valid WAL: SQLite ignores it
 	}
-	if binary.BigEndian.Uint32(b[4:]) != 3007000 {
-		return nil, 0, nil
+	if binary.BigEndian.Uint32(h[4:]) != 3007000 {
+		return nil, 0, 0, nil
 	}
-	s0, s1 := walChecksum(order, b[:24], 0, 0)
-	if s0 != binary.BigEndian.Uint32(b[24:]) || s1 != binary.BigEndian.Uint32(b[28:]) {
-		return nil, 0, nil
+	s0, s1 := walChecksum(order, h[:24], 0, 0)
+	if s0 != binary.BigEndian.Uint32(h[24:]) || s1 != binary.BigEndian.Uint32(h[28:]) {
+		return nil, 0, 0, nil
 	}
-	if int(binary.BigEndian.Uint32(b[8:])) != pageSize {
+	if int(binary.BigEndian.Uint32(h[8:])) != pageSize {
 		// A valid WAL header with another page size: the database
 		// is mid-conversion; do not guess.
-		return nil, 0, corrupt("WAL page size %d, database %d", binary.BigEndian.Uint32(b[8:]), pageSize)
+		return nil, 0, 0, corrupt("WAL page size %d, database %d", binary.BigEndian.Uint32(h[8:]), pageSize)
 	}
-	salt1, salt2 := binary.BigEndian.Uint32(b[16:]), binary.BigEndian.Uint32(b[20:])
-	frame := 24 + pageSize
-	pending := map[uint32][]byte{}
-	var committed map[uint32][]byte
-	var dbSize uint32
-	for off := 32; off+frame <= len(b); off += frame {
-		fh := b[off : off+24]
-		if binary.BigEndian.Uint32(fh[8:]) != salt1 || binary.BigEndian.Uint32(fh[12:]) != salt2 {
-			break
+	salt1, salt2 := binary.BigEndian.Uint32(h[16:]), binary.BigEndian.Uint32(h[20:])
+	frame := int64(24 + pageSize)
+	perChunk := max(1, walChunk/frame)
+	buf := make([]byte, perChunk*frame)
+	pending := map[uint32]int64{}
+scan:
+	for off := int64(32); off+frame <= size; {
+		n := min(perChunk, (size-off)/frame)
+		b := buf[:n*frame]
+		if _, err := r.ReadAt(b, off); err != nil {
+			// The WAL shrank under the scan: a checkpoint restarted
+			// it. The caller's stamps see it and read again.
+			return nil, 0, 0, fmt.Errorf("read the WAL at %d: %w", off, err)
 		}
-		s0, s1 = walChecksum(order, fh[:8], s0, s1)
-		s0, s1 = walChecksum(order, b[off+24:off+frame], s0, s1)
-		if s0 != binary.BigEndian.Uint32(fh[16:]) || s1 != binary.BigEndian.Uint32(fh[20:]) {
-			break
-		}
-		pg := binary.BigEndian.Uint32(fh)
-		if pg == 0 {
-			break
-		}
-		pending[pg] = b[off+24 : off+frame]
-		if n := binary.BigEndian.Uint32(fh[4:]); n != 0 {
-			// A commit: everything so far is the database.
-			if committed == nil {
-				committed = map[uint32][]byte{}
+		for i := int64(0); i < n; i++ {
+			fr := b[i*frame : (i+1)*frame]
+			if binary.BigEndian.Uint32(fr[8:]) != salt1 || binary.BigEndian.Uint32(fr[12:]) != salt2 {
+				break scan
 			}
-			for k, v := range pending {
-				committed[k] = v
+			s0, s1 = walChecksum(order, fr[:8], s0, s1)
+			s0, s1 = walChecksum(order, fr[24:], s0, s1)
+			if s0 != binary.BigEndian.Uint32(fr[16:]) || s1 != binary.BigEndian.Uint32(fr[20:]) {
+				break scan
 			}
-			clear(pending)
-			dbSize = n
+			pg := binary.BigEndian.Uint32(fr)
+			if pg == 0 {
+				break scan
+			}
+			pending[pg] = off + i*frame + 24
+			if c := binary.BigEndian.Uint32(fr[4:]); c != 0 {
+				// A commit: everything so far is the database.
+				if at == nil {
+					at = make(map[uint32]int64, len(pending))
+				}
+				for k, v := range pending {
+					at[k] = v
+				}
+				clear(pending)
+				dbSize, end = c, off+(i+1)*frame
+			}
 		}
+		off += n * frame
 	}
-	if committed == nil {
-		return nil, 0, nil
-	}
-	return committed, dbSize, nil
+	return at, dbSize, end, nil
 }
 
 func walChecksum(order binary.ByteOrder, b []byte, s0, s1 uint32) (uint32, uint32) {
@@ -368,19 +451,37 @@ func (s *snapshot) page(n uint32) (page, error) {
 	if s.touch != nil {
 		s.touch(n, false)
 	}
-	data, ok := s.wal[n]
-	if !ok {
-		off := int64(n-1) * int64(s.pageSize)
-		if off+int64(s.pageSize) > int64(len(s.mm)) {
-			return page{}, corrupt("page %d beyond the file", n)
-		}
-		data = s.mm[off : off+int64(s.pageSize)]
+	data, err := s.pageData(n)
+	if err != nil {
+		return page{}, err
 	}
 	hdr := 0
 	if n == 1 {
 		hdr = 100
 	}
 	return parsePage(data, s.usable, hdr)
+}
+
+// resetBudget allows one read to follow every overflow page of the file
+// four times over (a legitimate read follows each chain about once).
+func (s *snapshot) resetBudget() { s.overflowLeft = 4*int(s.nPages) + 4096 }
+
+// pageData returns page n's bytes: the newest committed WAL frame's, or the
+// main file's.
+func (s *snapshot) pageData(n uint32) ([]byte, error) {
+	if s.wal != nil {
+		if off, ok := s.wal.at[n]; ok {
+			if off+int64(s.pageSize) > int64(len(s.wal.mm)) {
+				return nil, corrupt("WAL frame of page %d beyond the WAL", n)
+			}
+			return s.wal.mm[off : off+int64(s.pageSize)], nil
+		}
+	}
+	off := int64(n-1) * int64(s.pageSize)
+	if off+int64(s.pageSize) > int64(len(s.mm)) {
+		return nil, corrupt("page %d beyond the file", n)
+	}
+	return s.mm[off : off+int64(s.pageSize)], nil
 }
 
 // payload returns a cell's complete payload, following its overflow chain.
@@ -394,7 +495,8 @@ func (s *snapshot) payload(l local) ([]byte, error) {
 	out := make([]byte, 0, l.size)
 	out = append(out, l.head...)
 	next := l.overflow
-	var chain []uint32
+	// A set, not a list: chains run to hundreds of thousands of pages.
+	chain := make(map[uint32]struct{}, min((l.size-len(l.head))/(s.usable-4)+1, 1<<16))
 	for len(out) < l.size {
 		if next == 0 || next > s.nPages {
 			return nil, corrupt("overflow page %d", next)
@@ -402,19 +504,16 @@ func (s *snapshot) payload(l local) ([]byte, error) {
 		if s.touch != nil {
 			s.touch(next, true)
 		}
-		if slices.Contains(chain, next) {
+		if _, ok := chain[next]; ok {
 			return nil, corrupt("overflow chain loops at page %d", next)
 		}
-		chain = append(chain, next)
-		var data []byte
-		if d, ok := s.wal[next]; ok {
-			data = d
-		} else {
-			off := int64(next-1) * int64(s.pageSize)
-			if off+int64(s.pageSize) > int64(len(s.mm)) {
-				return nil, corrupt("overflow page %d beyond the file", next)
-			}
-			data = s.mm[off : off+int64(s.pageSize)]
+		chain[next] = struct{}{}
+		if s.overflowLeft--; s.overflowLeft < 0 {
+			return nil, corrupt("one read followed more overflow pages than the database holds several times over")
+		}
+		data, err := s.pageData(next)
+		if err != nil {
+			return nil, err
 		}
 		n := min(s.usable-4, l.size-len(out))
 		out = append(out, data[4:4+n]...)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,14 +18,23 @@ import (
 // cliBackend asks nix-store, which goes through the daemon on multi-user
 // installs and so works where the database is hidden. It is the fallback:
 // one process per question, and an order of magnitude slower.
+//
+// It serves the host's store only. On a chroot store nix-store opens the
+// store in-process with the caller's rights, so it cannot read what SQLite
+// could not; what it can do is create a database, big-lock, an 8 MiB
+// reserved file and directories under ROOT. Reading must never write, so
+// a chroot store is refused here (Nix 2.8 has no read-only local store).
 type cliBackend struct {
-	bin  string
-	root string
+	bin string
 }
 
 func newCLI(opts Options) (*cliBackend, error) {
 	if opts.NixStore == "-" {
 		return nil, errors.New("nix-store fallback disabled")
+	}
+	if opts.Root != "" {
+		return nil, fmt.Errorf("nix-store fallback refused for the chroot store %s: it would create files there (make %s readable to read the store)",
+			opts.Root, filepath.Join(opts.Root, "nix/var/nix/db/db.sqlite"))
 	}
 	bin := opts.NixStore
 	if bin == "" {
@@ -33,7 +43,7 @@ func newCLI(opts Options) (*cliBackend, error) {
 			return nil, errors.New("nix-store is not on PATH")
 		}
 	}
-	c := &cliBackend{bin: bin, root: opts.Root}
+	c := &cliBackend{bin: bin}
 	// Probe: a store nix-store cannot open fails here, not on first use.
 	// Checking a made-up path reads the database (or asks the daemon) and
 	// touches nothing on disk.
@@ -47,9 +57,6 @@ func (c *cliBackend) name() string { return "nix-store" }
 func (c *cliBackend) close() error { return nil }
 
 func (c *cliBackend) run(ctx context.Context, args ...string) ([]byte, error) {
-	if c.root != "" {
-		args = append([]string{"--store", c.root}, args...)
-	}
 	cmd := exec.CommandContext(ctx, c.bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
