@@ -147,7 +147,11 @@ func (o *runOpts) launch(ctx context.Context, s *spec.Spec, roots []storepath.Pa
 		return nil, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, which the sandbox does not have; rebuild it with CGO_ENABLED=0 go build ./cmd/closet")
 	}
 	if !o.noGCRoot {
-		h, err := gcroot.Acquire(o.store, roots)
+		var name string
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+		h, err := gcroot.Acquire(gcroot.Options{StoreRoot: o.store, User: name}, roots)
 		if err != nil {
 			return nil, err
 		}
