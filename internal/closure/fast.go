@@ -98,9 +98,12 @@ func (b *fastBackend) closure(ctx context.Context, roots []storepath.Path, refs 
 		}
 		return s.closure(ctx, roots, refs)
 	}
-	byID := make(map[int64]storepath.Path, len(rows))
-	for _, r := range rows {
-		byID[r.ID] = storepath.Path(r.Path)
+	var byID map[int64]storepath.Path
+	if refs {
+		byID = make(map[int64]storepath.Path, len(rows))
+		for _, r := range rows {
+			byID[r.ID] = storepath.Path(r.Path)
+		}
 	}
 	infos := make([]Info, len(rows))
 	for i, r := range rows {
