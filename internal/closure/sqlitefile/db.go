@@ -68,11 +68,12 @@ type snapshot struct {
 // walPages is the WAL's last committed state: where the newest committed
 // frame of each page lies in the WAL file, which is mapped, not read. A
 // build's WAL can hold hundreds of megabytes; the index is a few bytes per
-// page, and only the pages a read touches are ever loaded.
+// page, and only the pages a read touches are ever loaded. While a build
+// appends commits, the next read scans only the frames added since.
 type walPages struct {
-	mm     []byte           // the WAL file, mapped up to its last commit
-	at     map[uint32]int64 // page -> offset of its data in mm
-	nPages uint32           // the database's size after the last commit
+	mm     []byte // the WAL file, mapped up to its last commit
+	nPages uint32 // the database's size after the last commit
+	scan   walScan
 }
 
 // stamp identifies the state of the main file and the WAL.
@@ -180,6 +181,12 @@ func (d *DB) consistent(read func(*snapshot) error) error {
 		before, err := d.stamp()
 		if err != nil {
 			return err
+		}
+		if d.snap != nil && before != d.st && d.snap.wal != nil && before.sameData(d.st) && before.wal.size > d.st.wal.size {
+			// Commits appended to the WAL: index only those.
+			if err := guard(func() error { return d.snap.extendWAL(d.path + "-wal") }); err == nil {
+				d.st = before
+			}
 		}
 		if d.snap == nil || before != d.st {
 			d.release()
@@ -335,104 +342,178 @@ func openWAL(path string, pageSize int) (*walPages, error) {
 	if err != nil {
 		return nil, err
 	}
-	at, nPages, end, err := parseWAL(f, fi.Size(), pageSize)
-	if err != nil || at == nil {
+	sc, ok, err := newWALScan(f, fi.Size(), pageSize)
+	if err != nil || !ok {
 		return nil, err
 	}
-	if end > 1<<40 {
-		return nil, corrupt("%s: %d bytes", path, end)
+	if err := sc.scan(f, 32, fi.Size()); err != nil || sc.at == nil {
+		return nil, err
 	}
-	mm, err := syscall.Mmap(int(f.Fd()), 0, int(end), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mmap %s: %w", path, err)
-	}
-	return &walPages{mm: mm, at: at, nPages: nPages}, nil
+	w := &walPages{scan: sc}
+	return w, w.remap(f)
 }
 
-// walChunk is how much of the WAL parseWAL reads at a time: the scan's
+// remap maps the WAL file up to the last commit the scan found.
+func (w *walPages) remap(f *os.File) error {
+	if w.scan.end > 1<<40 {
+		return corrupt("WAL of %d bytes", w.scan.end)
+	}
+	mm, err := syscall.Mmap(int(f.Fd()), 0, int(w.scan.end), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap %s: %w", f.Name(), err)
+	}
+	if w.mm != nil {
+		syscall.Munmap(w.mm)
+	}
+	w.mm, w.nPages = mm, w.scan.dbSize
+	return nil
+}
+
+// extendWAL indexes the commits appended to the WAL since the snapshot was
+// taken (its header, and so its earlier frames, unchanged): a build commits
+// every few milliseconds, and a rescan of the whole WAL per read would cost
+// time in proportion to its size.
+func (s *snapshot) extendWAL(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	w := s.wal
+	end := w.scan.end
+	if err := w.scan.scan(f, end, fi.Size()); err != nil {
+		return err
+	}
+	if w.scan.end == end {
+		return nil
+	}
+	if err := w.remap(f); err != nil {
+		return err
+	}
+	// Pages with newer frames read differently now: verify again.
+	s.nPages, s.verified = w.nPages, s.verified[:0]
+	s.resetBudget()
+	return s.readSchema()
+}
+
+// walChunk is how much of the WAL a scan reads at a time: the scan's
 // memory, whatever the WAL's size.
 const walChunk = 1 << 20
 
-// parseWAL scans the WAL as SQLite's recovery does: frame by frame, each
-// frame's salts and cumulative checksum checked, up to the first frame that
-// fails; the frames up to the last commit among them are the database. It
-// returns, for each page, the offset of its newest committed frame's data,
-// the database size after that commit, and where the commit's frame ends;
-// at is nil when the WAL holds no valid commit. Only walChunk bytes are held
-// at a time.
-func parseWAL(r io.ReaderAt, size int64, pageSize int) (at map[uint32]int64, dbSize uint32, end int64, err error) {
+// walScan is the state of a scan of the WAL as SQLite's recovery does it:
+// frame by frame, each frame's salts and cumulative checksum checked, up to
+// the first frame that fails; the frames up to the last commit among them
+// are the database.
+type walScan struct {
+	order        binary.ByteOrder
+	salt1, salt2 uint32
+	pageSize     int
+	s0, s1       uint32           // the checksum after the last commit
+	end          int64            // where the last commit's frame ends
+	dbSize       uint32           // the database size after it
+	at           map[uint32]int64 // page -> offset of its newest committed frame's data; nil: no commit
+}
+
+// newWALScan reads the WAL header; ok is false when it is not a valid WAL
+// (SQLite then ignores the file).
+func newWALScan(r io.ReaderAt, size int64, pageSize int) (sc walScan, ok bool, err error) {
 	if size < 32 {
-		return nil, 0, 0, nil
+		return sc, false, nil
 	}
 	var h [32]byte
 	if _, err := r.ReadAt(h[:], 0); err != nil {
-		return nil, 0, 0, fmt.Errorf("read the WAL header: %w", err)
+		return sc, false, fmt.Errorf("read the WAL header: %w", err)
 	}
-	var order binary.ByteOrder
 	switch binary.BigEndian.Uint32(h[:]) {
 	case 0x377f0682:
-		order = binary.LittleEndian
+		sc.order = binary.LittleEndian
 	case 0x377f0683:
-		order = binary.BigEndian
+		sc.order = binary.BigEndian
 	default:
-		return nil, 0, 0, nil // not a valid WAL: SQLite ignores it
+		return sc, false, nil
 	}
 	if binary.BigEndian.Uint32(h[4:]) != 3007000 {
-		return nil, 0, 0, nil
+		return sc, false, nil
 	}
-	s0, s1 := walChecksum(order, h[:24], 0, 0)
-	if s0 != binary.BigEndian.Uint32(h[24:]) || s1 != binary.BigEndian.Uint32(h[28:]) {
-		return nil, 0, 0, nil
+	sc.s0, sc.s1 = walChecksum(sc.order, h[:24], 0, 0)
+	if sc.s0 != binary.BigEndian.Uint32(h[24:]) || sc.s1 != binary.BigEndian.Uint32(h[28:]) {
+		return sc, false, nil
 	}
 	if int(binary.BigEndian.Uint32(h[8:])) != pageSize {
 		// A valid WAL header with another page size: the database
 		// is mid-conversion; do not guess.
-		return nil, 0, 0, corrupt("WAL page size %d, database %d", binary.BigEndian.Uint32(h[8:]), pageSize)
+		return sc, false, corrupt("WAL page size %d, database %d", binary.BigEndian.Uint32(h[8:]), pageSize)
 	}
-	salt1, salt2 := binary.BigEndian.Uint32(h[16:]), binary.BigEndian.Uint32(h[20:])
-	frame := int64(24 + pageSize)
+	sc.salt1, sc.salt2 = binary.BigEndian.Uint32(h[16:]), binary.BigEndian.Uint32(h[20:])
+	sc.pageSize, sc.end = pageSize, 32
+	return sc, true, nil
+}
+
+// scan continues from offset from (the end of the last commit, where the
+// checksum state is sc.s0, sc.s1) to size. Only walChunk bytes are held at
+// a time.
+func (sc *walScan) scan(r io.ReaderAt, from, size int64) error {
+	frame := int64(24 + sc.pageSize)
 	perChunk := max(1, walChunk/frame)
-	buf := make([]byte, perChunk*frame)
+	buf := make([]byte, min(perChunk, max(0, (size-from)/frame))*frame)
 	pending := map[uint32]int64{}
-scan:
-	for off := int64(32); off+frame <= size; {
+	s0, s1 := sc.s0, sc.s1
+	for off := from; off+frame <= size; {
 		n := min(perChunk, (size-off)/frame)
 		b := buf[:n*frame]
 		if _, err := r.ReadAt(b, off); err != nil {
 			// The WAL shrank under the scan: a checkpoint restarted
 			// it. The caller's stamps see it and read again.
-			return nil, 0, 0, fmt.Errorf("read the WAL at %d: %w", off, err)
+			return fmt.Errorf("read the WAL at %d: %w", off, err)
 		}
 		for i := int64(0); i < n; i++ {
 			fr := b[i*frame : (i+1)*frame]
-			if binary.BigEndian.Uint32(fr[8:]) != salt1 || binary.BigEndian.Uint32(fr[12:]) != salt2 {
-				break scan
+			if binary.BigEndian.Uint32(fr[8:]) != sc.salt1 || binary.BigEndian.Uint32(fr[12:]) != sc.salt2 {
+				return nil
 			}
-			s0, s1 = walChecksum(order, fr[:8], s0, s1)
-			s0, s1 = walChecksum(order, fr[24:], s0, s1)
+			s0, s1 = walChecksum(sc.order, fr[:8], s0, s1)
+			s0, s1 = walChecksum(sc.order, fr[24:], s0, s1)
 			if s0 != binary.BigEndian.Uint32(fr[16:]) || s1 != binary.BigEndian.Uint32(fr[20:]) {
-				break scan
+				return nil
 			}
 			pg := binary.BigEndian.Uint32(fr)
 			if pg == 0 {
-				break scan
+				return nil
 			}
 			pending[pg] = off + i*frame + 24
 			if c := binary.BigEndian.Uint32(fr[4:]); c != 0 {
 				// A commit: everything so far is the database.
-				if at == nil {
-					at = make(map[uint32]int64, len(pending))
+				if sc.at == nil {
+					sc.at = make(map[uint32]int64, len(pending))
 				}
 				for k, v := range pending {
-					at[k] = v
+					sc.at[k] = v
 				}
 				clear(pending)
-				dbSize, end = c, off+(i+1)*frame
+				sc.dbSize, sc.end, sc.s0, sc.s1 = c, off+(i+1)*frame, s0, s1
 			}
 		}
 		off += n * frame
 	}
-	return at, dbSize, end, nil
+	return nil
+}
+
+// parseWAL scans a whole WAL: the index of its committed pages (nil when
+// it holds no valid commit), the database size after the last commit, and
+// where that commit's frame ends.
+func parseWAL(r io.ReaderAt, size int64, pageSize int) (at map[uint32]int64, dbSize uint32, end int64, err error) {
+	sc, ok, err := newWALScan(r, size, pageSize)
+	if err != nil || !ok {
+		return nil, 0, 0, err
+	}
+	if err := sc.scan(r, 32, size); err != nil {
+		return nil, 0, 0, err
+	}
+	return sc.at, sc.dbSize, sc.end, nil
 }
 
 func walChecksum(order binary.ByteOrder, b []byte, s0, s1 uint32) (uint32, uint32) {
@@ -480,7 +561,7 @@ func (s *snapshot) resetBudget() { s.overflowLeft = 4*int(s.nPages) + 4096 }
 // main file's.
 func (s *snapshot) pageData(n uint32) ([]byte, error) {
 	if s.wal != nil {
-		if off, ok := s.wal.at[n]; ok {
+		if off, ok := s.wal.scan.at[n]; ok {
 			if off+int64(s.pageSize) > int64(len(s.wal.mm)) {
 				return nil, corrupt("WAL frame of page %d beyond the WAL", n)
 			}
