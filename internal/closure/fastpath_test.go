@@ -128,7 +128,8 @@ func TestFastClosureEqualsSQL(t *testing.T) {
 func copyDB(t testing.TB) (string, *sql.DB) {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "db.sqlite")
-	ro, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Path: hostDB, RawQuery: "mode=ro"}).String())
+	// Other Nix processes may be writing the host database: wait for them.
+	ro, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Path: hostDB, RawQuery: "mode=ro&_pragma=busy_timeout(30000)"}).String())
 	if err != nil {
 		t.Fatal(err)
 	}

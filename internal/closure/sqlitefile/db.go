@@ -346,7 +346,10 @@ func openWAL(path string, pageSize int) (*walPages, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
-	if err := sc.scan(f, 32, fi.Size()); err != nil || sc.at == nil {
+	// Start from the index SQLite keeps in the -shm file when it is
+	// valid for this WAL; scan (and check) only the frames after it.
+	sc.fromShm(strings.TrimSuffix(path, "-wal")+"-shm", f, fi.Size())
+	if err := sc.scan(f, sc.end, fi.Size()); err != nil || sc.at == nil {
 		return nil, err
 	}
 	w := &walPages{scan: sc}
@@ -398,6 +401,101 @@ func (s *snapshot) extendWAL(path string) error {
 	s.nPages, s.verified = w.nPages, s.verified[:0]
 	s.resetBudget()
 	return s.readSchema()
+}
+
+// The wal-index (-shm) layout, https://www.sqlite.org/walformat.html: two
+// copies of a 48-byte header, a checkpoint record, then for each frame the
+// page it holds, in 32 KiB blocks of 4,096 frames (the first block 4,062,
+// after the headers), each followed by a hash table this reader does not
+// need.
+const (
+	shmHdrSize    = 48
+	shmIndexStart = 136
+	shmBlock      = 32768
+	shmFirstN     = 4062
+	shmN          = 4096
+)
+
+// fromShm takes the WAL's committed state from SQLite's wal-index: which
+// page each frame up to the last commit (mxFrame) holds, and the checksum
+// after it. SQLite writes the index as it commits and every reader trusts
+// it; this reader checks it against the WAL before use (the two header
+// copies equal, the header's checksum, the salts, the page size, the last
+// frame a commit whose checksum is the header's), and uses nothing from it
+// otherwise: the caller then scans the whole WAL. Each page read from the
+// WAL checks its frame header again. It leaves sc unchanged on failure.
+func (sc *walScan) fromShm(path string, wal io.ReaderAt, walSize int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var h [shmIndexStart]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		return
+	}
+	h1, h2 := h[:shmHdrSize], h[shmHdrSize:2*shmHdrSize]
+	ne := binary.NativeEndian
+	if !bytes.Equal(h1, h2) || ne.Uint32(h1) != 3007000 || h1[12] != 1 {
+		return
+	}
+	order := binary.ByteOrder(binary.LittleEndian)
+	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
+		order = binary.BigEndian
+	}
+	if c0, c1 := walChecksum(order, h1[:40], 0, 0); c0 != ne.Uint32(h1[40:]) || c1 != ne.Uint32(h1[44:]) {
+		return
+	}
+	sz := ne.Uint16(h1[14:])
+	if int(sz&0xfe00)|int(sz&1)<<16 != sc.pageSize {
+		return
+	}
+	var salts [8]byte
+	binary.BigEndian.PutUint32(salts[:], sc.salt1)
+	binary.BigEndian.PutUint32(salts[4:], sc.salt2)
+	if !bytes.Equal(h1[32:40], salts[:]) {
+		return
+	}
+	mx, nPage := int64(ne.Uint32(h1[16:])), ne.Uint32(h1[20:])
+	frame := int64(24 + sc.pageSize)
+	end := 32 + mx*frame
+	if mx == 0 || end > walSize || nPage == 0 {
+		return
+	}
+	// The last frame: a commit of nPage pages, whose checksum is the
+	// header's.
+	var fh [24]byte
+	if _, err := wal.ReadAt(fh[:], end-frame); err != nil {
+		return
+	}
+	s0, s1 := ne.Uint32(h1[24:]), ne.Uint32(h1[28:])
+	if binary.BigEndian.Uint32(fh[4:]) != nPage || binary.BigEndian.Uint32(fh[8:]) != sc.salt1 ||
+		binary.BigEndian.Uint32(fh[12:]) != sc.salt2 || binary.BigEndian.Uint32(fh[16:]) != s0 || binary.BigEndian.Uint32(fh[20:]) != s1 {
+		return
+	}
+	// The page numbers of frames 1..mx.
+	idx := make([]byte, shmOff(mx)+4)
+	if _, err := f.ReadAt(idx, 0); err != nil {
+		return
+	}
+	at := make(map[uint32]int64, min(mx, 1<<16))
+	for k := int64(1); k <= mx; k++ {
+		pg := ne.Uint32(idx[shmOff(k):])
+		if pg == 0 {
+			return
+		}
+		at[pg] = 32 + (k-1)*frame + 24
+	}
+	sc.at, sc.dbSize, sc.end, sc.s0, sc.s1 = at, nPage, end, s0, s1
+}
+
+// shmOff is where the wal-index holds frame k's page number.
+func shmOff(k int64) int64 {
+	if k <= shmFirstN {
+		return shmIndexStart + 4*(k-1)
+	}
+	j := k - shmFirstN - 1
+	return (1+j/shmN)*shmBlock + 4*(j%shmN)
 }
 
 // walChunk is how much of the WAL a scan reads at a time: the scan's
@@ -562,8 +660,14 @@ func (s *snapshot) resetBudget() { s.overflowLeft = 4*int(s.nPages) + 4096 }
 func (s *snapshot) pageData(n uint32) ([]byte, error) {
 	if s.wal != nil {
 		if off, ok := s.wal.scan.at[n]; ok {
-			if off+int64(s.pageSize) > int64(len(s.wal.mm)) {
+			if off < 56 || off+int64(s.pageSize) > int64(len(s.wal.mm)) {
 				return nil, corrupt("WAL frame of page %d beyond the WAL", n)
+			}
+			// The frame must still be the one indexed: its page and
+			// this WAL generation's salts.
+			fh := s.wal.mm[off-24 : off]
+			if binary.BigEndian.Uint32(fh) != n || binary.BigEndian.Uint32(fh[8:]) != s.wal.scan.salt1 || binary.BigEndian.Uint32(fh[12:]) != s.wal.scan.salt2 {
+				return nil, corrupt("WAL frame of page %d no longer holds it", n)
 			}
 			return s.wal.mm[off : off+int64(s.pageSize)], nil
 		}
