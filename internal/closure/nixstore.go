@@ -47,7 +47,9 @@ func newCLI(opts Options) (*cliBackend, error) {
 	// Probe: a store nix-store cannot open fails here, not on first use.
 	// Checking a made-up path reads the database (or asks the daemon) and
 	// touches nothing on disk.
-	if _, err := c.valid(context.Background(), []storepath.Path{storepath.Dir + "/00000000000000000000000000000000-closet-probe"}); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), opts.sql().timeout)
+	defer cancel()
+	if _, err := c.valid(ctx, []storepath.Path{storepath.Dir + "/00000000000000000000000000000000-closet-probe"}); err != nil {
 		return nil, err
 	}
 	return c, nil
