@@ -79,8 +79,13 @@ type Options struct {
 	// DB overrides the database file (tests use it to force the fallback).
 	DB string
 	// NixStore is the nix-store binary for the fallback; "" looks it up on
-	// PATH. "-" disables the fallback.
+	// the PATH in Env. "-" disables the fallback.
 	NixStore string
+	// Env is the environment nix-store runs with (NIX_REMOTE and the like
+	// choose how it reaches the store) and whose PATH finds it. nil means
+	// no fallback: the package never reads the process's own environment,
+	// so the caller passes it (os.Environ() for the CLI).
+	Env []string
 	// SQLOnly skips the direct reader and asks SQLite (tests compare the
 	// two; the CLI sets it from CLOSET_DB_READER=sqlite).
 	SQLOnly bool

@@ -98,7 +98,7 @@ func TestChrootStoreUnreadableWritesNothing(t *testing.T) {
 			root := t.TempDir()
 			c.make(root)
 			before := listTree(t, root)
-			_, err := closure.Open(closure.Options{Root: root})
+			_, err := closure.Open(closure.Options{Root: root, Env: os.Environ()})
 			if !errors.Is(err, closure.ErrStoreUnreadable) || !strings.Contains(err.Error(), "fallback refused for the chroot store") {
 				t.Errorf("err = %v, want ErrStoreUnreadable refusing the nix-store fallback", err)
 			}
@@ -157,5 +157,20 @@ func TestConcurrentClosures(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// nix-store is looked up in the PATH the caller passes, never the
+// process's: with a PATH that has no nix-store, the fallback is refused and
+// says where it looked; without Env there is no fallback at all.
+func TestFallbackUsesCallersPath(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.sqlite")
+	_, err := closure.Open(closure.Options{DB: missing, Env: []string{"PATH=/nonexistent-closet-bin"}})
+	if !errors.Is(err, closure.ErrStoreUnreadable) || !strings.Contains(err.Error(), "nix-store is not on PATH (/nonexistent-closet-bin)") {
+		t.Errorf("err = %v, want the caller's PATH searched", err)
+	}
+	_, err = closure.Open(closure.Options{DB: missing})
+	if !errors.Is(err, closure.ErrStoreUnreadable) || !strings.Contains(err.Error(), "Options.Env is nil") {
+		t.Errorf("err = %v, want no fallback without Env", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -26,6 +27,27 @@ import (
 // a chroot store is refused here (Nix 2.8 has no read-only local store).
 type cliBackend struct {
 	bin string
+	env []string
+}
+
+// lookPath finds name in the PATH of env (not the process's).
+func lookPath(name string, env []string) (string, error) {
+	var path string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" || !filepath.IsAbs(dir) {
+			continue // a relative PATH entry would depend on the cwd
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s is not on PATH (%s)", name, path)
 }
 
 func newCLI(opts Options) (*cliBackend, error) {
@@ -36,14 +58,17 @@ func newCLI(opts Options) (*cliBackend, error) {
 		return nil, fmt.Errorf("nix-store fallback refused for the chroot store %s: it would create files there (make %s readable to read the store)",
 			opts.Root, filepath.Join(opts.Root, "nix/var/nix/db/db.sqlite"))
 	}
+	if opts.Env == nil {
+		return nil, errors.New("nix-store fallback not enabled (Options.Env is nil)")
+	}
 	bin := opts.NixStore
 	if bin == "" {
 		var err error
-		if bin, err = exec.LookPath("nix-store"); err != nil {
-			return nil, errors.New("nix-store is not on PATH")
+		if bin, err = lookPath("nix-store", opts.Env); err != nil {
+			return nil, err
 		}
 	}
-	c := &cliBackend{bin: bin}
+	c := &cliBackend{bin: bin, env: opts.Env}
 	// Probe: a store nix-store cannot open fails here, not on first use.
 	// Checking a made-up path reads the database (or asks the daemon) and
 	// touches nothing on disk.
@@ -60,6 +85,7 @@ func (c *cliBackend) close() error { return nil }
 
 func (c *cliBackend) run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd.Env = c.env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
