@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -59,20 +58,15 @@ type Outcome struct {
 	// Output counts the bytes the job wrote to stdout and stderr, and
 	// OutputKept those passed on; both zero unless the output was carried.
 	Output, OutputKept uint64
-	OutputCarried      bool
+	// SampledMaxRSSKiB is the largest resident set of any one process of
+	// the job, closet's stages excluded (see MechRSSSampled): the job's
+	// max-rss. (Result.MaxRSSKiB, ru_maxrss, carries closet's exec stage;
+	// Cgroup.PeakMemory is the whole cgroup's, closet's init included.)
+	SampledMaxRSSKiB int64
 	// KillCPU is the job's CPU time when closet killed it, measured from
 	// /proc where there is no cgroup (rusage misses what the kernel reaps
 	// when a pid namespace dies).
 	KillCPU time.Duration
-}
-
-// ExitCode maps the target's end to a shell-style status: its exit code,
-// or 128+signal.
-func (o *Outcome) ExitCode() int {
-	if o.Result.Signal != 0 {
-		return 128 + o.Result.Signal
-	}
-	return o.Result.Code
 }
 
 // ErrSetup marks a failure of closet itself: nothing of the job ran.
@@ -85,10 +79,15 @@ type Hooks struct {
 	// Console receives the job's pty master (spec.TTY) before the target
 	// starts; the caller relays it and closes it.
 	Console func(master *os.File)
+	// Exe is the closet binary started as the init stage ("": this
+	// process's own, /proc/self/exe). A program that is not closet, or
+	// not a static build of it (a race-enabled test), names one here.
+	Exe string
+	// Identity, when set, runs the job as the host uid and gid of its
+	// slot instead of the caller's (see Identity). Not a hook: it goes
+	// with the start options once Run is split.
+	Identity *Identity
 }
-
-// signalsRelayed reach the job when closet receives them.
-var signalsRelayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
 
 // Run builds the sandbox s describes and runs its target to the end.
 // An error wrapping ErrSetup (and a *stage.Error where one crossed the
@@ -102,7 +101,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	}
 	// Limits: the cgroups exist, and every mechanism is chosen, before
 	// anything starts. The init reads the rlimits from the spec.
-	jl, err := newJobLimits(s.Limits)
+	jl, err := newJobLimits(s.Limits, hooks.Identity != nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
@@ -110,6 +109,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	defer jl.stop()
 	sent := *s
 	sent.Limits.Rlimits = jl.rlimits
+	sent.OwnHostID = hooks.Identity != nil
 	s = &sent
 	specR, specW, err := os.Pipe()
 	if err != nil {
@@ -132,7 +132,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		flags |= unix.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       exeOr(hooks.Exe),
 		Args:       []string{stage.Init},
 		Env:        []string{stage.EnvMarker + "=" + stage.Init},
 		Stdin:      stdio.Stdin,
@@ -166,6 +166,9 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		defer console.Close()
 		defer child.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
+	}
+	if hooks.Identity != nil {
+		hooks.Identity.prepareClone(cmd)
 	}
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
@@ -204,6 +207,20 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, st.err, cloneHint(st.err))
 	}
 	begin := time.Now()
+	if hooks.Identity != nil {
+		// Before the spec is sent: the init is still blocked reading it.
+		if err := hooks.Identity.writeMaps(cmd.Process.Pid, s); err != nil {
+			cmd.Process.Kill()
+			specR.Close()
+			statusW.Close()
+			resultW.Close()
+			<-waitc
+			if jl.out != nil {
+				jl.out.abort()
+			}
+			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+	}
 	specR.Close()
 	statusW.Close()
 	resultW.Close()
@@ -225,14 +242,6 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, signalsRelayed...)
-	defer signal.Stop(sigs)
-	go func() {
-		for sig := range sigs {
-			cmd.Process.Signal(sig)
-		}
-	}()
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
 
@@ -246,7 +255,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	specW.Close()
 
 	if console != nil {
-		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		cmd.ExtraFiles[stage.ConsoleFD-3].Close()
 		master, err := recvConsole(console)
 		if err != nil {
 			cmd.Process.Kill()
@@ -280,9 +289,9 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	// (the kernel kills and reaps them before the init's wait returns);
 	// the output pipes reach EOF, and the cgroups are empty and removed.
 	jl.stop()
+	out.SampledMaxRSSKiB = jl.rssKiB
 	if jl.out != nil {
 		out.Output, out.OutputKept = jl.out.wait()
-		out.OutputCarried = true
 	}
 	out.Ended = time.Now()
 	out.Wall = out.Ended.Sub(begin)
@@ -311,6 +320,13 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
 	}
 	return out, nil
+}
+
+func exeOr(exe string) string {
+	if exe == "" {
+		return "/proc/self/exe"
+	}
+	return exe
 }
 
 // initResult is the init's own end as a Result.

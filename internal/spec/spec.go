@@ -37,6 +37,11 @@ type Spec struct {
 	Home     string `json:"home"`
 	Hostname string `json:"hostname"`
 
+	// OwnHostID: the job runs as a host uid and gid of its own (see
+	// internal/idmap). The parent maps UID and GID to them after clone;
+	// the init takes them and drops every supplementary group.
+	OwnHostID bool `json:"ownHostId,omitempty"`
+
 	// Network shares the host's network namespace; otherwise the sandbox
 	// has its own with only lo, up.
 	Network bool `json:"network"`
@@ -200,3 +205,27 @@ func Decode(r io.Reader) (*Spec, error) {
 	}
 	return &s, nil
 }
+
+// Limit names: the keys of a report's limits and the name of the limit
+// that ended a job.
+const (
+	LimitWall   = "wall-time"
+	LimitCPU    = "cpu-time"
+	LimitSilent = "silent-time"
+	LimitOutput = "output"
+	LimitMemory = "memory"
+	LimitPids   = "pids"
+)
+
+// Mechanisms closet itself provides to enforce a limit; the cgroup ones
+// are the cgroup package's names ("cgroup-v1", "cgroup-v2").
+const (
+	MechTimer     = "parent-timer"
+	MechPipe      = "parent-pipe"
+	MechRlimitAS  = "rlimit-as"
+	MechRlimitCPU = "rlimit-cpu"
+	// MechRlimitNproc holds --pids where the job has a host uid of its
+	// own (internal/idmap) and no pids cgroup.
+	MechRlimitNproc = "rlimit-nproc"
+	MechProcPoll    = "parent-proc-poll"
+)
