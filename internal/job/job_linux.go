@@ -143,7 +143,7 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 // launch holds the closure alive and runs the sandbox to its end.
 func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome, error) {
 	if !j.req.NoGCRoot {
-		h, err := gcroot.Acquire(j.storeRoot, j.roots)
+		h, err := gcroot.Acquire(gcroot.Options{StoreRoot: j.storeRoot, User: j.req.UserName}, j.roots)
 		if err != nil {
 			return nil, err
 		}
@@ -381,7 +381,7 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 		return nil
 	}
 	if !j.req.NoGCRoot {
-		h, err := gcroot.Acquire(j.storeRoot, ps)
+		h, err := gcroot.Acquire(gcroot.Options{StoreRoot: j.storeRoot, User: j.req.UserName}, ps)
 		if err != nil {
 			return fmt.Errorf("add paths: %w", err)
 		}
