@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +42,7 @@ func Run() {
 		fn   func(*stage.Exec) error
 	}{
 		{"new session", newSession},
+		{"take the job's uid", takeRealUID},
 		{"set rlimits", setRlimits},
 		{"chdir", enterCwd},
 		{"landlock", restrictFS},
@@ -49,10 +52,8 @@ func Run() {
 		// Once the filter is on, the syscalls the steps above need may be
 		// refused.
 		{"seccomp", installSeccomp},
-		// Last: RLIMIT_AS (--memory without a cgroup) can be small enough
-		// that this stage's own Go runtime would run out of address space
-		// in the steps above; only execve follows it.
-		{"set RLIMIT_AS", setAddressSpace},
+		// Last, only execve follows: see lateRlimits.
+		{"set rlimits", setLateRlimits},
 	}
 	for _, s := range steps {
 		if err := s.fn(&x); err != nil {
@@ -98,8 +99,8 @@ var rlimitNames = map[string]int{
 // raise them again.
 func setRlimits(x *stage.Exec) error {
 	for name, v := range x.Rlimits {
-		if name == "AS" {
-			continue // setAddressSpace, last
+		if slices.Contains(lateRlimits, name) {
+			continue // setLateRlimits, last
 		}
 		r, ok := rlimitNames[name]
 		if !ok {
@@ -108,18 +109,6 @@ func setRlimits(x *stage.Exec) error {
 		if err := unix.Setrlimit(r, &unix.Rlimit{Cur: v, Max: v}); err != nil {
 			return fmt.Errorf("RLIMIT_%s=%d: %w", name, v, err)
 		}
-	}
-	return nil
-}
-
-// setAddressSpace sets RLIMIT_AS, soft = hard, when the spec has one.
-func setAddressSpace(x *stage.Exec) error {
-	v, ok := x.Rlimits["AS"]
-	if !ok {
-		return nil
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_AS, &unix.Rlimit{Cur: v, Max: v}); err != nil {
-		return fmt.Errorf("RLIMIT_AS=%d: %w", v, err)
 	}
 	return nil
 }
@@ -203,4 +192,37 @@ func installSeccomp(x *stage.Exec) error {
 		return err
 	}
 	return seccomp.Install(prog)
+}
+
+// takeRealUID makes the effective uid the real one. Where the job has a
+// host uid of its own, the init took it as effective uid only, keeping
+// the caller's (unmapped) real uid, so that its threads do not count
+// against the job's RLIMIT_NPROC; the job itself must hold it as its real
+// uid too. Elsewhere both are already the same.
+func takeRealUID(*stage.Exec) error {
+	if r, e := unix.Getuid(), unix.Geteuid(); r != e {
+		// syscall's, not unix's: every thread of this process changes.
+		return syscall.Setresuid(e, e, e)
+	}
+	return nil
+}
+
+// lateRlimits are set as the last thing before execve, because this
+// stage's own Go runtime would trip them first: RLIMIT_NPROC counts its
+// threads, and RLIMIT_AS (--memory without a cgroup) can be too small for
+// its address space (fatal error: runtime: out of memory). execve leaves
+// only the calling thread and a fresh address space.
+var lateRlimits = []string{"NPROC", "AS"}
+
+func setLateRlimits(x *stage.Exec) error {
+	for _, name := range lateRlimits {
+		v, ok := x.Rlimits[name]
+		if !ok {
+			continue
+		}
+		if err := unix.Setrlimit(rlimitNames[name], &unix.Rlimit{Cur: v, Max: v}); err != nil {
+			return fmt.Errorf("RLIMIT_%s=%d: %w", name, v, err)
+		}
+	}
+	return nil
 }
