@@ -50,6 +50,7 @@ type Job struct {
 	hold    *gcroot.Hold
 	state   state
 	initPid int
+	pending []unix.Signal // sent while starting
 	cancel  context.CancelFunc
 	grow    viewGrower
 	relays  []func() // run after the job ended: drain and close relays
@@ -100,11 +101,8 @@ func (j *Job) Start(ctx context.Context) error {
 	failed := make(chan error, 1)
 	go j.run(ctx, started, failed)
 	select {
-	case pid := <-started:
+	case <-started:
 		j.req.Logf("target started (%v)", time.Since(t0).Round(time.Microsecond))
-		j.mu.Lock()
-		j.initPid, j.state = pid, running
-		j.mu.Unlock()
 		j.serveNix(ctx)
 		return nil
 	case err := <-failed:
@@ -168,7 +166,7 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		return nil, err
 	}
 	hooks := sandbox.Hooks{
-		Started:  func(pid int) { started <- pid },
+		Started:  func(pid int) { j.running(pid); started <- pid },
 		Console:  j.req.Console,
 		Exe:      j.req.StageBinary,
 		Identity: ident,
@@ -304,8 +302,21 @@ func (j *Job) Wait() *report.Report {
 // Done is closed when the job has ended and its report is ready.
 func (j *Job) Done() <-chan struct{} { return j.done }
 
+// running marks the job started, the moment the target's execve
+// succeeded, and delivers the signals that arrived while it was starting.
+func (j *Job) running(initPid int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.initPid, j.state = initPid, running
+	for _, s := range j.pending {
+		unix.Kill(initPid, s)
+	}
+	j.pending = nil
+}
+
 // Signal sends sig to the job: the init relays it to the target's process
-// group, as a terminal would. SIGKILL ends the whole job (Kill).
+// group, as a terminal would. SIGKILL ends the whole job (Kill). A signal
+// sent while the job is starting is delivered once the target runs.
 func (j *Job) Signal(sig os.Signal) error {
 	s, ok := sig.(unix.Signal)
 	if !ok {
@@ -316,7 +327,11 @@ func (j *Job) Signal(sig os.Signal) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.state != running {
+	switch j.state {
+	case prepared, starting:
+		j.pending = append(j.pending, s)
+		return nil
+	case ended:
 		return ErrEnded
 	}
 	return unix.Kill(j.initPid, s)
