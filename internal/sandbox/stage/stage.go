@@ -38,6 +38,10 @@ const (
 	ResultFD = 5
 	// ConsoleFD is the init's end of the console socket (spec.TTY only).
 	ConsoleFD = 6
+	// SlotLockFD is the init's descriptor of the job's identity slot lock
+	// (spec.OwnHostID only): held until the init, the last process of the
+	// job, is gone.
+	SlotLockFD = 7
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
