@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/serve"
 )
 
@@ -25,6 +26,7 @@ type serveFlags struct {
 	cfg     serve.Config
 	runAs   string
 	runner  string
+	hostUID string
 	verbose bool
 }
 
@@ -57,6 +59,7 @@ A guide from nothing to a graded burst: docs/grading.md.`,
 	fl.StringVar(&f.runAs, "run-as", "nobody", "when run as root, the unprivileged `USER` jobs run as")
 	fl.StringVar(&f.runner, "runner", "auto", "how jobs run: auto (in this process; a closet run process per job as --run-as when root) or exec (always a process)")
 	fl.DurationVar(&f.cfg.Heartbeat, "heartbeat", 2*time.Second, "how often this server says it is alive; a server silent for 5 heartbeats loses its running jobs to the others")
+	fl.StringVar(&f.hostUID, "host-uid", "auto", "who each job is on the host (in-process runner): auto (a subordinate uid of its own where /etc/subuid allows it), caller, or subordinate")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log what the server does on stderr")
 	cmd.AddCommand(newServeTokenCmd())
 	return cmd
@@ -73,8 +76,10 @@ func (f *serveFlags) run(ctx context.Context) error {
 		}
 		f.cfg.Runner = r
 	} else {
-		// Jobs run in this process through internal/job, as this user.
-		f.cfg.Runner = &serve.JobRunner{User: currentUser()}
+		// Jobs run in this process through internal/job, each with a host
+		// uid of its own where /etc/subuid allows it.
+		f.cfg.Runner = &serve.JobRunner{User: currentUser(), UID: os.Getuid(), GID: os.Getgid(), HostUID: f.hostUID,
+			SlotDir: idmap.DefaultStateDir(os.Getenv("XDG_RUNTIME_DIR"), os.Getuid())}
 	}
 	if f.verbose {
 		f.cfg.Logf = func(format string, a ...any) { fmt.Fprintf(os.Stderr, "closet serve: "+format+"\n", a...) }
@@ -113,7 +118,6 @@ func (f *serveFlags) execRunner() (*serve.ExecRunner, error) {
 		r.UID, _ = strconv.Atoi(u.Uid)
 		r.GID, _ = strconv.Atoi(u.Gid)
 		r.User = u.Username
-		f.cfg.RunUID, f.cfg.RunGID = r.UID, r.GID
 	}
 	return r, nil
 }

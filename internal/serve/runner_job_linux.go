@@ -12,16 +12,21 @@ import (
 )
 
 // JobRunner runs each job inside the server's process through internal/job:
-// no closet process per job, only the sandbox's own stages. Jobs run as the
-// server's user, so the server must not be root (closet serve picks
-// ExecRunner with --run-as then). Per-job host uids (issue 9) will plug in
-// here through the Request once the job layer has them.
+// no closet process per job, only the sandbox's own stages. With HostUID
+// "auto" each job gets a host uid of its own where /etc/subuid allows it
+// (its binds are read-only), else the server's.
 type JobRunner struct {
 	// StageBinary is the static closet binary started as the sandbox's
 	// stages ("" = this process's executable).
 	StageBinary string
-	// User is the server's user name (GC-root directory, the job's $USER).
-	User string
+	// User, UID and GID are the server's: the GC-root directory, the
+	// owner of the jobs' subordinate ids.
+	User     string
+	UID, GID int
+	// SlotDir is where per-job host ids are locked (idmap.DefaultStateDir).
+	SlotDir string
+	// HostUID is job.Request.HostUID: "auto", "caller" or "subordinate".
+	HostUID string
 }
 
 // Run implements Runner.
@@ -48,6 +53,7 @@ func (r *JobRunner) Run(ctx context.Context, s Spec) (Result, error) {
 	req := job.Request{
 		Roots: s.Roots, Command: s.Command,
 		Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, Cwd: "/", UserName: r.User,
+		CallerUID: r.UID, CallerGID: r.GID, SlotDir: r.SlotDir, HostUID: r.HostUID,
 		CwdMode: "none", TTY: "never", Capture: true, StageBinary: r.StageBinary,
 		Stdin: inR, Stdout: outW, Stderr: errW,
 		Limits: job.Limits{

@@ -53,9 +53,6 @@ type Config struct {
 	// heartbeats its running jobs go back to the queue (default 2s).
 	Heartbeat time.Duration
 	Runner    Runner
-	// RunUID/RunGID: the owner of the submission directories (the jobs'
-	// user); 0 leaves them to the server's user.
-	RunUID, RunGID int
 	Logf           func(format string, args ...any)
 }
 
@@ -186,6 +183,10 @@ type Server struct {
 	lock    *os.File
 	// workerID names this server in closet_workers and on the jobs it runs.
 	workerID string
+	// runs holds the submissions being run: mode 0711, so that a job's
+	// host uid (nobody, a subordinate uid of its own) can reach its own
+	// randomly named directory while no other user can list them.
+	runs string
 }
 
 // New opens the database, recovers what a crash left and prepares the
@@ -213,9 +214,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.lock = f
 	}
-	db, err := OpenDB(ctx, cfg)
+	var err error
+	if s.runs, err = os.MkdirTemp("", "closet-serve-runs-"); err == nil {
+		err = os.Chmod(s.runs, 0o711)
+	}
 	if err != nil {
 		s.closeLock()
+		return nil, fmt.Errorf("make the directory for submissions: %w", err)
+	}
+	db, err := OpenDB(ctx, cfg)
+	if err != nil {
+		s.Close()
 		return nil, err
 	}
 	s.db = db
@@ -352,6 +361,9 @@ func (s *Server) Close() error {
 		err = s.db.SQL.Close()
 	}
 	s.closeLock()
+	if s.runs != "" {
+		os.RemoveAll(s.runs)
+	}
 	return err
 }
 

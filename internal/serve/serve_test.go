@@ -48,7 +48,7 @@ type testServer struct {
 func startServer(t *testing.T, database string, mod func(*Config)) *testServer {
 	t.Helper()
 	r := realRunner(t)
-	cfg := Config{DataDir: t.TempDir(), Database: database, Runner: r, RunUID: r.UID, RunGID: r.GID,
+	cfg := Config{DataDir: t.TempDir(), Database: database, Runner: r,
 		Workers: 2, Poll: 50 * time.Millisecond, Logf: t.Logf}
 	if mod != nil {
 		mod(&cfg)

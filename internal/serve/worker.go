@@ -161,18 +161,16 @@ func (s *Server) execute(ctx context.Context, id string, req Request) Result {
 		if err != nil {
 			return Result{Verdict: "XX", Message: err.Error()}
 		}
-		dir, err := os.MkdirTemp("", "closet-serve-job-")
+		dir, err := os.MkdirTemp(s.runs, "job-")
 		if err != nil {
 			return Result{Verdict: "XX", Message: "make the submission directory: " + err.Error()}
 		}
 		defer os.RemoveAll(dir)
 		sub := filepath.Join(dir, "submission")
-		if err := os.Mkdir(sub, 0o755); err == nil {
-			err = unpack(sub, es)
-		}
-		if err == nil && s.cfg.RunUID > 0 {
-			// Private: only the jobs' user may pass through dir.
-			err = os.Chown(dir, s.cfg.RunUID, s.cfg.RunGID)
+		if err = os.Chmod(dir, 0o755); err == nil {
+			if err = os.Mkdir(sub, 0o755); err == nil {
+				err = unpack(sub, es)
+			}
 		}
 		if err != nil {
 			return Result{Verdict: "XX", Message: err.Error()}
