@@ -56,8 +56,8 @@ A guide from nothing to a graded burst: docs/grading.md.`,
 	fl.Int64Var(&f.cfg.MaxQueue, "max-queue", 10000, "answer 429 past `N` jobs queued or running")
 	fl.DurationVar(&f.cfg.WallTime, "wall-time", 10*time.Second, "a job's wall time when it gives none")
 	fl.DurationVar(&f.cfg.MaxWall, "max-wall-time", 5*time.Minute, "the longest wall time a job may ask for")
-	fl.StringVar(&f.runAs, "run-as", "nobody", "when run as root, the unprivileged `USER` jobs run as")
-	fl.StringVar(&f.runner, "runner", "auto", "how jobs run: auto (in this process; a closet run process per job as --run-as when root) or exec (always a process)")
+	fl.StringVar(&f.runAs, "run-as", "nobody", "with --runner exec as root, the unprivileged `USER` jobs run as")
+	fl.StringVar(&f.runner, "runner", "job", "how jobs run: job (in this process, through internal/job; each job a host uid of its own where the host allows, never root), or exec (a closet run process per job, as --run-as when root)")
 	fl.DurationVar(&f.cfg.Heartbeat, "heartbeat", 2*time.Second, "how often this server says it is alive; a server silent for 5 heartbeats loses its running jobs to the others")
 	fl.StringVar(&f.hostUID, "host-uid", "auto", "who each job is on the host (in-process runner): auto (a subordinate uid of its own where /etc/subuid allows it), caller, or subordinate")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log what the server does on stderr")
@@ -66,10 +66,10 @@ A guide from nothing to a graded burst: docs/grading.md.`,
 }
 
 func (f *serveFlags) run(ctx context.Context) error {
-	if f.runner != "auto" && f.runner != "exec" {
-		return withCode(exitcode.BadInput, fmt.Errorf("--runner %q: want auto or exec", f.runner))
+	if f.runner != "exec" && f.runner != "job" {
+		return withCode(exitcode.BadInput, fmt.Errorf("--runner %q: want job or exec", f.runner))
 	}
-	if os.Geteuid() == 0 || f.runner == "exec" {
+	if f.runner == "exec" {
 		r, err := f.execRunner()
 		if err != nil {
 			return withCode(exitcode.BadInput, err)

@@ -54,6 +54,7 @@ func (r *JobRunner) Run(ctx context.Context, s Spec) (Result, error) {
 		Roots: s.Roots, Command: s.Command,
 		Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, Cwd: "/", UserName: r.User,
 		CallerUID: r.UID, CallerGID: r.GID, SlotDir: r.SlotDir, HostUID: r.HostUID,
+		UID: 1000, GID: 100, // the job's ids inside, as closet run's defaults
 		CwdMode: "none", TTY: "never", Capture: true, StageBinary: r.StageBinary,
 		Stdin: inR, Stdout: outW, Stderr: errW,
 		Limits: job.Limits{

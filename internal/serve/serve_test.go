@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/user"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +29,8 @@ func backends(t *testing.T, f func(t *testing.T, database string)) {
 	t.Run("postgres", func(t *testing.T) { f(t, postgresURL(t)) })
 }
 
-// realRunner runs jobs with the closet binary as the unprivileged test user.
-func realRunner(t testing.TB) *ExecRunner {
+// execRunner runs jobs with the closet binary as the unprivileged test user.
+func execRunner(t testing.TB) *ExecRunner {
 	testutil.EnsureGCRootDir(t)
 	r := &ExecRunner{Binary: testutil.Binary(t), User: "nobody"}
 	if os.Geteuid() == 0 {
@@ -39,6 +41,17 @@ func realRunner(t testing.TB) *ExecRunner {
 	return r
 }
 
+// jobRunner runs jobs in the test process through internal/job, as closet
+// serve does by default; the sandbox's stages are the closet binary.
+func jobRunner(t testing.TB) *JobRunner {
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &JobRunner{StageBinary: testutil.Binary(t), User: u.Username, UID: os.Getuid(), GID: os.Getgid(), HostUID: "auto",
+		SlotDir: filepath.Join(t.TempDir(), "slots")}
+}
+
 type testServer struct {
 	*Server
 	URL string
@@ -47,8 +60,7 @@ type testServer struct {
 // startServer runs a server in this process on a fresh data dir or database.
 func startServer(t *testing.T, database string, mod func(*Config)) *testServer {
 	t.Helper()
-	r := realRunner(t)
-	cfg := Config{DataDir: t.TempDir(), Database: database, Runner: r,
+	cfg := Config{DataDir: t.TempDir(), Database: database, Runner: jobRunner(t),
 		Workers: 2, Poll: 50 * time.Millisecond, Logf: t.Logf}
 	if mod != nil {
 		mod(&cfg)
@@ -200,8 +212,8 @@ func runVerdicts(t *testing.T, ts *testServer, tok string) {
 	}
 }
 
-// TestVerdicts runs real jobs in real sandboxes (a closet run process per
-// job, ExecRunner) and checks each verdict and /metrics.
+// TestVerdicts runs real jobs in real sandboxes (in the test's process,
+// JobRunner) and checks each verdict and /metrics.
 func TestVerdicts(t *testing.T) {
 	backends(t, func(t *testing.T, db string) {
 		ts := startServer(t, db, nil)
@@ -215,6 +227,13 @@ func TestVerdicts(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestVerdictsExec: the same jobs, each in a closet run process as the
+// unprivileged user (ExecRunner, closet serve --runner exec).
+func TestVerdictsExec(t *testing.T) {
+	ts := startServer(t, "", func(c *Config) { c.Runner = execRunner(t) })
+	runVerdicts(t, ts, ts.token(t, "alice"))
 }
 
 // TestVerdictsInProcess: the same jobs through a real closet serve process
