@@ -53,7 +53,7 @@ type Config struct {
 	// heartbeats its running jobs go back to the queue (default 2s).
 	Heartbeat time.Duration
 	Runner    Runner
-	Logf           func(format string, args ...any)
+	Logf      func(format string, args ...any)
 }
 
 func (c *Config) defaults() {
