@@ -43,7 +43,10 @@ a duration: 2s, 500ms, 1m. Zero and negative values are refused.
                                                           process's address space
                                                           instead (--cgroup require
                                                           refuses that)
-  --pids N          processes and threads of the job      the cgroup only
+  --pids N          processes and threads of the job      the cgroup; else
+                                                          RLIMIT_NPROC when the
+                                                          job has host ids of its
+                                                          own (--host-uid)
   --output SIZE     bytes of stdout+stderr passed on;     closet's pipes
                     writing more ends the job
   --file-size SIZE  largest file the job writes           RLIMIT_FSIZE
@@ -53,7 +56,10 @@ a duration: 2s, 500ms, 1m. Zero and negative values are refused.
 
 cgroups: closet makes the job's cgroups beneath its own, places the job in
 them before any of its code runs, and removes them after: a delegated cgroup
-v2, or the v1 hierarchies as root. --output, --silent-time and --report
+v2 (systemd-run --user --scope -p Delegate=yes closet run ...: closet moves
+itself into a leaf of its scope), or the v1 hierarchies as root. Without a
+memory cgroup, --memory also refuses memfd_create and SysV shared memory, and
+/tmp, /dev/shm and $HOME share one --tmp-size budget. --output, --silent-time and --report
 carry the job's stdout and stderr through pipes (so no terminal).
 
 The verdict (--report FILE, as JSON or, with --report-format isolate, as
@@ -74,7 +80,7 @@ func (l *limitOpts) addFlags(cmd *cobra.Command) {
 	f.StringVar(&l.cpuTime, "cpu-time", "", "end the job after `T` of CPU time")
 	f.StringVar(&l.silentTime, "silent-time", "", "end the job when it writes nothing for `T`")
 	f.StringVar(&l.memory, "memory", "", "limit the job's memory to `SIZE` (512k, 64M, 1.5G)")
-	f.StringVar(&l.pids, "pids", "", "limit the job to `N` processes and threads (cgroup only)")
+	f.StringVar(&l.pids, "pids", "", "limit the job to `N` processes and threads (cgroup, or RLIMIT_NPROC with host ids of its own)")
 	f.StringVar(&l.output, "output", "", "pass on at most `SIZE` bytes of stdout+stderr; end the job when it writes more")
 	f.StringVar(&l.fileSize, "file-size", "", "largest file the job may write (`SIZE`, RLIMIT_FSIZE)")
 	f.StringVar(&l.openFiles, "open-files", "", "open files per process (`N`, RLIMIT_NOFILE)")
