@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -97,7 +98,46 @@ func Run() {
 // The result pipe is marked close-on-exec so that only init holds it.
 func protect(*state) error {
 	unix.CloseOnExec(stage.ResultFD)
+	dropSignals()
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+}
+
+// relayed are the signals init passes on to the target (runAndReap); they
+// are what the parent relays from closet.
+var relayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+// dropSignals makes init survive every catchable signal it does not relay.
+// The kernel delivers a signal from inside the pid namespace to its init
+// only when init has a handler; the Go runtime installs one for nearly
+// every signal, and for many (SIGABRT, SIGTRAP, SIGILL, SIGSYS, SIGSTKFLT,
+// a kill(2)'d SIGSEGV, SIGALRM, SIGXCPU...) that handler ends the process.
+// A job that could kill init would turn its own failure into closet's
+// (XX) where Landlock cannot scope signals. Notify-and-drop rather than
+// signal.Ignore: an ignored disposition would be inherited by the exec
+// stage and, for some signals, by the target itself.
+//
+// Left alone: SIGKILL and SIGSTOP (the kernel drops them from inside the
+// namespace), SIGCHLD (init waits for children), the job-control stops
+// and SIGCONT (no Go handler, so the kernel drops them too), SIGURG (the
+// runtime's preemption) and the relayed signals, which runAndReap takes.
+func dropSignals() {
+	var drop []os.Signal
+	for s := unix.Signal(1); s < 32; s++ {
+		switch s {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGURG:
+			continue
+		}
+		if slices.Contains(relayed, os.Signal(s)) {
+			continue
+		}
+		drop = append(drop, s)
+	}
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, drop...)
+	go func() {
+		for range c {
+		}
+	}()
 }
 
 // makePrivate stops mount events from propagating back to the host.
@@ -511,7 +551,7 @@ func (st *state) startExecStage() error {
 // returns: nothing outlives the target.
 func (st *state) runAndReap() int {
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	signal.Notify(sigs, relayed...)
 	// Only the exec stage holds the status pipe from here on: its execve
 	// closes it, and that EOF tells the parent the target started.
 	st.status.Close()
