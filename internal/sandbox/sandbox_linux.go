@@ -85,6 +85,9 @@ type Hooks struct {
 	// Console receives the job's pty master (spec.TTY) before the target
 	// starts; the caller relays it and closes it.
 	Console func(master *os.File)
+	// Control receives the job's live-view control before the target
+	// starts; it is valid until Run returns.
+	Control func(*Control)
 }
 
 // signalsRelayed reach the job when closet receives them.
@@ -167,6 +170,18 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		defer child.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
 	}
+	// fd 7 is the control socket, whether or not fd 6 is the console
+	// (a nil ExtraFiles entry is closed in the init).
+	ctl, ctlChild, err := newControl()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	defer ctl.close()
+	defer ctlChild.Close()
+	for len(cmd.ExtraFiles) < stage.ControlFD-3 {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, nil)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, ctlChild)
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
 	}
@@ -207,6 +222,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	specR.Close()
 	statusW.Close()
 	resultW.Close()
+	ctlChild.Close()
 	if jl.out != nil {
 		jl.out.start(writerOf(stdio.Stdout), writerOf(stdio.Stderr))
 	}
@@ -246,7 +262,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	specW.Close()
 
 	if console != nil {
-		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		cmd.ExtraFiles[stage.ConsoleFD-3].Close()
 		master, err := recvConsole(console)
 		if err != nil {
 			cmd.Process.Kill()
@@ -258,6 +274,9 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		} else if master != nil {
 			master.Close()
 		}
+	}
+	if hooks.Control != nil {
+		hooks.Control(ctl)
 	}
 	if err := stage.ReadStatus(statusR); err != nil {
 		<-waitc

@@ -10,6 +10,8 @@
 package initstage
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,6 +40,12 @@ type state struct {
 	status *os.File
 	exec   *exec.Cmd // the exec stage, started before the mounts are done
 	execW  *os.File  // where the exec stage reads its part of the spec
+
+	// The live view: the control socket, the view and the stager thread
+	// that clones later paths from the store.
+	ctl    *os.File
+	view   *mountview.View
+	stager *mountview.Stager
 }
 
 type userTree struct {
@@ -49,6 +57,11 @@ type userTree struct {
 // Run is the init stage's main. It never returns.
 func Run() {
 	st := &state{status: os.NewFile(stage.StatusFD, "status")}
+	var sb unix.Stat_t
+	if unix.Fstat(stage.ControlFD, &sb) != nil || sb.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		stage.Fail(&stage.Error{Stage: stage.Init, Op: "open control channel", Msg: fmt.Sprintf("fd %d is not a socket", stage.ControlFD), Hint: "mixed closet binaries?"})
+	}
+	st.ctl = os.NewFile(stage.ControlFD, "control")
 	f := os.NewFile(stage.SpecFD, "spec")
 	s, err := spec.Decode(f)
 	f.Close()
@@ -66,6 +79,9 @@ func Run() {
 	}{
 		{"protect pid 1", protect},
 		{"make mounts private", makePrivate},
+		// Its own thread, overlapping the steps below; waited for only
+		// before pivot_root.
+		{"start stager", (*state).startStager},
 		{"open user binds", (*state).openUserBinds},
 		{"mount root", (*state).mountRoot},
 		{"mount dev", (*state).mountDev},
@@ -82,6 +98,7 @@ func Run() {
 		{"attach user binds", (*state).attachUserBinds},
 		{"set hostname", (*state).setHostname},
 		{"bring up lo", (*state).loopbackUp},
+		{"wait for stager", (*state).waitStager},
 		{"pivot root", (*state).pivotRoot},
 	}
 	for _, step := range steps {
@@ -98,6 +115,7 @@ func Run() {
 // The result pipe is marked close-on-exec so that only init holds it.
 func protect(*state) error {
 	unix.CloseOnExec(stage.ResultFD)
+	unix.CloseOnExec(stage.ControlFD)
 	dropSignals()
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 }
@@ -224,8 +242,50 @@ func (st *state) mountRoot() error {
 }
 
 // buildStoreView mounts /nix/store with exactly the closure.
-func (st *state) buildStoreView() error {
-	return mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
+func (st *state) buildStoreView() (err error) {
+	st.view, err = mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
+	return err
+}
+
+// startStager starts the thread the view grows from (mountview.Stager).
+func (st *state) startStager() error {
+	st.stager = mountview.StartStager(st.s.StoreRoot)
+	return nil
+}
+
+// waitStager waits until the stager has left init's mount namespace, which
+// must happen before pivot_root. A stager that failed does not fail the
+// run: the job is what it would have been; a request to grow its view
+// answers why it cannot.
+func (st *state) waitStager() error {
+	st.stager.Wait()
+	return nil
+}
+
+// serveControl answers the parent's requests to grow the view, one at a
+// time, until the parent closes the socket or init exits.
+func (st *state) serveControl() {
+	dec := json.NewDecoder(st.ctl)
+	enc := json.NewEncoder(st.ctl)
+	for {
+		var req stage.Control
+		if err := dec.Decode(&req); err != nil {
+			return
+		}
+		var rep stage.ControlReply
+		if _, err := st.view.Add(st.stager, req.Add); err != nil {
+			e := stage.Errorf(stage.Init, "add store path", "", err)
+			var pe *mountview.PathError
+			if errors.As(err, &pe) {
+				e = stage.Errorf(stage.Init, pe.Op, pe.Path, pe.Err)
+				e.Op = "add store path: " + pe.Op
+			}
+			rep.Error = e
+		}
+		if enc.Encode(&rep) != nil {
+			return
+		}
+	}
 }
 
 // mountProc mounts a fresh procfs: it shows only the sandbox's pid
@@ -558,6 +618,7 @@ func (st *state) runAndReap() int {
 	stage.WriteJSON(st.execW, st.execSpec())
 	st.execW.Close()
 	target := st.exec.Process.Pid
+	go st.serveControl()
 	go func() {
 		// To the target's process group, as a terminal would: the exec
 		// stage made the target a session and group leader.

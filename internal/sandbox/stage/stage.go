@@ -14,7 +14,15 @@
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
 //	init     3   init -> exec    Exec (JSON), then EOF       what to confine and run
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
+//	init     7   parent <-> init Control / ControlReply (JSON)  grow the running store view
 //
+// fd 7 is a stream socket, open for the whole run (fd 6 is closed in the
+// init when there is no console). The parent writes one Control per line
+// and reads one ControlReply per Control; the init serves them in order,
+// one at a time, once the root is pivoted into, until the target ends. The
+// parent sends whole closures minus what is already visible, references
+// first; the init checks each name, skips paths already in the view, and
+// binds the rest read-only before it replies. Its EOF means the job ended.
 // fd 4 is shared: init hands its write end to the exec stage and closes its
 // own copy, the exec stage marks it close-on-exec, so the parent's read sees
 // EOF exactly when execve replaced the exec stage with the target, and sees
@@ -38,6 +46,8 @@ const (
 	ResultFD = 5
 	// ConsoleFD is the init's end of the console socket (spec.TTY only).
 	ConsoleFD = 6
+	// ControlFD is the init's end of the control socket (live view).
+	ControlFD = 7
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
@@ -115,6 +125,16 @@ type Exec struct {
 	Landlock   bool     `json:"landlock"`
 	LandlockRO []string `json:"landlockRO,omitempty"`
 	LandlockRW []string `json:"landlockRW,omitempty"`
+}
+
+// Control asks the init to add store paths to the running job's view.
+type Control struct {
+	Add []string `json:"add"`
+}
+
+// ControlReply answers one Control: no Error means every path is visible.
+type ControlReply struct {
+	Error *Error `json:"error,omitempty"`
 }
 
 // Result is how the target ended, as its reaper saw it.

@@ -1,0 +1,194 @@
+package mountview
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+// Stager is where the live view clones later store paths from: one OS
+// thread of the init, parked in a mount namespace of its own whose whole
+// tree is the store directory (a bind of it, pivoted into, everything else
+// detached).
+//
+// Why a thread: open_tree(OPEN_TREE_CLONE) clones only from the caller's
+// own mount namespace, and the job's namespace has no store left once the
+// root is pivoted; a thread can hold another namespace while sharing the
+// init's fd table, so the clone it makes is moved into the view by any
+// other thread of the init without passing fds around (nix-inside.md §4,
+// M1, with a thread instead of a socket). Why only the store: the thread's
+// mountinfo (/proc/1/task/TID/mountinfo) is readable by the job, and
+// shows nothing but that one bind, as the job's own mountinfo shows binds
+// of the store.
+//
+// The thread is locked and never unlocked, so no other goroutine ever runs
+// in its namespace, and the Go runtime starts new threads from a template
+// thread, never from a locked one.
+type Stager struct {
+	ready chan struct{} // closed once the thread left init's namespace
+	err   error         // why it could not, set before ready closes
+	reqs  chan cloneReq
+}
+
+type cloneReq struct {
+	bases []string
+	reply chan cloneReply
+}
+
+type cloneReply struct {
+	trees []tree
+	err   error
+}
+
+// StartStager starts the stager thread for the store below storeRoot
+// ("" for the host's). It returns at once; Wait blocks until the thread has
+// its own namespace.
+//
+// Preconditions: as for Build (own mount namespace, CAP_SYS_ADMIN, private
+// propagation: the stager's namespace copies init's, and nothing it mounts
+// must propagate anywhere); and before pivot_root, whose result the
+// stager's copy must not include.
+func StartStager(storeRoot string) *Stager {
+	s := &Stager{ready: make(chan struct{}), reqs: make(chan cloneReq)}
+	go s.run(filepath.Join("/", storeRoot, storepath.Dir))
+	return s
+}
+
+// Wait blocks until the stager has its own namespace, and returns why it
+// could not make one (then the view cannot grow; the job is unaffected).
+func (s *Stager) Wait() error {
+	<-s.ready
+	return s.err
+}
+
+func (s *Stager) run(storeDir string) {
+	runtime.LockOSThread() // for good: the thread ends with this goroutine
+	src, err := enterStore(storeDir)
+	s.err = err
+	close(s.ready)
+	if err != nil {
+		return
+	}
+	for req := range s.reqs {
+		trees, err := cloneAll(src, req.bases)
+		req.reply <- cloneReply{trees, err}
+	}
+}
+
+// enterStore moves this thread into a mount namespace that holds only the
+// store directory, and returns an fd of its root.
+func enterStore(storeDir string) (int, error) {
+	// CLONE_FS too (implied): root and cwd become this thread's own.
+	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
+		return -1, fmt.Errorf("unshare the stager's mount namespace: %w", err)
+	}
+	if err := unix.Mount(storeDir, storeDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return -1, fmt.Errorf("bind %s for the stager: %w", storeDir, err)
+	}
+	// Read-only too: the stager only ever clones from it.
+	attr := unix.MountAttr{Attr_set: viewAttrs}
+	if err := unix.MountSetattr(unix.AT_FDCWD, storeDir, 0, &attr); err != nil {
+		return -1, fmt.Errorf("make the stager's %s read-only: %w", storeDir, err)
+	}
+	if err := unix.Chdir(storeDir); err != nil {
+		return -1, err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return -1, fmt.Errorf("stager pivot_root to %s: %w", storeDir, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return -1, fmt.Errorf("stager: detach the old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return -1, err
+	}
+	return unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// cloneAll clones every base, read-only, nosuid, nodev, or none: on an
+// error every clone made is closed, so nothing has changed.
+func cloneAll(src int, bases []string) ([]tree, error) {
+	trees := make([]tree, 0, len(bases))
+	fail := func(err error) ([]tree, error) {
+		for i := range trees {
+			trees[i].close()
+		}
+		return nil, err
+	}
+	for _, base := range bases {
+		t, err := cloneOne(src, base)
+		if err != nil {
+			return fail(&PathError{Path: storepath.Dir + "/" + base, Op: "clone", Err: err})
+		}
+		trees = append(trees, t)
+		if t.fd < 0 {
+			continue
+		}
+		attr := unix.MountAttr{Attr_set: viewAttrs}
+		if err := unix.MountSetattr(t.fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			return fail(&PathError{Path: storepath.Dir + "/" + base, Op: "make read-only", Err: err})
+		}
+	}
+	return trees, nil
+}
+
+// PathError is a failure to add one store path.
+type PathError struct {
+	Path, Op string
+	Err      error
+}
+
+func (e *PathError) Error() string { return e.Op + " " + e.Path + ": " + e.Err.Error() }
+func (e *PathError) Unwrap() error { return e.Err }
+
+// Add makes paths appear in the view, read-only, nosuid, nodev: binds of
+// directories and files, copies of symlinks. Paths already in the view are
+// skipped. Every path is checked, and every clone made, before anything
+// changes: an invalid path, or one the store lacks, changes nothing.
+// Paths are attached in the order given, so a caller that lists
+// references before their referrers never shows a path whose references
+// are missing. It returns how many paths were new.
+//
+// Add is not safe for concurrent use; the init serialises requests.
+func (v *View) Add(s *Stager, paths []string) (int, error) {
+	var bases []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		sp, err := storepath.Parse(p)
+		if err != nil {
+			return 0, &PathError{Path: p, Op: "check", Err: err}
+		}
+		b := sp.Base()
+		if v.present[b] || seen[b] {
+			continue
+		}
+		seen[b] = true
+		bases = append(bases, b)
+	}
+	if len(bases) == 0 {
+		return 0, nil
+	}
+	if err := s.Wait(); err != nil {
+		return 0, err
+	}
+	reply := make(chan cloneReply, 1)
+	s.reqs <- cloneReq{bases, reply}
+	r := <-reply
+	if r.err != nil {
+		return 0, r.err
+	}
+	for i, t := range r.trees {
+		if err := attach(v.w, v.dir, t); err != nil {
+			for _, rest := range r.trees[i+1:] {
+				rest.close()
+			}
+			return i, &PathError{Path: storepath.Dir + "/" + t.base, Op: "attach", Err: err}
+		}
+		v.present[t.base] = true
+	}
+	return len(r.trees), nil
+}

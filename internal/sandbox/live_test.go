@@ -1,0 +1,379 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
+	"github.com/closet-sandbox/closet/internal/sandbox/initstage"
+	"github.com/closet-sandbox/closet/internal/sandbox/stage"
+	"github.com/closet-sandbox/closet/internal/spec"
+	"github.com/closet-sandbox/closet/internal/testutil"
+)
+
+// TestMain lets this test binary be the sandbox's stages, as the closet
+// binary is: Run re-executes /proc/self/exe.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 0 && os.Getenv(stage.EnvMarker) == os.Args[0] {
+		switch os.Args[0] {
+		case stage.Init:
+			initstage.Run()
+		case stage.ExecStage:
+			execstage.Run()
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// liveFix is what the root test process hands the unprivileged one: store
+// paths and closures, resolved where the fixture links and Nix's database
+// are readable.
+type liveFix struct {
+	Paths    map[string]string
+	Closures map[string][]string
+}
+
+const asEnv = "CLOSET_SANDBOX_TEST_AS"
+
+var (
+	copyOnce sync.Once
+	copyBin  string
+	copyErr  error
+)
+
+// unprivileged reruns the calling test as nobody when the test runs as
+// root, with fx passed along, and reports whether the caller goes on (it
+// is then the unprivileged process, and fx is filled in).
+func unprivileged(t *testing.T, fx *liveFix, names ...string) bool {
+	t.Helper()
+	if v := os.Getenv(asEnv); v != "" {
+		if err := json.Unmarshal([]byte(v), fx); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}
+	fx.Paths, fx.Closures = map[string]string{}, map[string][]string{}
+	for _, n := range names {
+		p := fixture.Path(t, n)
+		fx.Paths[n] = p
+		out, err := exec.Command("nix-store", "--query", "--requisites", p).Output()
+		if err != nil {
+			t.Fatalf("nix-store -qR %s: %v", p, err)
+		}
+		fx.Closures[n] = strings.Fields(string(out))
+	}
+	if os.Geteuid() != 0 {
+		return true
+	}
+	// The test binary lives in a directory only root can enter.
+	copyOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "closet-sandbox-test-")
+		if err != nil {
+			copyErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		self, _ := os.Executable()
+		b, err := os.ReadFile(self)
+		if err != nil {
+			copyErr = err
+			return
+		}
+		copyBin = filepath.Join(dir, "sandbox.test")
+		copyErr = os.WriteFile(copyBin, b, 0o755)
+	})
+	if copyErr != nil {
+		t.Fatal(copyErr)
+	}
+	b, _ := json.Marshal(fx)
+	cmd := exec.Command(copyBin, "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/bin:/bin", asEnv + "=" + string(b)}
+	testutil.Unprivileged(cmd)
+	r := testutil.Run(t, cmd)
+	t.Log(r.Stdout + r.Stderr)
+	if r.Code != 0 {
+		t.Fatalf("as nobody: exit %d", r.Code)
+	}
+	return false
+}
+
+// liveJob runs script in a sandbox whose view starts as store, calls
+// grow (in its own goroutine) once the target has started, and returns the
+// job's stdout and stderr.
+func liveJob(t *testing.T, bb string, store []string, landlock, script string, grow func(*Control)) (string, string, *Outcome) {
+	t.Helper()
+	root, err := os.MkdirTemp("", "closet-root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(root)
+	s := &spec.Spec{
+		Version: spec.Version, Path: bb + "/bin/sh", Args: []string{"sh", "-c", script},
+		Env: []string{"PATH=" + bb + "/bin"}, Cwd: "/", UID: 1000, GID: 100, User: "u", Home: "/home/u",
+		Hostname: "live", Store: store, Mounts: []spec.Mount{}, Etc: map[string]string{},
+		RootDir: root, Seccomp: "default", Landlock: landlock,
+	}
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	var stdout, stderr bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { io.Copy(&stdout, outR); wg.Done() }()
+	go func() { io.Copy(&stderr, errR); wg.Done() }()
+	var ctl *Control
+	done := make(chan struct{})
+	hooks := Hooks{
+		Control: func(c *Control) { ctl = c },
+		Started: func(int) {
+			go func() {
+				defer close(done)
+				grow(ctl)
+			}()
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	out, err := Run(ctx, s, Stdio{Stdout: outW, Stderr: errW}, hooks)
+	outW.Close()
+	errW.Close()
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
+	}
+	<-done
+	return stdout.String(), stderr.String(), out
+}
+
+func without(all []string, drop ...string) []string {
+	var out []string
+	for _, p := range all {
+		if !slices.Contains(drop, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestLiveViewGrows: a job waits for a path that is not in its view; the
+// path and its references appear, read-only, once AddPaths returns, and
+// run; a path never added stays invisible; bad requests change nothing.
+func TestLiveViewGrows(t *testing.T) {
+	var fx liveFix
+	if !unprivileged(t, &fx, "busybox", "app", "lib", "busybox-link", "tenant-bob-src", "tenant-alice-src") {
+		return
+	}
+	bb, app, lib, link := fx.Paths["busybox"], fx.Paths["app"], fx.Paths["lib"], fx.Paths["busybox-link"]
+	bob := fx.Paths["tenant-bob-src"]
+	script := `
+while [ ! -e ` + app + `/bin/app ]; do sleep 0.005; done
+` + app + `/bin/app; echo "--store"; ls /nix/store; echo "--link"; readlink ` + link + `
+echo "--mountinfo"; cat /proc/self/mountinfo
+echo "--writes"
+touch ` + app + `/x 2>/dev/null && echo WROTE-IN-PATH
+mkdir /nix/store/new 2>/dev/null && echo WROTE-IN-STORE
+echo x >> ` + lib + `/share/greeting.txt 2>/dev/null && echo WROTE-FILE
+ln -s /tmp /nix/store/l 2>/dev/null && echo WROTE-LINK
+echo "--foreign"
+ls /proc/1/task >/dev/null || echo CANNOT-LIST-INIT-THREADS
+for f in /proc/[0-9]*/task/[0-9]*/mountinfo; do
+  cmp -s $f /proc/self/mountinfo || { echo "== $f"; cat $f; }
+done
+echo "--end"`
+	var errs []error
+	stdout, stderr, out := liveJob(t, bb, fx.Closures["busybox"], "best-effort", script, func(c *Control) {
+		ctx := context.Background()
+		nope := "/nix/store/00000000000000000000000000000000-nope"
+		// Refused before anything is sent: not store paths.
+		for _, bad := range [][]string{{"/etc/passwd"}, {"/nix/store/../etc"}, {app + "/bin/app"}} {
+			if err := c.AddPaths(ctx, bad); err == nil {
+				errs = append(errs, errors.New("AddPaths accepted "+bad[0]))
+			}
+		}
+		// A path the store lacks fails the whole request: bob, in it
+		// too, must stay invisible.
+		err := c.AddPaths(ctx, []string{bob, nope})
+		var se *stage.Error
+		if !errors.As(err, &se) || !errors.Is(err, unix.ENOENT) || !strings.Contains(err.Error(), nope) {
+			errs = append(errs, errors.New("a missing path: want a stage.Error with ENOENT naming it, got "+errString(err)))
+		}
+		// References first; the symlink path is copied as a link; a path
+		// already visible (busybox) is a no-op.
+		if err := c.AddPaths(ctx, []string{lib, link, bb, app}); err != nil {
+			errs = append(errs, err)
+		}
+		if err := c.AddPaths(ctx, []string{app, lib}); err != nil {
+			errs = append(errs, errors.New("adding visible paths again: "+err.Error()))
+		}
+	})
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if out.Result.Code != 0 {
+		t.Fatalf("job exit %d\nstdout: %s\nstderr: %s", out.Result.Code, stdout, stderr)
+	}
+	sec := sections(stdout)
+	if greeting, _ := os.ReadFile(lib + "/share/greeting.txt"); !strings.Contains(sec[""], strings.TrimSpace(string(greeting))) {
+		t.Errorf("app did not run from the grown view: %q (stderr %s)", sec[""], stderr)
+	}
+	got := strings.Fields(sec["store"])
+	want := []string{filepath.Base(bb), filepath.Base(app), filepath.Base(lib), filepath.Base(link)}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("/nix/store after growth: %v, want %v", got, want)
+	}
+	if target, err := os.Readlink(link); err != nil || strings.TrimSpace(sec["link"]) != target {
+		t.Errorf("the symlink path reads %q inside, %q outside (%v)", sec["link"], target, err)
+	}
+	checkViewMounts(t, sec["mountinfo"], 3) // busybox, lib, app; the link is a link
+	checkForeignMountinfo(t, sec["foreign"])
+	if w := strings.TrimSpace(sec["writes"]); w != "" {
+		t.Errorf("writes into the grown view succeeded: %s", w)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "nil"
+	}
+	return err.Error()
+}
+
+// sections splits output at lines "--name".
+func sections(out string) map[string]string {
+	m := map[string]string{}
+	cur := ""
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if name, ok := strings.CutPrefix(strings.TrimSpace(l), "--"); ok && name != "" && !strings.Contains(name, " ") {
+			cur = name
+			continue
+		}
+		m[cur] += l
+	}
+	return m
+}
+
+// checkViewMounts asserts that every mount under /nix/store is read-only,
+// nosuid and nodev, and that there are want of them (want < 0: any).
+func checkViewMounts(t *testing.T, mountinfo string, want int) {
+	t.Helper()
+	n := 0
+	for _, l := range strings.Split(mountinfo, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 6 || !strings.HasPrefix(f[4], "/nix/store") {
+			continue
+		}
+		opts := strings.Split(f[5], ",")
+		for _, o := range []string{"ro", "nosuid", "nodev"} {
+			if !slices.Contains(opts, o) {
+				t.Errorf("%s is mounted %s: not %s", f[4], f[5], o)
+			}
+		}
+		if f[4] != "/nix/store" {
+			n++
+		}
+	}
+	if want >= 0 && n != want {
+		t.Errorf("%d mounts below /nix/store, want %d:\n%s", n, want, mountinfo)
+	}
+}
+
+// checkForeignMountinfo looks at what the job read of mount namespaces
+// other than its own (/proc/PID/task/TID/mountinfo of init's threads): the
+// stager's, and it must show the store directory alone, mounted as the
+// root, nothing of the host's mounts.
+func checkForeignMountinfo(t *testing.T, foreign string) {
+	t.Helper()
+	if strings.Contains(foreign, "CANNOT-LIST-INIT-THREADS") {
+		t.Fatalf("control: the job cannot list init's threads, so this test sees nothing:\n%s", foreign)
+	}
+	files := 0
+	for _, l := range strings.Split(strings.TrimSpace(foreign), "\n") {
+		if strings.HasPrefix(l, "== ") {
+			files++
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) < 5 || f[3] != "/nix/store" || f[4] != "/" {
+			t.Errorf("the job reads a mount of another namespace that is not the stager's store: %q", l)
+		}
+	}
+	if files == 0 {
+		t.Errorf("no mountinfo of the stager's namespace was readable; the attack found nothing to judge:\n%s", foreign)
+	}
+	t.Logf("foreign mountinfo the job read:\n%s", foreign)
+}
+
+// TestLiveViewThousandPaths adds dag-1000's closure to a running job one
+// path per request, measures the cost per path, and checks that the job
+// then sees all of it, read-only, nosuid, nodev, readable under Landlock.
+func TestLiveViewThousandPaths(t *testing.T) {
+	name := "dag-1000"
+	if _, ok := fixture.Optional(name); !ok && os.Getenv(asEnv) == "" {
+		t.Logf("dag-1000 is not built (scripts/teststore --large); using dag-100")
+		name = "dag-100"
+	}
+	var fx liveFix
+	if !unprivileged(t, &fx, "busybox", name) {
+		return
+	}
+	if _, ok := fx.Paths["dag-1000"]; !ok {
+		name = "dag-100"
+	}
+	bb, top := fx.Paths["busybox"], fx.Paths[name]
+	add := without(fx.Closures[name], bb)
+	script := `
+while [ ! -e ` + top + ` ]; do sleep 0.005; done
+echo "--count"; ls /nix/store | wc -l
+echo "--read"; cat ` + top + `/deps 2>&1 | head -c 0; for p in $(ls -d /nix/store/*-dag-node-*); do if [ -d $p ]; then cat $p/deps; else cat $p; fi >/dev/null || echo "CANNOT-READ $p"; done
+echo "--mountinfo"; cat /proc/self/mountinfo
+echo "--writes"
+for p in $(ls -d /nix/store/*-dag-node-* | head -20); do touch $p/x 2>/dev/null && echo WROTE $p; echo x >> $p 2>/dev/null && echo WROTE $p; done
+echo "--end"`
+	var elapsed time.Duration
+	var addErr error
+	stdout, stderr, out := liveJob(t, bb, fx.Closures["busybox"], "best-effort", script, func(c *Control) {
+		// References first: nix-store -qR lists them before referrers.
+		t0 := time.Now()
+		for _, p := range add {
+			if addErr = c.AddPaths(context.Background(), []string{p}); addErr != nil {
+				return
+			}
+		}
+		elapsed = time.Since(t0)
+	})
+	if addErr != nil {
+		t.Fatal(addErr)
+	}
+	if out.Result.Code != 0 {
+		t.Fatalf("job exit %d\nstdout: %s\nstderr: %s", out.Result.Code, stdout, stderr)
+	}
+	t.Logf("added %d paths one by one in %v: %v per path (LandlockABI %d)", len(add), elapsed, elapsed/time.Duration(len(add)), execstage.LandlockABI())
+	sec := sections(stdout)
+	if n := strings.TrimSpace(sec["count"]); n != strconv.Itoa(len(fx.Closures[name])) {
+		t.Errorf("the job sees %s store paths, want %d", n, len(fx.Closures[name]))
+	}
+	if strings.Contains(sec["read"], "CANNOT-READ") {
+		t.Errorf("added paths are not readable:\n%s", sec["read"])
+	}
+	checkViewMounts(t, sec["mountinfo"], len(fx.Closures[name]))
+	if w := strings.TrimSpace(sec["writes"]); w != "" {
+		t.Errorf("writes into the grown view succeeded:\n%s", w)
+	}
+}
