@@ -30,6 +30,7 @@
 package stage
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -164,8 +165,11 @@ func ReadStatus(r io.Reader) error {
 	if len(b) == 0 {
 		return nil
 	}
+	// The first message is the cause: when init fails after starting the
+	// exec stage, the exec stage sees its spec pipe close and may report
+	// that too, after init's own message.
 	var e Error
-	if err := json.Unmarshal(b, &e); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&e); err != nil {
 		return fmt.Errorf("stage status: unreadable message %q", b)
 	}
 	return &e
