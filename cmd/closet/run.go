@@ -153,13 +153,6 @@ func (o *runOpts) launch(ctx context.Context, s *spec.Spec, roots []storepath.Pa
 		}
 		defer h.Release()
 	}
-	dir, err := os.MkdirTemp("", "closet-root-")
-	if err != nil {
-		return nil, fmt.Errorf("make the sandbox's mount point: %w", err)
-	}
-	defer os.Remove(dir)
-	s.RootDir = dir
-
 	stdio := sandbox.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	hooks := sandbox.Hooks{Started: func(int) {
 		o.logf("target started (%v since closet began)", time.Since(t0).Round(time.Microsecond))

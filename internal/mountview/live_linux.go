@@ -1,7 +1,10 @@
 package mountview
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 
@@ -29,9 +32,10 @@ import (
 // in its namespace, and the Go runtime starts new threads from a template
 // thread, never from a locked one.
 type Stager struct {
-	ready chan struct{} // closed once the thread left init's namespace
-	err   error         // why it could not, set before ready closes
-	reqs  chan cloneReq
+	unshared chan struct{} // closed once the thread has a namespace of its own
+	ready    chan struct{} // closed once that namespace is the store alone
+	err      error         // why not, set before ready closes
+	reqs     chan cloneReq
 }
 
 type cloneReq struct {
@@ -45,21 +49,25 @@ type cloneReply struct {
 }
 
 // StartStager starts the stager thread for the store below storeRoot
-// ("" for the host's). It returns at once; Wait blocks until the thread has
-// its own namespace.
+// ("" for the host's). It returns at once.
 //
 // Preconditions: as for Build (own mount namespace, CAP_SYS_ADMIN, private
 // propagation: the stager's namespace copies init's, and nothing it mounts
-// must propagate anywhere); and before pivot_root, whose result the
-// stager's copy must not include.
+// must propagate anywhere). The caller mounts nothing on "/" until
+// Unshared returns: the stager's copy must hold the host's tree alone, so
+// that detaching what lies over its store leaves the store.
 func StartStager(storeRoot string) *Stager {
-	s := &Stager{ready: make(chan struct{}), reqs: make(chan cloneReq)}
+	s := &Stager{unshared: make(chan struct{}), ready: make(chan struct{}), reqs: make(chan cloneReq)}
 	go s.run(filepath.Join("/", storeRoot, storepath.Dir))
 	return s
 }
 
-// Wait blocks until the stager has its own namespace, and returns why it
-// could not make one (then the view cannot grow; the job is unaffected).
+// Unshared blocks until the stager's namespace is its own copy.
+func (s *Stager) Unshared() { <-s.unshared }
+
+// Wait blocks until the stager's namespace holds the store alone, and
+// returns why it could not (then the view cannot grow; the job is
+// unaffected).
 func (s *Stager) Wait() error {
 	<-s.ready
 	return s.err
@@ -67,7 +75,15 @@ func (s *Stager) Wait() error {
 
 func (s *Stager) run(storeDir string) {
 	runtime.LockOSThread() // for good: the thread ends with this goroutine
-	src, err := enterStore(storeDir)
+	// CLONE_FS too (implied): root and cwd become this thread's own.
+	err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS)
+	close(s.unshared)
+	var src int
+	if err != nil {
+		err = fmt.Errorf("unshare the stager's mount namespace: %w", err)
+	} else {
+		src, err = enterStore(storeDir)
+	}
 	s.err = err
 	close(s.ready)
 	if err != nil {
@@ -79,13 +95,9 @@ func (s *Stager) run(storeDir string) {
 	}
 }
 
-// enterStore moves this thread into a mount namespace that holds only the
-// store directory, and returns an fd of its root.
+// enterStore narrows this thread's own mount namespace to the store
+// directory alone, and returns an fd of its root.
 func enterStore(storeDir string) (int, error) {
-	// CLONE_FS too (implied): root and cwd become this thread's own.
-	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
-		return -1, fmt.Errorf("unshare the stager's mount namespace: %w", err)
-	}
 	if err := unix.Mount(storeDir, storeDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return -1, fmt.Errorf("bind %s for the stager: %w", storeDir, err)
 	}
@@ -94,6 +106,13 @@ func enterStore(storeDir string) (int, error) {
 	if err := unix.MountSetattr(unix.AT_FDCWD, storeDir, 0, &attr); err != nil {
 		return -1, fmt.Errorf("make the stager's %s read-only: %w", storeDir, err)
 	}
+	// This thread's /proc directory, for a look at its mountinfo once the
+	// namespace has no /proc of its own.
+	self, err := unix.Open("/proc/thread-self", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(self)
 	if err := unix.Chdir(storeDir); err != nil {
 		return -1, err
 	}
@@ -104,6 +123,16 @@ func enterStore(storeDir string) (int, error) {
 		return -1, fmt.Errorf("stager: detach the old root: %w", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
+		return -1, err
+	}
+	// The job can read this thread's mountinfo: make sure it is the store
+	// alone (a mount left over "/" would have been detached instead of
+	// the old root, which would then show).
+	b, err := readAt(self, "mountinfo")
+	if err == nil && bytes.Count(b, []byte("\n")) != 1 {
+		err = fmt.Errorf("the stager's namespace holds more than the store:\n%s", b)
+	}
+	if err != nil {
 		return -1, err
 	}
 	return unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -191,4 +220,14 @@ func (v *View) Add(s *Stager, paths []string) (int, error) {
 		v.present[t.base] = true
 	}
 	return len(r.trees), nil
+}
+
+func readAt(dir int, name string) ([]byte, error) {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	return io.ReadAll(f)
 }

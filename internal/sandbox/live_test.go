@@ -118,16 +118,11 @@ func unprivileged(t *testing.T, fx *liveFix, names ...string) bool {
 // job's stdout and stderr.
 func liveJob(t *testing.T, bb string, store []string, landlock, script string, grow func(*Control)) (string, string, *Outcome) {
 	t.Helper()
-	root, err := os.MkdirTemp("", "closet-root-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(root)
 	s := &spec.Spec{
 		Version: spec.Version, Path: bb + "/bin/sh", Args: []string{"sh", "-c", script},
 		Env: []string{"PATH=" + bb + "/bin"}, Cwd: "/", UID: 1000, GID: 100, User: "u", Home: "/home/u",
 		Hostname: "live", Store: store, Mounts: []spec.Mount{}, Etc: map[string]string{},
-		RootDir: root, Seccomp: "default", Landlock: landlock,
+		Seccomp: "default", Landlock: landlock,
 	}
 	outR, outW, _ := os.Pipe()
 	errR, errW, _ := os.Pipe()
@@ -160,6 +155,13 @@ func liveJob(t *testing.T, bb string, store []string, landlock, script string, g
 	return stdout.String(), stderr.String(), out
 }
 
+// waitFor is a shell loop that waits for path to appear, for at most
+// about 20 seconds, so that a failed AddPaths ends the job, not the test's
+// deadline.
+func waitFor(path string) string {
+	return "i=0; while [ ! -e " + path + " ] && [ $i -lt 4000 ]; do sleep 0.005; i=$((i+1)); done"
+}
+
 func without(all []string, drop ...string) []string {
 	var out []string
 	for _, p := range all {
@@ -181,7 +183,7 @@ func TestLiveViewGrows(t *testing.T) {
 	bb, app, lib, link := fx.Paths["busybox"], fx.Paths["app"], fx.Paths["lib"], fx.Paths["busybox-link"]
 	bob := fx.Paths["tenant-bob-src"]
 	script := `
-while [ ! -e ` + app + `/bin/app ]; do sleep 0.005; done
+` + waitFor(app+"/bin/app") + `
 ` + app + `/bin/app; echo "--store"; ls /nix/store; echo "--link"; readlink ` + link + `
 echo "--mountinfo"; cat /proc/self/mountinfo
 echo "--writes"
@@ -339,7 +341,7 @@ func TestLiveViewThousandPaths(t *testing.T) {
 	bb, top := fx.Paths["busybox"], fx.Paths[name]
 	add := without(fx.Closures[name], bb)
 	script := `
-while [ ! -e ` + top + ` ]; do sleep 0.005; done
+` + waitFor(top) + `
 echo "--count"; ls /nix/store | wc -l
 echo "--read"; cat ` + top + `/deps 2>&1 | head -c 0; for p in $(ls -d /nix/store/*-dag-node-*); do if [ -d $p ]; then cat $p/deps; else cat $p; fi >/dev/null || echo "CANNOT-READ $p"; done
 echo "--mountinfo"; cat /proc/self/mountinfo

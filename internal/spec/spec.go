@@ -60,10 +60,6 @@ type Spec struct {
 	// /usr/bin/env pointing into the closure, for #! lines.
 	Links map[string]string `json:"links,omitempty"`
 
-	// RootDir is an empty host directory the init mounts its root tmpfs on
-	// (in its own mount namespace; the host never sees anything there).
-	RootDir string `json:"rootDir"`
-
 	// Seccomp names the syscall policy ("default" or "off").
 	Seccomp string `json:"seccomp"`
 	// Landlock turns on the Landlock fence ("best-effort" or "off").
@@ -124,7 +120,7 @@ func (s *Spec) Validate() error {
 	if len(s.Args) == 0 || s.Path == "" {
 		errs = append(errs, errors.New("no command"))
 	}
-	for _, p := range []struct{ name, v string }{{"path", s.Path}, {"cwd", s.Cwd}, {"home", s.Home}, {"rootDir", s.RootDir}} {
+	for _, p := range []struct{ name, v string }{{"path", s.Path}, {"cwd", s.Cwd}, {"home", s.Home}} {
 		if !filepath.IsAbs(p.v) || filepath.Clean(p.v) != p.v {
 			errs = append(errs, fmt.Errorf("%s %q is not a clean absolute path", p.name, p.v))
 		}

@@ -9,7 +9,7 @@ import (
 func valid() *Spec {
 	return &Spec{
 		Version: Version, Path: "/nix/store/x-sh/bin/sh", Args: []string{"sh"},
-		Cwd: "/work", Home: "/home/u", RootDir: "/tmp/closet-root-1",
+		Cwd: "/work", Home: "/home/u",
 		Mounts: []Mount{{Source: "/work", Target: "/work", Writable: true, Why: "cwd"}},
 		Etc:    map[string]string{"passwd": "u:x:1000:100::/home/u:/bin/sh\n"},
 	}

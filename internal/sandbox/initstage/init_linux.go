@@ -30,11 +30,12 @@ import (
 
 // state is what the steps share.
 type state struct {
-	s     *spec.Spec
-	root  string     // the new root, before pivot_root
-	trees []userTree // the user's binds, cloned before the root exists
-	dns   string     // the host's resolv.conf, with --network
-	tty   *os.File   // the job's pty slave, with spec.TTY
+	s      *spec.Spec
+	root   string     // the new root, before pivot_root: /proc/self/fd/<rootFD>
+	rootFD int        // the root tmpfs's mount
+	trees  []userTree // the user's binds, cloned before the root exists
+	dns    string     // the host's resolv.conf, with --network
+	tty    *os.File   // the job's pty slave, with spec.TTY
 	// status is the status pipe, held in one *os.File so that no
 	// finalizer of a second wrapper closes fd 4 behind init's back.
 	status *os.File
@@ -68,7 +69,7 @@ func Run() {
 	if err != nil {
 		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
 	}
-	st.s, st.root = s, s.RootDir
+	st.s, st.rootFD = s, -1
 
 	// The order matters: nothing the job can touch exists before the root
 	// is complete and pivoted into, and every user-named path is opened
@@ -83,6 +84,7 @@ func Run() {
 		// before pivot_root.
 		{"start stager", (*state).startStager},
 		{"open user binds", (*state).openUserBinds},
+		{"wait for stager", (*state).waitStager},
 		{"mount root", (*state).mountRoot},
 		{"mount dev", (*state).mountDev},
 		{"open console", (*state).openConsole},
@@ -98,7 +100,6 @@ func Run() {
 		{"attach user binds", (*state).attachUserBinds},
 		{"set hostname", (*state).setHostname},
 		{"bring up lo", (*state).loopbackUp},
-		{"wait for stager", (*state).waitStager},
 		{"pivot root", (*state).pivotRoot},
 	}
 	for _, step := range steps {
@@ -208,23 +209,33 @@ func (st *state) openUserBinds() error {
 
 func depth(p string) int { return strings.Count(p, "/") }
 
-// mountRoot mounts the new root's tmpfs on the empty directory the parent
-// made; only this mount namespace ever sees it.
-//
-// The directory is opened without following symlinks and the tmpfs is
-// mounted on the opened directory itself (through its /proc/self/fd link),
-// so that a symlink swapped in for it cannot move the root elsewhere.
+// mountRoot makes the new root's tmpfs without any directory of the host:
+// a detached tmpfs (fsopen, fsmount) attached over init's own "/" in its
+// private mount namespace. A lookup from init's root never crosses a mount
+// on that root itself, so the host's paths still resolve for the steps
+// below, while the new root is reached through its fd alone
+// (/proc/self/fd/N). Nothing is created on the host, so nothing is left
+// there when closet is killed.
 func (st *state) mountRoot() error {
-	fd, err := unix.Openat2(unix.AT_FDCWD, st.root, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS,
-	})
+	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	if err != nil {
-		return stage.Errorf(stage.Init, "open", st.root, err)
+		return stage.Errorf(stage.Init, "fsopen tmpfs", "/", err)
 	}
-	defer unix.Close(fd)
-	if err := unix.Mount("tmpfs", fmt.Sprintf("/proc/self/fd/%d", fd), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return stage.Errorf(stage.Init, "mount tmpfs", st.root, err)
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigSetString(fsfd, "mode", "0755"); err != nil {
+		return stage.Errorf(stage.Init, "configure tmpfs", "/", err)
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return stage.Errorf(stage.Init, "create tmpfs", "/", err)
+	}
+	fd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		return stage.Errorf(stage.Init, "fsmount tmpfs", "/", err)
+	}
+	st.rootFD, st.root = fd, fmt.Sprintf("/proc/self/fd/%d", fd)
+	// pivot_root wants the new root attached in this namespace.
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, "/", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return stage.Errorf(stage.Init, "attach the root tmpfs", "/", err)
 	}
 	for _, d := range []string{"nix/store", "proc", "dev", "tmp", "etc", "bin", "usr/bin"} {
 		if err := os.MkdirAll(filepath.Join(st.root, d), 0o755); err != nil {
@@ -253,12 +264,13 @@ func (st *state) startStager() error {
 	return nil
 }
 
-// waitStager waits until the stager has left init's mount namespace, which
-// must happen before pivot_root. A stager that failed does not fail the
-// run: the job is what it would have been; a request to grow its view
-// answers why it cannot.
+// waitStager waits until the stager has its own copy of init's mount
+// namespace, which must be made before the root tmpfs goes over "/" (see
+// mountview.StartStager). The rest of its setup overlaps the steps below.
+// A stager that failed does not fail the run: the job is what it would
+// have been; a request to grow its view answers why it cannot.
 func (st *state) waitStager() error {
-	st.stager.Wait()
+	st.stager.Unshared()
 	return nil
 }
 
@@ -455,15 +467,28 @@ func maps(m map[string]string, k, v string) map[string]string {
 // attachUserBinds moves the cloned user binds into the root. Mount points
 // are created beneath the root without following symlinks, so an earlier
 // writable bind cannot steer where a later one lands.
+//
+// A mount point is created only in the sandbox's own tmpfs layers (the
+// root, /tmp, $HOME), never inside another user bind: there it would be a
+// directory or file of the host's, made in the user's directory and left
+// behind. A target inside a bind must already exist there.
 func (st *state) attachUserBinds() error {
 	rootFD, err := unix.Open(st.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(rootFD)
-	for _, t := range st.trees {
+	for i, t := range st.trees {
 		rel := strings.TrimPrefix(t.m.Target, "/")
-		if err := mkMountPoint(rootFD, rel, t.dir); err != nil {
+		if outer := enclosing(st.trees[:i], t.m.Target); outer != nil {
+			if err := existingMountPoint(rootFD, rel); err != nil {
+				e := stage.Errorf(stage.Init, "find mount point of "+t.m.Why, t.m.Target, err)
+				if errors.Is(err, unix.ENOENT) {
+					e.Hint = fmt.Sprintf("it lies inside %s (bound from %s), and closet creates nothing in your directories: create %s there first, or choose a target outside %s", outer.m.Target, outer.m.Source, t.m.Target, outer.m.Target)
+				}
+				return e
+			}
+		} else if err := mkMountPoint(rootFD, rel, t.dir); err != nil {
 			return stage.Errorf(stage.Init, "create mount point", t.m.Target, err)
 		}
 		if err := unix.MoveMount(t.fd, "", rootFD, rel, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
@@ -479,6 +504,27 @@ func (st *state) attachUserBinds() error {
 		unix.Close(t.fd)
 	}
 	return nil
+}
+
+// enclosing returns the bind among earlier whose target holds target
+// strictly inside it, or nil.
+func enclosing(earlier []userTree, target string) *userTree {
+	for i := len(earlier) - 1; i >= 0; i-- {
+		if strings.HasPrefix(target, strings.TrimSuffix(earlier[i].m.Target, "/")+"/") {
+			return &earlier[i]
+		}
+	}
+	return nil
+}
+
+// existingMountPoint checks that rel exists beneath rootFD, reached without
+// symlinks, and creates nothing.
+func existingMountPoint(rootFD int, rel string) error {
+	fd, err := unix.Openat2(rootFD, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS})
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err
 }
 
 // mkMountPoint creates rel (and its parents) beneath rootFD.
@@ -552,9 +598,10 @@ func (st *state) loopbackUp() error {
 // makes the root tmpfs read-only. After this the host's filesystem is out
 // of reach for good: nothing of it is mounted and nothing references it.
 func (st *state) pivotRoot() error {
-	if err := unix.Chdir(st.root); err != nil {
+	if err := unix.Fchdir(st.rootFD); err != nil {
 		return err
 	}
+	unix.Close(st.rootFD)
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return stage.Errorf(stage.Init, "pivot_root", st.root, err)
 	}
