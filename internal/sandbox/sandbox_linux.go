@@ -253,7 +253,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	defer stop()
 
 	// The spec goes in one write; init reads it to EOF.
-	if err := s.Encode(specW); err != nil {
+	if err := s.EncodeWire(specW); err != nil {
 		cmd.Process.Kill()
 		<-waitc
 		jl.outWait()

@@ -64,7 +64,7 @@ func Run() {
 	}
 	st.ctl = os.NewFile(stage.ControlFD, "control")
 	f := os.NewFile(stage.SpecFD, "spec")
-	s, err := spec.Decode(f)
+	s, err := spec.DecodeWire(f)
 	f.Close()
 	if err != nil {
 		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
@@ -662,7 +662,7 @@ func (st *state) runAndReap() int {
 	// Only the exec stage holds the status pipe from here on: its execve
 	// closes it, and that EOF tells the parent the target started.
 	st.status.Close()
-	stage.WriteJSON(st.execW, st.execSpec())
+	stage.WriteExec(st.execW, st.execSpec())
 	st.execW.Close()
 	target := st.exec.Process.Pid
 	go st.serveControl()

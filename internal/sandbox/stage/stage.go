@@ -7,12 +7,12 @@
 // The protocol, in order:
 //
 //	who      fd  direction       message                     meaning
-//	parent   3   parent -> init  spec.Spec (JSON), then EOF  the sandbox to build
+//	parent   3   parent -> init  spec.Spec (gob), then EOF   the sandbox to build
 //	init     4   init -> parent  Error (JSON)                setup failed; nothing ran
 //	exec     4   exec -> parent  Error (JSON)                confinement or execve failed
 //	(both)   4   EOF, no bytes                               the target's execve succeeded
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
-//	init     3   init -> exec    Exec (JSON), then EOF       what to confine and run
+//	init     3   init -> exec    Exec (gob), then EOF        what to confine and run
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
 //	init     7   parent <-> init Control / ControlReply (JSON)  grow the running store view
 //
@@ -31,6 +31,7 @@ package stage
 
 import (
 	"bytes"
+	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,6 +150,21 @@ type Result struct {
 	// MaxRSS is the largest resident set of the target or a waited-for
 	// descendant, in KiB (getrusage's ru_maxrss).
 	MaxRSSKiB int64 `json:"maxRSSKiB"`
+}
+
+// WriteExec writes the exec stage's part of the spec, as gob: its paths,
+// argv and environment cross as the bytes they are (see spec.EncodeWire).
+func WriteExec(w io.Writer, x *Exec) error {
+	return gob.NewEncoder(w).Encode(x)
+}
+
+// ReadExec reads what WriteExec wrote.
+func ReadExec(r io.Reader) (*Exec, error) {
+	var x Exec
+	if err := gob.NewDecoder(r).Decode(&x); err != nil {
+		return nil, err
+	}
+	return &x, nil
 }
 
 // WriteJSON writes v to fd and does not close it.
