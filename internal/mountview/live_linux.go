@@ -53,9 +53,8 @@ type cloneReply struct {
 //
 // Preconditions: as for Build (own mount namespace, CAP_SYS_ADMIN, private
 // propagation: the stager's namespace copies init's, and nothing it mounts
-// must propagate anywhere). The caller mounts nothing on "/" until
-// Unshared returns: the stager's copy must hold the host's tree alone, so
-// that detaching what lies over its store leaves the store.
+// must propagate anywhere). The caller does not pivot_root before
+// Unshared returns: the stager's copy must still hold the host's store.
 func StartStager(storeRoot string) *Stager {
 	s := &Stager{unshared: make(chan struct{}), ready: make(chan struct{}), reqs: make(chan cloneReq)}
 	go s.run(filepath.Join("/", storeRoot, storepath.Dir))
@@ -119,8 +118,21 @@ func enterStore(storeDir string) (int, error) {
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return -1, fmt.Errorf("stager pivot_root to %s: %w", storeDir, err)
 	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return -1, fmt.Errorf("stager: detach the old root: %w", err)
+	// The old root now lies over "."; so may a mount the init stacked
+	// over its "/" (its new root's tmpfs, with all below it) when this
+	// copy was made after that. Detach from the top down until "." is the
+	// store, which as this namespace's root cannot be detached.
+	for i := 0; ; i++ {
+		err := unix.Unmount(".", unix.MNT_DETACH)
+		if err == unix.EINVAL && i > 0 {
+			break
+		}
+		if err != nil {
+			return -1, fmt.Errorf("stager: detach the old root: %w", err)
+		}
+		if i > 8 {
+			return -1, fmt.Errorf("stager: more than %d mounts over the store", i)
+		}
 	}
 	if err := unix.Chdir("/"); err != nil {
 		return -1, err

@@ -47,6 +47,9 @@ type state struct {
 	ctl    *os.File
 	view   *mountview.View
 	stager *mountview.Stager
+	// signalsDropped is closed once init survives the signals it does not
+	// relay.
+	signalsDropped chan struct{}
 }
 
 type userTree struct {
@@ -84,7 +87,6 @@ func Run() {
 		// before pivot_root.
 		{"start stager", (*state).startStager},
 		{"open user binds", (*state).openUserBinds},
-		{"wait for stager", (*state).waitStager},
 		{"mount root", (*state).mountRoot},
 		{"mount dev", (*state).mountDev},
 		{"open console", (*state).openConsole},
@@ -100,6 +102,7 @@ func Run() {
 		{"attach user binds", (*state).attachUserBinds},
 		{"set hostname", (*state).setHostname},
 		{"bring up lo", (*state).loopbackUp},
+		{"wait for stager", (*state).waitStager},
 		{"pivot root", (*state).pivotRoot},
 	}
 	for _, step := range steps {
@@ -113,11 +116,19 @@ func Run() {
 // protect makes pid 1 non-dumpable, so the job (same uid, same user
 // namespace) can neither ptrace it nor open its /proc files and fds: pid 1
 // holds capabilities over the sandbox's namespaces and the parent's pipes.
-// The result pipe is marked close-on-exec so that only init holds it.
-func protect(*state) error {
+// The result pipe and the control socket are marked close-on-exec so that
+// only init holds them.
+//
+// The signal handlers (dropSignals) are installed off the critical path,
+// and waited for before the target can start.
+func protect(st *state) error {
 	unix.CloseOnExec(stage.ResultFD)
 	unix.CloseOnExec(stage.ControlFD)
-	dropSignals()
+	st.signalsDropped = make(chan struct{})
+	go func() {
+		dropSignals()
+		close(st.signalsDropped)
+	}()
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 }
 
@@ -265,8 +276,8 @@ func (st *state) startStager() error {
 }
 
 // waitStager waits until the stager has its own copy of init's mount
-// namespace, which must be made before the root tmpfs goes over "/" (see
-// mountview.StartStager). The rest of its setup overlaps the steps below.
+// namespace, which must be made before pivot_root (see
+// mountview.StartStager); by now it long has.
 // A stager that failed does not fail the run: the job is what it would
 // have been; a request to grow its view answers why it cannot.
 func (st *state) waitStager() error {
@@ -662,6 +673,7 @@ func (st *state) runAndReap() int {
 	// Only the exec stage holds the status pipe from here on: its execve
 	// closes it, and that EOF tells the parent the target started.
 	st.status.Close()
+	<-st.signalsDropped
 	stage.WriteExec(st.execW, st.execSpec())
 	st.execW.Close()
 	target := st.exec.Process.Pid
