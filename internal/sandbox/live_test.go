@@ -118,6 +118,13 @@ func unprivileged(t *testing.T, fx *liveFix, names ...string) bool {
 // job's stdout and stderr.
 func liveJob(t *testing.T, bb string, store []string, landlock, script string, grow func(*Control)) (string, string, *Outcome) {
 	t.Helper()
+	stdout, stderr, out, _ := liveJobControl(t, bb, store, landlock, script, grow)
+	return stdout, stderr, out
+}
+
+// liveJobControl is liveJob that also returns the job's Control, ended.
+func liveJobControl(t *testing.T, bb string, store []string, landlock, script string, grow func(*Control)) (string, string, *Outcome, *Control) {
+	t.Helper()
 	s := &spec.Spec{
 		Version: spec.Version, Path: bb + "/bin/sh", Args: []string{"sh", "-c", script},
 		Env: []string{"PATH=" + bb + "/bin"}, Cwd: "/", UID: 1000, GID: 100, User: "u", Home: "/home/u",
@@ -152,7 +159,7 @@ func liveJob(t *testing.T, bb string, store []string, landlock, script string, g
 		t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
 	}
 	<-done
-	return stdout.String(), stderr.String(), out
+	return stdout.String(), stderr.String(), out, ctl
 }
 
 // waitFor is a shell loop that waits for path to appear, for at most
@@ -377,5 +384,57 @@ echo "--end"`
 	checkViewMounts(t, sec["mountinfo"], len(fx.Closures[name]))
 	if w := strings.TrimSpace(sec["writes"]); w != "" {
 		t.Errorf("writes into the grown view succeeded:\n%s", w)
+	}
+}
+
+// TestLiveViewConcurrentCallers: AddPaths from many goroutines at once,
+// overlapping, one path per call; the job sees exactly the union; once
+// the job has ended, AddPaths says so.
+func TestLiveViewConcurrentCallers(t *testing.T) {
+	var fx liveFix
+	if !unprivileged(t, &fx, "busybox", "dag-100") {
+		return
+	}
+	bb, top := fx.Paths["busybox"], fx.Paths["dag-100"]
+	add := without(fx.Closures["dag-100"], bb, top)
+	script := waitFor(top) + "; ls /nix/store | wc -l"
+	var mu sync.Mutex
+	var errs []error
+	stdout, stderr, out, ctl := liveJobControl(t, bb, fx.Closures["busybox"], "best-effort", script, func(c *Control) {
+		var wg sync.WaitGroup
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				// Each caller adds half the paths, from its own start.
+				for i := 0; i < len(add)/2; i++ {
+					p := add[(g*len(add)/4+i)%len(add)]
+					if err := c.AddPaths(context.Background(), []string{p}); err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		// The top last: the job stops waiting once everything else is in.
+		if err := c.AddPaths(context.Background(), []string{top}); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if out.Result.Code != 0 || strings.TrimSpace(stdout) != strconv.Itoa(len(fx.Closures["dag-100"])) {
+		t.Errorf("exit %d, the job sees %q store paths, want %d (stderr %s)", out.Result.Code, stdout, len(fx.Closures["dag-100"]), stderr)
+	}
+	if err := ctl.AddPaths(context.Background(), []string{top}); !errors.Is(err, ErrEnded) {
+		t.Errorf("AddPaths after the job ended: %v, want ErrEnded", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := ctl.AddPaths(ctx, []string{top}); err == nil {
+		t.Error("AddPaths with a cancelled context succeeded")
 	}
 }
