@@ -1,7 +1,9 @@
 // Package initstage is pid 1 of the sandbox. It builds the sandbox's root
 // from the spec (a tmpfs, the store view, /proc, a minimal /dev, /tmp, HOME,
 // a synthetic /etc, the user's binds), pivots into it, starts the exec
-// stage, reaps every process of the job, and reports how the target ended.
+// stage, reaps every process of the job, grows the store view when the
+// parent asks (the live view, over stage.ControlFD), and reports how the
+// target ended.
 //
 // It runs in the namespaces the parent created at clone time, as the
 // sandbox's uid with CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SETPCAP held as

@@ -14,7 +14,12 @@
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
 //	init     3   init -> exec    Exec (gob), then EOF        what to confine and run
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
-//	init     7   parent <-> init Control / ControlReply (JSON)  grow the running store view
+//	init     7   parent <-> init Control, ControlReply (JSON) grow the running view
+//
+// fd 4 is shared: init hands its write end to the exec stage and closes its
+// own copy, the exec stage marks it close-on-exec, so the parent's read sees
+// EOF exactly when execve replaced the exec stage with the target, and sees
+// an Error if any step before failed. The parent never waits on a timer.
 //
 // fd 7 is a stream socket, open for the whole run (fd 6 is closed in the
 // init when there is no console). The parent writes one Control per line
@@ -23,10 +28,10 @@
 // parent sends whole closures minus what is already visible, references
 // first; the init checks each name, skips paths already in the view, and
 // binds the rest read-only before it replies. Its EOF means the job ended.
-// fd 4 is shared: init hands its write end to the exec stage and closes its
-// own copy, the exec stage marks it close-on-exec, so the parent's read sees
-// EOF exactly when execve replaced the exec stage with the target, and sees
-// an Error if any step before failed. The parent never waits on a timer.
+//
+// The spec and the exec stage's part cross as gob, whose strings are raw
+// bytes: paths, argv and environment need not be UTF-8 (JSON would change
+// them). Errors and results are JSON: no byte of them is acted on.
 package stage
 
 import (
