@@ -14,10 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/closet-sandbox/closet/internal/audit"
+	"github.com/closet-sandbox/closet/internal/exitcode"
 )
 
 // exitAuditFindings is audit's own status: the audit ran, and at least one
-// finding reached --fail-on. It sits outside the shared codes in root.go.
+// finding reached --fail-on. It sits outside the codes in internal/exitcode:
+// only audit gives it.
 const exitAuditFindings = 3
 
 func init() { register(newAuditCmd) }
@@ -92,7 +94,7 @@ func runAudit(cmd *cobra.Command, fl auditFlags) error {
 		return nil
 	}
 	if fl.json && fl.sarif {
-		return withCode(exitUsage, errors.New("--json and --sarif both given: choose one output format"))
+		return withCode(exitcode.Usage, errors.New("--json and --sarif both given: choose one output format"))
 	}
 	failOn, never := audit.Critical+1, false
 	if strings.EqualFold(fl.failOn, "never") {
@@ -100,23 +102,23 @@ func runAudit(cmd *cobra.Command, fl auditFlags) error {
 	} else {
 		s, err := audit.ParseSeverity(fl.failOn)
 		if err != nil {
-			return withCode(exitUsage, fmt.Errorf("--fail-on: %w, or never", err))
+			return withCode(exitcode.Usage, fmt.Errorf("--fail-on: %w, or never", err))
 		}
 		failOn = s
 	}
 	minSev, err := audit.ParseSeverity(fl.minSev)
 	if err != nil {
-		return withCode(exitUsage, fmt.Errorf("--min-severity: %w", err))
+		return withCode(exitcode.Usage, fmt.Errorf("--min-severity: %w", err))
 	}
 	if fl.color != "auto" && fl.color != "always" && fl.color != "never" {
-		return withCode(exitUsage, fmt.Errorf("--color %q: use auto, always or never", fl.color))
+		return withCode(exitcode.Usage, fmt.Errorf("--color %q: use auto, always or never", fl.color))
 	}
 
 	h := audit.LocalHost()
 	if root := filepath.Clean(fl.root); root != "/" {
 		abs, err := filepath.Abs(root)
 		if err != nil {
-			return withCode(exitBadInput, fmt.Errorf("--root %s: %w", fl.root, err))
+			return withCode(exitcode.BadInput, fmt.Errorf("--root %s: %w", fl.root, err))
 		}
 		h.Root = abs
 		h.ProcSys = ""          // the image's proc/sys, if it has one
@@ -131,7 +133,7 @@ func runAudit(cmd *cobra.Command, fl auditFlags) error {
 	}
 	rep, err := audit.Run(context.Background(), h, opts)
 	if err != nil {
-		return withCode(exitBadInput, err)
+		return withCode(exitcode.BadInput, err)
 	}
 
 	switch {
@@ -153,7 +155,7 @@ func runAudit(cmd *cobra.Command, fl auditFlags) error {
 		}
 	}
 	if err != nil {
-		return withCode(exitBadInput, fmt.Errorf("write report: %w", err))
+		return withCode(exitcode.BadInput, fmt.Errorf("write report: %w", err))
 	}
 	if !never && rep.AtLeast(failOn) > 0 {
 		return &exitError{code: exitAuditFindings, quiet: true}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/closet-sandbox/closet/internal/audit"
+	"github.com/closet-sandbox/closet/internal/exitcode"
 )
 
 // runCLI runs closet with args and returns its exit status and output, as
@@ -31,7 +32,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 				errb.WriteString(ee.err.Error())
 			}
 		} else {
-			code = exitUsage
+			code = exitcode.Usage
 			errb.WriteString(err.Error())
 		}
 	}
@@ -183,15 +184,15 @@ func TestAuditUsageErrors(t *testing.T) {
 		{"audit", "--color", "sometimes"},
 		{"audit", "extra-arg"},
 	} {
-		if code, _, _ := runCLI(t, args...); code != exitUsage {
-			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		if code, _, _ := runCLI(t, args...); code != exitcode.Usage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitcode.Usage)
 		}
 	}
 }
 
 func TestAuditBadRoot(t *testing.T) {
 	code, _, stderr := runCLI(t, "audit", "--root", "/nonexistent/closet-root")
-	if code != exitBadInput || !strings.Contains(stderr, "/nonexistent/closet-root") {
+	if code != exitcode.BadInput || !strings.Contains(stderr, "/nonexistent/closet-root") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/closet-sandbox/closet/internal/check"
+	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/resolve"
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
@@ -55,7 +56,7 @@ posture is wrong, 125 the check itself could not run.`,
 				return nil
 			}
 			if builtWithCgo {
-				return withCode(exitSandbox, errors.New("this closet binary was built with cgo; rebuild it with CGO_ENABLED=0 go build ./cmd/closet"))
+				return withCode(exitcode.Sandbox, errors.New("this closet binary was built with cgo; rebuild it with CGO_ENABLED=0 go build ./cmd/closet"))
 			}
 			o, err := checkOptions(cmd, args, leak)
 			if err != nil {
@@ -67,7 +68,7 @@ posture is wrong, 125 the check itself could not run.`,
 			}
 			rep, err := check.Run(cmd.Context(), o)
 			if err != nil {
-				return withCode(exitSandbox, err)
+				return withCode(exitcode.Sandbox, err)
 			}
 			if asJSON {
 				rep.WriteJSON(cmd.OutOrStdout())
@@ -99,11 +100,11 @@ func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error
 	var o check.Options
 	exe, err := os.Executable()
 	if err != nil {
-		return o, withCode(exitSandbox, fmt.Errorf("find the closet binary: %w", err))
+		return o, withCode(exitcode.Sandbox, fmt.Errorf("find the closet binary: %w", err))
 	}
 	st, err := openStore("")
 	if err != nil {
-		return o, withCode(exitSandbox, err)
+		return o, withCode(exitcode.Sandbox, err)
 	}
 	defer st.Close()
 	ctx := cmd.Context()
@@ -112,15 +113,15 @@ func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error
 		r := &resolve.Resolver{Path: os.Getenv("PATH")}
 		p, _, err := r.Command("sh")
 		if err != nil {
-			return o, withCode(exitSandbox, fmt.Errorf("no ROOT given and no sh from the store on PATH (%v): name a store path to build the view from", err))
+			return o, withCode(exitcode.Sandbox, fmt.Errorf("no ROOT given and no sh from the store on PATH (%v): name a store path to build the view from", err))
 		}
 		roots = []storepath.Path{p}
 	} else if roots, err = resolveRoots(ctx, st, "", args); err != nil {
-		return o, withCode(exitSandbox, err)
+		return o, withCode(exitcode.Sandbox, err)
 	}
 	c, err := st.Closure(ctx, roots, false)
 	if err != nil {
-		return o, withCode(exitSandbox, err)
+		return o, withCode(exitcode.Sandbox, err)
 	}
 	o.Exe = exe
 	for _, r := range roots {

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/closet-sandbox/closet/internal/exitcode"
 )
 
 func init() { register(newClosureCmd) }
@@ -43,7 +45,7 @@ Exit codes:
   closet closure --store /tmp/chroot-store /nix/store/...-hello`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return withCode(exitBadInput, fmt.Errorf("closure needs at least one ROOT; see 'closet closure --help'"))
+				return withCode(exitcode.BadInput, fmt.Errorf("closure needs at least one ROOT; see 'closet closure --help'"))
 			}
 			return nil
 		},

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -12,12 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/closet-sandbox/closet/internal/closure"
+	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
-	"github.com/closet-sandbox/closet/internal/sandbox"
-	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
-	"github.com/closet-sandbox/closet/internal/spec"
-	"github.com/closet-sandbox/closet/internal/storepath"
 )
 
 // limitOpts are the resource-limit and report flags of run and shell.
@@ -29,9 +24,7 @@ type limitOpts struct {
 	cgroup                        string
 	reportFile, reportFormat      string
 
-	// set by apply
-	lim  spec.Limits
-	dest *report.Dest
+	dest *report.Dest // opened by apply, before anything runs
 }
 
 // limitsHelp is appended to run's long help.
@@ -66,13 +59,13 @@ carry the job's stdout and stderr through pipes (so no terminal).
 The verdict (--report FILE, as JSON or, with --report-format isolate, as
 isolate's --meta key:value file) is written once every process of the job
 is gone: OK, RE (non-zero exit), SG (a signal), TO (wall, CPU or silent
-time), ML (memory), OL (output), XX (the sandbox failed, not the job), with
-the figures and the mechanism that enforced each limit. closet's own exit
+time), ML (memory), OL (output), XX (closet failed, not the job), with the
+figures and the mechanism that enforced each limit. closet's own exit
 status follows the verdict, with or without --report:
 
   OK 0    RE the job's status    SG 128+signal    TO 124    ML 123    OL 122
-  XX 125 (126: the command could not be executed, 127: it was not found)
-  1: bad input, such as a nonsense limit (nothing ran, no report)`
+  XX 125: bad input or a sandbox that failed (126: the command could not be
+  executed, 127: it was not found)`
 
 func (l *limitOpts) addFlags(cmd *cobra.Command) {
 	cmd.Long += limitsHelp
@@ -91,274 +84,109 @@ func (l *limitOpts) addFlags(cmd *cobra.Command) {
 	f.StringVar(&l.reportFormat, "report-format", "json", "--report format: json, or isolate (isolate's --meta key:value file)")
 }
 
-// apply checks and parses the flags into s.Limits. Nothing has run yet.
-func (l *limitOpts) apply(s *spec.Spec, tty string) error {
-	lim := spec.Limits{Rlimits: map[string]uint64{}}
+// apply parses the flags into req.Limits and opens the report's
+// directory. Nothing has run yet.
+func (l *limitOpts) apply(req *job.Request) error {
 	var errs []error
+	note := func(flag, v string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: %w", flag, v, err))
+		}
+	}
 	dur := func(flag, v string) time.Duration {
 		if v == "" {
 			return 0
 		}
-		d, err := parseDuration(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--%s %q: %w", flag, v, err))
-		}
+		d, err := job.ParseDuration(v)
+		note(flag, v, err)
 		return d
 	}
-	size := func(flag, v string, least uint64) uint64 {
+	size := func(flag, v string) uint64 {
 		if v == "" {
 			return 0
 		}
-		n, err := parseSize(v)
-		if err == nil && n < least {
-			err = fmt.Errorf("at least %d bytes, please", least)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--%s %q: %w", flag, v, err))
-		}
+		n, err := job.ParseSize(v)
+		note(flag, v, err)
 		return n
 	}
-	count := func(flag, v string, least uint64) uint64 {
+	count := func(flag, v string) uint64 {
 		if v == "" {
 			return 0
 		}
 		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-		switch {
-		case err != nil:
-			err = errors.New("want a whole number")
-		case n < least:
-			err = fmt.Errorf("want at least %d (leave the flag out for no limit)", least)
+		if err != nil || n == 0 {
+			err = errors.New("want a whole number from 1 (leave the flag out for no limit)")
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--%s %q: %w", flag, v, err))
-		}
+		note(flag, v, err)
 		return n
 	}
+	lim := &req.Limits
 	lim.WallTime = dur("wall-time", l.wallTime)
 	lim.CPUTime = dur("cpu-time", l.cpuTime)
 	lim.SilentTime = dur("silent-time", l.silentTime)
-	lim.Memory = size("memory", l.memory, 1<<20)
-	lim.Output = size("output", l.output, 1)
-	lim.TmpSize = size("tmp-size", l.tmpSize, 1)
-	if lim.TmpSize == 0 && lim.Memory > 0 {
-		// tmpfs pages are memory the job holds outside any process: with
-		// no cgroup to charge them to, RLIMIT_AS would not see them.
-		lim.TmpSize = lim.Memory
-	}
-	lim.Pids = count("pids", l.pids, 1)
-	if n := size("file-size", l.fileSize, 1); n > 0 {
-		lim.Rlimits["FSIZE"] = n
-	}
-	// The exec stage opens a few files of its own (Landlock, seccomp)
-	// after the rlimits are set.
-	if n := count("open-files", l.openFiles, 16); n > 0 {
-		lim.Rlimits["NOFILE"] = n
-	}
+	lim.Memory = size("memory", l.memory)
+	lim.Output = size("output", l.output)
+	lim.FileSize = size("file-size", l.fileSize)
+	lim.TmpSize = size("tmp-size", l.tmpSize)
+	lim.Pids = count("pids", l.pids)
+	lim.OpenFiles = count("open-files", l.openFiles)
 	switch l.cgroup {
 	case "auto":
-		lim.Fallback = "rlimit"
 	case "require":
+		lim.RequireCgroup = true
 	default:
 		errs = append(errs, fmt.Errorf("--cgroup %q: want auto or require", l.cgroup))
 	}
 	switch l.reportFormat {
 	case "json", "isolate":
 	default:
-		errs = append(errs, fmt.Errorf("--report-format %q: want json or isolate", l.reportFormat))
+		// Without a format there is no report to write the refusal in.
+		return fmt.Errorf("--report-format %q: want json or isolate", l.reportFormat)
 	}
-	if l.reportFile != "" {
-		lim.Capture, lim.Measure = true, true
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if len(lim.Rlimits) == 0 {
-		lim.Rlimits = nil
-	}
-	if lim.Capture || lim.Output > 0 || lim.SilentTime > 0 {
-		// Counting output needs pipes, not a terminal.
-		if tty == "always" {
-			return errors.New("--tty always cannot be combined with --output, --silent-time or --report (they read the job's output through pipes)")
-		}
-		s.TTY = false
-	}
-	if l.reportFile != "" {
-		// The directory is opened now: the job may be able to write there.
+	if l.reportFile != "" && l.dest == nil {
+		req.Capture = true
+		// The directory is opened now, before anything runs: the job may
+		// be able to write there. Even a refusal below is reported in it.
 		d, err := report.OpenDest(l.reportFile)
 		if err != nil {
 			return fmt.Errorf("--report: %w", err)
 		}
 		l.dest = d
 	}
-	l.lim = lim
-	s.Limits = lim
-	return nil
+	return errors.Join(errs...)
 }
 
-// parseDuration reads 1.5 (seconds), 2s, 500ms, 1m, 1m30s: positive and
-// finite.
-func parseDuration(v string) (time.Duration, error) {
-	v = strings.TrimSpace(v)
-	var d time.Duration
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if math.IsNaN(f) || math.IsInf(f, 0) || f > 1e9 {
-			return 0, errors.New("not a usable number of seconds")
-		}
-		d = time.Duration(f * float64(time.Second))
-	} else {
-		if d, err = time.ParseDuration(v); err != nil {
-			return 0, errors.New("want seconds (1.5) or a duration (2s, 500ms, 1m)")
-		}
+// refused reports a job that could not even be prepared: an XX report when
+// one was asked for, and closet's exit status.
+func (l *limitOpts) refused(err error) error {
+	code := exitcode.Sandbox
+	if errors.Is(err, job.ErrNotFound) {
+		code = exitcode.NotFound
 	}
-	if d <= 0 {
-		return 0, errors.New("want a positive time (leave the flag out for no limit)")
+	r := &report.Report{Status: report.XX, Message: err.Error(), ClosetExit: code, Limits: map[string]report.Limit{}}
+	if werr := l.write(r); werr != nil {
+		fmt.Fprintf(os.Stderr, "closet: %v\n", werr)
 	}
-	return d, nil
+	return withCode(code, err)
 }
 
-var sizeUnits = map[string]float64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-	"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-	"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-	"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
-}
-
-// parseSize reads 512k, 64M, 1G, 1.5G, or plain bytes; units are powers of
-// 1024.
-func parseSize(v string) (uint64, error) {
-	s := strings.TrimSpace(v)
-	i := 0
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
-		i++
-	}
-	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
-	mul, ok := sizeUnits[unit]
-	if num == "" || !ok {
-		return 0, errors.New("want a size: bytes, or a number with k, M, G or T (512k, 64M, 1.5G)")
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return 0, errors.New("want a size: bytes, or a number with k, M, G or T (512k, 64M, 1.5G)")
-	}
-	n := f * mul
-	if n < 1 {
-		return 0, errors.New("want a positive size (leave the flag out for no limit)")
-	}
-	if n >= 1<<62 {
-		return 0, errors.New("too large")
-	}
-	return uint64(n), nil
-}
-
-// conclude turns the sandbox's outcome into the verdict, writes the report
-// when asked (the job's processes are all gone by now), and returns
-// closet's exit status.
-func (l *limitOpts) conclude(ctx context.Context, o *runOpts, st *closure.Store, roots []storepath.Path, s *spec.Spec, out *sandbox.Outcome, runErr error) error {
-	j := report.Job{SetupErr: runErr, CPULimit: l.lim.CPUTime}
-	r := &report.Report{Limits: l.limitsReport(out)}
-	if out != nil {
-		o.logf("target ended: exit %d, signal %d, wall %v", out.Result.Code, out.Result.Signal, out.Wall.Round(time.Microsecond))
-		res := out.Result
-		j.Exited, j.Code, j.Signal, j.Limit = res.Exited, res.Code, res.Signal, out.Limit
-		j.CPU = time.Duration(res.UserUsec+res.SysUsec) * time.Microsecond
-		switch {
-		case out.Cgroup.HasCPU:
-			j.CPU = out.Cgroup.CPU
-		case out.KillCPU > j.CPU:
-			j.CPU = out.KillCPU
-		}
-		r.Exited, r.Signal = res.Exited, res.Signal
-		if res.Exited {
-			r.ExitCode = res.Code
-		}
-		r.Killed, r.Limit = out.Killed, out.Limit
-		r.CPUTime = j.CPU.Seconds()
-		r.WallTime = out.Ended.Sub(out.Started).Seconds()
-		r.MaxRSS = uint64(max(res.MaxRSSKiB, 0)) * 1024
-		r.PeakMemory = out.Cgroup.PeakMemory
-		r.OOMKilled = out.Cgroup.OOMKills > 0
-		r.Output, r.OutputKept = out.Output, out.OutputKept
-	}
-	r.Status, r.Message = report.Decide(j)
-	for name, lim := range r.Limits {
-		if strings.HasPrefix(lim.Mechanism, "rlimit-as") {
-			fmt.Fprintf(os.Stderr, "closet: --%s was enforced as RLIMIT_AS (each process's address space), not as the job's memory: no cgroup could hold it here\n", name)
-		}
-	}
-	var exit error
-	switch {
-	case runErr != nil:
-		exit = setupErr(runErr)
-		var ee *exitError
-		if errors.As(exit, &ee) {
-			r.ClosetExit = ee.code
-		}
-	default:
-		r.ClosetExit = report.ExitCode(r.Status, r.ExitCode, r.Signal)
-		if r.Status != report.OK && r.Status != report.RE && r.Status != report.SG {
-			fmt.Fprintf(os.Stderr, "closet: %s: %s\n", r.Status, r.Message)
-		}
-		if r.ClosetExit != 0 {
-			exit = &exitError{code: r.ClosetExit, quiet: true}
-		}
-	}
-	if l.dest != nil {
-		r.Confinement = confinement(s)
-		r.Closure = report.Closure{Hash: s.ClosureHash, Paths: len(s.Store)}
-		if c, err := st.Closure(ctx, roots, false); err == nil {
-			r.Closure.Size = c.NarSize()
-		}
-		err := l.dest.Write(r, l.reportFormat)
-		l.dest.Close()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "closet: %v\n", err)
-			if exit == nil {
-				exit = &exitError{code: exitSandbox, quiet: true}
-			}
+// conclude writes the report when asked (the job's processes are all gone
+// by now) and returns closet's exit status.
+func (l *limitOpts) conclude(r *report.Report) error {
+	exit := exitFor(r)
+	if err := l.write(r); err != nil {
+		fmt.Fprintf(os.Stderr, "closet: %v\n", err)
+		if exit == nil {
+			exit = &exitError{code: exitcode.Sandbox, quiet: true}
 		}
 	}
 	return exit
 }
 
-// limitsReport lists each limit given, its value and its mechanism.
-func (l *limitOpts) limitsReport(out *sandbox.Outcome) map[string]report.Limit {
-	m := map[string]report.Limit{}
-	mech := func(name string) string {
-		if out != nil && out.Enforced[name] != "" {
-			return out.Enforced[name]
-		}
-		return "not set up"
+func (l *limitOpts) write(r *report.Report) error {
+	if l.dest == nil {
+		return nil
 	}
-	add := func(name, value, mechanism string) {
-		if value != "" {
-			m[name] = report.Limit{Value: value, Mechanism: mechanism}
-		}
-	}
-	add(sandbox.LimitWall, l.wallTime, mech(sandbox.LimitWall))
-	add(sandbox.LimitCPU, l.cpuTime, mech(sandbox.LimitCPU))
-	add(sandbox.LimitSilent, l.silentTime, mech(sandbox.LimitSilent))
-	add(sandbox.LimitMemory, l.memory, mech(sandbox.LimitMemory))
-	add(sandbox.LimitPids, l.pids, mech(sandbox.LimitPids))
-	add(sandbox.LimitOutput, l.output, mech(sandbox.LimitOutput))
-	add("file-size", l.fileSize, "rlimit-fsize")
-	add("open-files", l.openFiles, "rlimit-nofile")
-	add("tmp-size", l.tmpSize, "tmpfs-size")
-	return m
-}
-
-// confinement describes the fences of s for the report.
-func confinement(s *spec.Spec) report.Confinement {
-	c := report.Confinement{Seccomp: s.Seccomp, Landlock: "off", Network: "own"}
-	if s.Network {
-		c.Network = "host"
-	}
-	if s.Landlock != "off" {
-		if abi := execstage.LandlockABI(); abi > 0 {
-			c.Landlock = fmt.Sprintf("abi %d", abi)
-		} else {
-			c.Landlock = "unavailable"
-		}
-	}
-	return c
+	defer l.dest.Close()
+	return l.dest.Write(r, l.reportFormat)
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/testutil"
 )
@@ -22,13 +24,13 @@ func TestParseSize(t *testing.T) {
 		"64MiB": 64 << 20, "1G": 1 << 30, "1.5G": 3 << 29, "2t": 2 << 40, "10b": 10,
 	}
 	for in, want := range good {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		if got, err := job.ParseSize(in); err != nil || got != want {
+			t.Errorf("job.ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"", "0", "-5M", "12QB", "M", "1.2.3k", "0.1", "1e3", "nan", "99999999T", " k"} {
-		if got, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		if got, err := job.ParseSize(in); err == nil {
+			t.Errorf("job.ParseSize(%q) = %d, want an error", in, got)
 		}
 	}
 }
@@ -39,13 +41,13 @@ func TestParseDuration(t *testing.T) {
 		"500ms": 500 * time.Millisecond, "1m": time.Minute, "1m30s": 90 * time.Second,
 	}
 	for in, want := range good {
-		if got, err := parseDuration(in); err != nil || got != want {
-			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		if got, err := job.ParseDuration(in); err != nil || got != want {
+			t.Errorf("job.ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"", "0", "-1", "-2s", "0s", "12QB", "inf", "NaN", "1x"} {
-		if got, err := parseDuration(in); err == nil {
-			t.Errorf("parseDuration(%q) = %v, want an error", in, got)
+		if got, err := job.ParseDuration(in); err == nil {
+			t.Errorf("job.ParseDuration(%q) = %v, want an error", in, got)
 		}
 	}
 }
@@ -146,8 +148,15 @@ func TestLimitsBadInput(t *testing.T) {
 		report := filepath.Join(dir, "report.json")
 		args := append(append([]string{"run"}, b...), "--report", report, busyboxDir, "--", "sh", "-c", "echo ran > marker")
 		r := runLimited(t, false, dir, args...)
-		if r.Code != exitBadInput || !strings.Contains(r.Stderr, b[0]) {
-			t.Errorf("%v: exit %d, stderr %q; want exit 1 naming %s", b, r.Code, r.Stderr, b[0])
+		if r.Code != exitcode.Sandbox || !strings.Contains(r.Stderr, b[0]) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 125 naming %s", b, r.Code, r.Stderr, b[0])
+		}
+		if b[0] != "--report-format" {
+			// The refusal is the report's XX.
+			if rp := readReport(t, report); rp.Status != "XX" || rp.ClosetExit != exitcode.Sandbox || !strings.Contains(rp.Message, b[0]) {
+				t.Errorf("%v: report %+v; want XX naming %s", b, rp, b[0])
+			}
+			os.Remove(report)
 		}
 		for _, f := range []string{"marker", "report.json"} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
@@ -283,7 +292,7 @@ func TestLimitsUnprivileged(t *testing.T) {
 	t.Run("memory, cgroup required", func(t *testing.T) {
 		os.Remove(rep)
 		r := runLimited(t, false, dir, append([]string{"run", "--cgroup", "require", "--memory", "64M"}, sh("echo ran > marker")...)...)
-		if r.Code != exitSandbox || !strings.Contains(r.Stderr, "--memory") {
+		if r.Code != exitcode.Sandbox || !strings.Contains(r.Stderr, "--memory") {
 			t.Errorf("exit %d stderr %q", r.Code, r.Stderr)
 		}
 		if _, err := os.Stat(filepath.Join(dir, "marker")); err == nil {
@@ -296,13 +305,13 @@ func TestLimitsUnprivileged(t *testing.T) {
 		if r.Code == 0 {
 			t.Skip("this user has a delegated cgroup")
 		}
-		if r.Code != exitSandbox || !strings.Contains(r.Stderr, "--pids") {
+		if r.Code != exitcode.Sandbox || !strings.Contains(r.Stderr, "--pids") {
 			t.Errorf("exit %d stderr %q", r.Code, r.Stderr)
 		}
 		if _, err := os.Stat(filepath.Join(dir, "marker")); err == nil {
 			t.Error("the job ran without its pids limit")
 		}
-		if rp := readReport(t, rep); rp.Status != report.XX || rp.ClosetExit != exitSandbox {
+		if rp := readReport(t, rep); rp.Status != report.XX || rp.ClosetExit != exitcode.Sandbox {
 			t.Errorf("report %+v", rp)
 		}
 	})

@@ -1,5 +1,5 @@
 // Command closet runs a program so that /nix/store shows exactly the closure
-// it needs. See README.md and ../shared/design.md.
+// it needs. See README.md and docs/design.md.
 //
 // main does two things, in this order: it dispatches to a sandbox stage when
 // the binary was re-executed as one (the init or the exec stage), and only
@@ -12,10 +12,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/sandbox"
 )
 
 func main() {
-	runStageIfAny()
+	sandbox.RunStageIfAny()
 	os.Exit(execute(os.Args[1:]))
 }
 
@@ -41,7 +44,18 @@ func execute(args []string) int {
 		help = "closet " + sub + " --help"
 	}
 	fmt.Fprintf(os.Stderr, "closet: %v\nRun '%s' for usage.\n", err, help)
-	return exitUsage
+	return usageExit(args)
+}
+
+// usageExit is the status of a usage error: 125 for the verbs that run a
+// job, whose own statuses must never be mistaken for closet's, and 64
+// (EX_USAGE) for the rest.
+func usageExit(args []string) int {
+	switch subcommandName(args) {
+	case "run", "shell":
+		return exitcode.Sandbox
+	}
+	return exitcode.Usage
 }
 
 func subcommandName(args []string) string {

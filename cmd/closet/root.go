@@ -1,22 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
-)
-
-// Exit codes shared by every subcommand. Subcommands that run a target
-// (run, shell) return the target's own status and use the 12x range below
-// for closet's own failures, as container runtimes do.
-const (
-	exitOK         = 0
-	exitBadInput   = 1   // the user's arguments or roots are wrong
-	exitStore      = 2   // the Nix store or its database cannot be read
-	exitUsage      = 64  // unknown flag, wrong number of arguments
-	exitSandbox    = 125 // closet could not set up the sandbox; nothing ran
-	exitCannotExec = 126 // the command was found but could not be executed
-	exitNotFound   = 127 // the command was not found inside the sandbox
 )
 
 // exitError carries an exit code through cobra's error return.
@@ -64,6 +52,8 @@ Start with:
 		SilenceErrors: true,
 	}
 	root.CompletionOptions.HiddenDefaultCmd = true
+	root.Version = versionString()
+	root.SetVersionTemplate("{{.Version}}\n")
 	for _, f := range commands {
 		root.AddCommand(f())
 	}
@@ -75,26 +65,31 @@ func init() { register(newVersionCmd) }
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print closet's version and build information",
+		Short: "Print closet's version and build information (also: closet --version)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, rev := "devel", ""
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-					v = bi.Main.Version
-				}
-				for _, s := range bi.Settings {
-					if s.Key == "vcs.revision" {
-						rev = s.Value
-					}
-				}
-			}
-			cmd.Printf("closet %s", v)
-			if rev != "" {
-				cmd.Printf(" (%.12s)", rev)
-			}
-			cmd.Println()
+			fmt.Fprintln(cmd.OutOrStdout(), versionString())
 			return nil
 		},
 	}
+}
+
+// versionString is "closet VERSION (REVISION)" from the build information.
+func versionString() string {
+	v, rev := "devel", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				rev = s.Value
+			}
+		}
+	}
+	s := "closet " + v
+	if rev != "" {
+		s += fmt.Sprintf(" (%.12s)", rev)
+	}
+	return s
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
@@ -237,17 +238,23 @@ func TestBadInputRunsNothing(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"no command", []string{bb}, 1, "needs a command"},
-		{"bad cwd mode", []string{"--cwd", "rx", bb, "--", "sh", "-c", marker}, 1, "--cwd"},
-		{"bad env", []string{"--env", "NOEQUALS", bb, "--", "sh", "-c", marker}, 1, "NAME=VALUE"},
-		{"bad regex", []string{"--preserve", "(", bb, "--", "sh", "-c", marker}, 1, "--preserve"},
-		{"bad uid", []string{"--uid", "-4", bb, "--", "sh", "-c", marker}, 1, "--uid"},
-		{"expose missing", []string{"--expose", "/no/such/dir", bb, "--", "sh", "-c", marker}, 1, "/no/such/dir"},
-		{"expose over store", []string{"--expose", dir + "=/nix/store/x", bb, "--", "sh", "-c", marker}, 1, "/nix/store/x"},
-		{"bad root", []string{"/etc/passwd", "--", "sh", "-c", marker}, 1, "not in the Nix store"},
+		{"no command", []string{bb}, 125, "needs a command"},
+		{"bad cwd mode", []string{"--cwd", "rx", bb, "--", "sh", "-c", marker}, 125, "--cwd"},
+		{"bad env", []string{"--env", "NOEQUALS", bb, "--", "sh", "-c", marker}, 125, "NAME=VALUE"},
+		{"bad regex", []string{"--preserve", "(", bb, "--", "sh", "-c", marker}, 125, "--preserve"},
+		{"bad uid", []string{"--uid", "-4", bb, "--", "sh", "-c", marker}, 125, "--uid"},
+		{"expose missing", []string{"--expose", "/no/such/dir", bb, "--", "sh", "-c", marker}, 125, "/no/such/dir"},
+		{"expose over store", []string{"--expose", dir + "=/nix/store/x", bb, "--", "sh", "-c", marker}, 125, "/nix/store/x"},
+		{"bad root", []string{"/etc/passwd", "--", "sh", "-c", marker}, 125, "not in the Nix store"},
 		{"unknown command", []string{bb, "--", "no-such-cmd"}, 127, "not found"},
-		{"unknown flag", []string{"--frobnicate", bb, "--", "sh", "-c", marker}, 64, "unknown flag"},
-		{"bad seccomp", []string{"--seccomp", "maybe", bb, "--", "sh", "-c", marker}, 1, "--seccomp"},
+		{"unknown flag", []string{"--frobnicate", bb, "--", "sh", "-c", marker}, 125, "unknown flag"},
+		{"expose the store", []string{"--expose", "/nix/store=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"expose nix", []string{"--expose", "/nix=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"expose the root", []string{"--expose", "/=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"expose nix state", []string{"--expose", "/nix/var/nix=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"share the daemon socket dir", []string{"--share", "/nix/var/nix/daemon-socket=/data", bb, "--", "sh", "-c", marker}, 125, "closet hides"},
+		{"bad hostname", []string{"--hostname", "a\x1b]0;pwned\x07", bb, "--", "sh", "-c", marker}, 125, "--hostname"},
+		{"bad seccomp", []string{"--seccomp", "maybe", bb, "--", "sh", "-c", marker}, 125, "--seccomp"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -552,5 +559,87 @@ func TestNetworkNamespace(t *testing.T) {
 	}
 	if _, err := os.Stat("/etc/resolv.conf"); err == nil && strings.Contains(shared.Stdout, "no-resolv") {
 		t.Error("--network: no /etc/resolv.conf inside")
+	}
+}
+
+// TestNoHostTerminal: whichever of the job's stdin, stdout and stderr is
+// a terminal of the caller, the job never holds it: it cannot read the
+// keystrokes or change the terminal's modes (issue 10 #3).
+func TestNoHostTerminal(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	probe := "for i in 0 1 2; do test -t $i && echo FD$i-IS-TTY; done; stty -echo -icanon 2>/dev/null && echo STTY-CHANGED; echo done"
+	cases := []struct {
+		name             string
+		tty              string
+		stdin, stdout    bool // which are the terminal
+		stderrToTerminal bool
+	}{
+		{"stdout only", "auto", false, true, false},
+		{"stdout and stderr", "auto", false, true, true},
+		{"stdin only, tty never", "never", true, false, false},
+		{"all three, tty never", "never", true, true, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ptmx, tty, err := pty.Open()
+			if err != nil {
+				t.Skip(err)
+			}
+			defer ptmx.Close()
+			before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := testutil.Command(t, "", "run", "--tty", c.tty, bb, "--", "sh", "-c", probe)
+			var out, errb strings.Builder
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, &out, &errb
+			if c.stdin {
+				cmd.Stdin = tty
+			}
+			if c.stdout {
+				cmd.Stdout = tty
+			}
+			if c.stderrToTerminal {
+				cmd.Stderr = tty
+			}
+			var fromTTY strings.Builder
+			done := make(chan struct{})
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := ptmx.Read(buf)
+					fromTTY.Write(buf[:n])
+					if err != nil || strings.Contains(fromTTY.String(), "done") {
+						close(done)
+						return
+					}
+				}
+			}()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			werr := cmd.Wait()
+			all := out.String() + errb.String()
+			if c.stdout {
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+				}
+				all += fromTTY.String()
+			}
+			if werr != nil || !strings.Contains(all, "done") {
+				t.Fatalf("closet: %v; output %q", werr, all)
+			}
+			if strings.Contains(all, "IS-TTY") || strings.Contains(all, "STTY-CHANGED") {
+				t.Errorf("the job held a host terminal:\n%s", all)
+			}
+			after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Lflag != before.Lflag {
+				t.Errorf("terminal modes changed: lflag %#x -> %#x", before.Lflag, after.Lflag)
+			}
+		})
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/spf13/cobra"
+
+	"github.com/closet-sandbox/closet/internal/exitcode"
 )
 
 func init() { register(newShellCmd) }
@@ -18,21 +20,23 @@ closure of the ROOTs at /nix/store and nothing else of the store.
 
 The shell is bash or sh from the ROOTs' bin directories, or --shell PATH. It
 gets a pty of its own, which closet relays to your terminal (window size,
-^C, ^Z); it never holds your terminal itself. The exit status is the shell's.`,
+^C, ^Z); it never holds your terminal itself. The exit status is the shell's;
+125 means closet failed before the shell started.`,
 		Example: `  closet shell ./result
   closet shell --shell /nix/store/...-bash/bin/bash /nix/store/...-bash /nix/store/...-coreutils`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return withCode(exitBadInput, errors.New("shell needs at least one ROOT (the roots whose closure the shell sees)"))
+				return withCode(exitcode.Sandbox, errors.New("shell needs at least one ROOT (the roots whose closure the shell sees)"))
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.run(cmd.Context(), args, nil, true)
+			o.req.Roots, o.req.Interactive = args, true
+			return o.run(cmd.Context())
 		},
 	}
 	o.addFlags(cmd)
-	cmd.Flags().StringVar(&o.shellPath, "shell", "", "the shell to start, a `PATH` inside the sandbox (default: bash or sh from the roots)")
+	cmd.Flags().StringVar(&o.req.Shell, "shell", "", "the shell to start, a `PATH` inside the sandbox (default: bash or sh from the roots)")
 	cmd.Flags().StringVar(&o.tty, "tty", "auto", "pty for the shell: auto (when stdin is a terminal), always, never")
 	return cmd
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/closet-sandbox/closet/internal/closure"
+	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/resolve"
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
@@ -17,10 +18,10 @@ func openStore(root string) (*closure.Store, error) {
 	if root != "" {
 		abs, err := filepath.Abs(root)
 		if err != nil {
-			return nil, withCode(exitBadInput, fmt.Errorf("--store %s: %w", root, err))
+			return nil, withCode(exitcode.BadInput, fmt.Errorf("--store %s: %w", root, err))
 		}
 		if st, err := os.Stat(filepath.Join(abs, storepath.Dir)); err != nil || !st.IsDir() {
-			return nil, withCode(exitBadInput, fmt.Errorf("--store %s: no %s below it (a chroot store has ROOT/nix/store and ROOT/nix/var/nix/db)", root, storepath.Dir))
+			return nil, withCode(exitcode.BadInput, fmt.Errorf("--store %s: no %s below it (a chroot store has ROOT/nix/store and ROOT/nix/var/nix/db)", root, storepath.Dir))
 		}
 		root = abs
 	}
@@ -28,7 +29,7 @@ func openStore(root string) (*closure.Store, error) {
 	// a reader bug, and how the tests exercise SQLite's path end to end.
 	s, err := closure.Open(closure.Options{Root: root, SQLOnly: os.Getenv("CLOSET_DB_READER") == "sqlite"})
 	if err != nil {
-		return nil, withCode(exitStore, err)
+		return nil, withCode(exitcode.Store, err)
 	}
 	return s, nil
 }
@@ -46,7 +47,7 @@ func resolveRoots(ctx context.Context, s *closure.Store, root string, args []str
 
 func storeErrCode(err error) error {
 	if errors.Is(err, closure.ErrStoreUnreadable) {
-		return withCode(exitStore, err)
+		return withCode(exitcode.Store, err)
 	}
-	return withCode(exitBadInput, err)
+	return withCode(exitcode.BadInput, err)
 }

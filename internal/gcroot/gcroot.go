@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -29,6 +30,8 @@ import (
 var ErrNoPlace = errors.New("no writable Nix GC root directory")
 
 const prefix = "closet-"
+
+var holdSeq atomic.Uint64
 
 // Hold is a set of registered roots.
 type Hold struct {
@@ -57,10 +60,11 @@ func Acquire(storeRoot string, roots []storepath.Path) (*Hold, error) {
 	}
 	sweep(dir)
 	h := &Hold{Dir: dir}
-	pid := strconv.Itoa(os.Getpid())
+	// closet-PID-HOLD-I: unique among the holds of this process, so that
+	// concurrent jobs never replace or release each other's roots.
+	name := prefix + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(holdSeq.Add(1), 10) + "-"
 	for i, r := range roots {
-		link := filepath.Join(dir, prefix+pid+"-"+strconv.Itoa(i))
-		os.Remove(link)
+		link := filepath.Join(dir, name+strconv.Itoa(i))
 		if err := os.Symlink(string(r), link); err != nil {
 			h.Release()
 			return nil, fmt.Errorf("register GC root %s: %w", link, err)

@@ -17,7 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/closet-sandbox/closet/internal/sandbox"
+	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/spec"
 )
 
 // Statuses.
@@ -31,13 +32,13 @@ const (
 	XX = "XX" // the sandbox failed; never the job's fault
 )
 
-// Limit names, as Job.Limit and Limits keys use them: the sandbox's.
+// Limit names, as Job.Limit and Limits keys use them: the spec's.
 const (
-	LimitWall   = sandbox.LimitWall
-	LimitCPU    = sandbox.LimitCPU
-	LimitSilent = sandbox.LimitSilent
-	LimitOutput = sandbox.LimitOutput
-	LimitMemory = sandbox.LimitMemory
+	LimitWall   = spec.LimitWall
+	LimitCPU    = spec.LimitCPU
+	LimitSilent = spec.LimitSilent
+	LimitOutput = spec.LimitOutput
+	LimitMemory = spec.LimitMemory
 )
 
 // Job is what the verdict is decided from.
@@ -81,6 +82,9 @@ type Report struct {
 	OutputKept uint64 `json:"outputKept"`
 
 	Closure Closure `json:"closure"`
+	// AddedPaths are the store paths that joined the running job's view
+	// (Job.AddPaths, closet run --nix), closures included, in order.
+	AddedPaths []string `json:"addedPaths,omitempty"`
 	// Confinement says which optional fences were on.
 	Confinement Confinement `json:"confinement"`
 	// Limits maps each limit given to its value and the mechanism that
@@ -146,10 +150,10 @@ func Decide(j Job) (status, message string) {
 // SG keep the job's own (0, its code, 128+signal), XX is 125 (or 126, 127
 // when the command could not be executed or found).
 const (
-	ExitTO = 124 // as timeout(1)
-	ExitML = 123
-	ExitOL = 122
-	ExitXX = 125
+	ExitTO = exitcode.TO
+	ExitML = exitcode.ML
+	ExitOL = exitcode.OL
+	ExitXX = exitcode.Sandbox
 )
 
 // ExitCode maps a verdict to closet's exit code.
@@ -160,7 +164,7 @@ func ExitCode(status string, code, signal int) int {
 	case RE:
 		return code
 	case SG:
-		return 128 + signal
+		return exitcode.SignalBase + signal
 	case TO:
 		return ExitTO
 	case ML:

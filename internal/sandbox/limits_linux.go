@@ -15,24 +15,20 @@ import (
 	"github.com/closet-sandbox/closet/internal/spec"
 )
 
-// Limit names, as Outcome.Limit and Outcome.Enforced use them.
+// Limit and mechanism names are the spec's: the report reads them too.
 const (
-	LimitWall   = "wall-time"
-	LimitCPU    = "cpu-time"
-	LimitSilent = "silent-time"
-	LimitOutput = "output"
-	LimitMemory = "memory"
-	LimitPids   = "pids"
-)
+	LimitWall   = spec.LimitWall
+	LimitCPU    = spec.LimitCPU
+	LimitSilent = spec.LimitSilent
+	LimitOutput = spec.LimitOutput
+	LimitMemory = spec.LimitMemory
+	LimitPids   = spec.LimitPids
 
-// Mechanisms closet itself provides (the cgroup ones are cgroup.V1/V2).
-const (
-	MechTimer       = "parent-timer"
-	MechPipe        = "parent-pipe"
-	MechRlimitAS    = "rlimit-as"
-	MechRlimitCPU   = "rlimit-cpu"
-	MechRlimitNproc = "rlimit-nproc"
-	MechProcPoll    = "parent-proc-poll"
+	MechTimer     = spec.MechTimer
+	MechPipe      = spec.MechPipe
+	MechRlimitAS  = spec.MechRlimitAS
+	MechRlimitCPU = spec.MechRlimitCPU
+	MechProcPoll  = spec.MechProcPoll
 )
 
 var cgroupSeq atomic.Uint64

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,16 +85,25 @@ func dupFile(f *os.File) (*os.File, error) {
 }
 
 func TestTreeCPU(t *testing.T) {
-	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done & wait")
+	cmd := exec.Command("sh", "-c", "while :; do :; done & wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the group is ours alone
 	if err := cmd.Start(); err != nil {
 		t.Skip(err)
 	}
+	defer cmd.Wait()
 	defer cmd.Process.Kill()
-	time.Sleep(700 * time.Millisecond)
 	// The busy child is a grandchild of nothing closet knows but the
-	// tree below the shell.
-	if got := treeCPU(cmd.Process.Pid); got < 300*time.Millisecond {
-		t.Errorf("treeCPU = %v after 0.7s of a busy child", got)
+	// tree below the shell. A loaded machine gives it the CPU late, so
+	// wait for the time to be spent rather than for the clock.
+	var got time.Duration
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if got = treeCPU(cmd.Process.Pid); got >= 300*time.Millisecond {
+			break
+		}
 	}
-	cmd.Wait()
+	if got < 300*time.Millisecond {
+		t.Errorf("treeCPU = %v after 20s of a busy grandchild", got)
+	}
+	// The grandchild is killed with its group below, not left spinning.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 }

@@ -20,7 +20,6 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
-	"github.com/closet-sandbox/closet/internal/sandbox/initstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/testutil"
@@ -29,14 +28,7 @@ import (
 // TestMain lets this test binary be the sandbox's stages, as the closet
 // binary is: Run re-executes /proc/self/exe.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 0 && os.Getenv(stage.EnvMarker) == os.Args[0] {
-		switch os.Args[0] {
-		case stage.Init:
-			initstage.Run()
-		case stage.ExecStage:
-			execstage.Run()
-		}
-	}
+	RunStageIfAny()
 	os.Exit(m.Run())
 }
 

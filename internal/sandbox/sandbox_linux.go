@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -59,20 +58,10 @@ type Outcome struct {
 	// Output counts the bytes the job wrote to stdout and stderr, and
 	// OutputKept those passed on; both zero unless the output was carried.
 	Output, OutputKept uint64
-	OutputCarried      bool
 	// KillCPU is the job's CPU time when closet killed it, measured from
 	// /proc where there is no cgroup (rusage misses what the kernel reaps
 	// when a pid namespace dies).
 	KillCPU time.Duration
-}
-
-// ExitCode maps the target's end to a shell-style status: its exit code,
-// or 128+signal.
-func (o *Outcome) ExitCode() int {
-	if o.Result.Signal != 0 {
-		return 128 + o.Result.Signal
-	}
-	return o.Result.Code
 }
 
 // ErrSetup marks a failure of closet itself: nothing of the job ran.
@@ -88,10 +77,11 @@ type Hooks struct {
 	// Control receives the job's live-view control before the target
 	// starts; it is valid until Run returns.
 	Control func(*Control)
+	// Exe is the closet binary started as the init stage ("": this
+	// process's own, /proc/self/exe). A program that is not closet, or
+	// not a static build of it (a race-enabled test), names one here.
+	Exe string
 }
-
-// signalsRelayed reach the job when closet receives them.
-var signalsRelayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
 
 // Run builds the sandbox s describes and runs its target to the end.
 // An error wrapping ErrSetup (and a *stage.Error where one crossed the
@@ -135,7 +125,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		flags |= unix.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       exeOr(hooks.Exe),
 		Args:       []string{stage.Init},
 		Env:        []string{stage.EnvMarker + "=" + stage.Init},
 		Stdin:      stdio.Stdin,
@@ -241,14 +231,6 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, signalsRelayed...)
-	defer signal.Stop(sigs)
-	go func() {
-		for sig := range sigs {
-			cmd.Process.Signal(sig)
-		}
-	}()
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
 
@@ -301,7 +283,6 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	jl.stop()
 	if jl.out != nil {
 		out.Output, out.OutputKept = jl.out.wait()
-		out.OutputCarried = true
 	}
 	out.Ended = time.Now()
 	out.Wall = out.Ended.Sub(begin)
@@ -330,6 +311,13 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
 	}
 	return out, nil
+}
+
+func exeOr(exe string) string {
+	if exe == "" {
+		return "/proc/self/exe"
+	}
+	return exe
 }
 
 // initResult is the init's own end as a Result.

@@ -218,3 +218,24 @@ func Decode(r io.Reader) (*Spec, error) {
 	}
 	return &s, nil
 }
+
+// Limit names: the keys of a report's limits and the name of the limit
+// that ended a job.
+const (
+	LimitWall   = "wall-time"
+	LimitCPU    = "cpu-time"
+	LimitSilent = "silent-time"
+	LimitOutput = "output"
+	LimitMemory = "memory"
+	LimitPids   = "pids"
+)
+
+// Mechanisms closet itself provides to enforce a limit; the cgroup ones
+// are the cgroup package's names ("cgroup-v1", "cgroup-v2").
+const (
+	MechTimer     = "parent-timer"
+	MechPipe      = "parent-pipe"
+	MechRlimitAS  = "rlimit-as"
+	MechRlimitCPU = "rlimit-cpu"
+	MechProcPoll  = "parent-proc-poll"
+)

@@ -30,7 +30,19 @@ var (
 // world-readable directory and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
+	if _, err := BuildBinary(); err != nil {
+		t.Fatal(err)
+	}
+	return binPath
+}
+
+// BuildBinary is Binary for TestMain, which has no testing.TB.
+func BuildBinary() (string, error) {
 	buildOnce.Do(func() {
+		if p := os.Getenv(EnvBinary); p != "" {
+			binPath = p // built by the root parent of a rerun test
+			return
+		}
 		dir, err := os.MkdirTemp("", "closet-test-bin-")
 		if err != nil {
 			buildErr = err
@@ -45,11 +57,12 @@ func Binary(t testing.TB) string {
 			buildErr = errors.New("go build: " + err.Error() + "\n" + string(out))
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return binPath, buildErr
 }
+
+// EnvBinary passes the static closet binary from a root test process to
+// its unprivileged rerun, which cannot build it (no Go cache of its own).
+const EnvBinary = "CLOSET_TEST_BINARY"
 
 // ModuleRoot is the directory holding go.mod.
 func ModuleRoot() string {
@@ -140,6 +153,7 @@ func TempDir(t testing.TB) string {
 // EnsureGCRootDir creates the per-user GC root directory of the test user,
 // as multi-user Nix does for every user, when the test can.
 func EnsureGCRootDir(t testing.TB) {
+	_ = t // any test may ask; nil from TestMain
 	if os.Geteuid() != 0 {
 		return
 	}
@@ -150,4 +164,90 @@ func EnsureGCRootDir(t testing.TB) {
 	if err := os.MkdirAll(d, 0o755); err == nil {
 		os.Chown(d, Nobody, Nobody)
 	}
+}
+
+// envRerun marks a test binary re-executed as the unprivileged user.
+const envRerun = "CLOSET_TEST_UNPRIVILEGED"
+
+// RerunUnprivileged re-executes the running test binary as nobody when it
+// runs as root, and returns the child's exit code; ok is false when the
+// test process should run its tests itself (it is unprivileged already, or
+// is the re-executed child). Tests that start sandboxes in process call
+// it from TestMain, because rootless is the product:
+//
+//	if code, ok := testutil.RerunUnprivileged(); ok { os.Exit(code) }
+//
+// The binary is copied to a directory nobody can read, and the flags that
+// name files only root could write (go test's log and profiles) are
+// dropped.
+func RerunUnprivileged() (code int, ok bool) {
+	if os.Geteuid() != 0 || os.Getenv(envRerun) != "" {
+		return 0, false
+	}
+	fail := func(err error) (int, bool) {
+		os.Stderr.WriteString("testutil: rerun as nobody: " + err.Error() + "\n")
+		return 2, true
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail(err)
+	}
+	dir, err := os.MkdirTemp("", "closet-test-rerun-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	bin := filepath.Join(dir, filepath.Base(self))
+	if err := copyFile(self, bin); err != nil {
+		return fail(err)
+	}
+	var args []string
+	for _, a := range os.Args[1:] {
+		switch {
+		case hasAnyPrefix(a, "-test.testlogfile", "-test.coverprofile", "-test.cpuprofile", "-test.memprofile",
+			"-test.blockprofile", "-test.mutexprofile", "-test.trace", "-test.outputdir", "-test.gocoverdir"):
+			continue
+		}
+		args = append(args, a)
+	}
+	EnsureGCRootDir(nil)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), envRerun+"=1")
+	if bin, err := BuildBinary(); err == nil {
+		cmd.Env = append(cmd.Env, EnvBinary+"="+bin)
+	}
+	if os.Getenv("CLOSET_FIXTURE") == "" {
+		// The child runs elsewhere: tell it where the fixture links are.
+		cmd.Env = append(cmd.Env, "CLOSET_FIXTURE="+filepath.Join(ModuleRoot(), ".fixture"))
+	}
+	Unprivileged(cmd)
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), true
+	case err != nil:
+		return fail(err)
+	}
+	return 0, true
+}
+
+func hasAnyPrefix(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if len(s) >= len(p) && s[:len(p)] == p {
+			return true
+		}
+	}
+	return false
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
 }

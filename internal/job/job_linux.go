@@ -1,0 +1,485 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/closure"
+	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/gcroot"
+	"github.com/closet-sandbox/closet/internal/report"
+	"github.com/closet-sandbox/closet/internal/sandbox"
+	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
+	"github.com/closet-sandbox/closet/internal/sandbox/stage"
+	"github.com/closet-sandbox/closet/internal/spec"
+	"github.com/closet-sandbox/closet/internal/storepath"
+)
+
+// Job is one run you can hold: prepared, started, signalled, grown, waited
+// for. Its methods are safe for concurrent use; many jobs run at once in
+// one process.
+type Job struct {
+	req       Request
+	st        *closure.Store
+	storeRoot string
+	roots     []storepath.Path
+	spec      *spec.Spec
+	tty       bool
+	warnings  []string
+
+	closureSize uint64
+
+	mu      sync.Mutex // guards everything below, and serialises AddPaths
+	visible map[string]bool
+	added   []string
+	holds   []*gcroot.Hold
+	state   state
+	initPid int
+	cancel  context.CancelFunc
+	grow    viewGrower
+	relays  []func() // run after the job ended: drain and close relays
+
+	done   chan struct{} // closed when the job has ended and rep is set
+	rep    *report.Report
+	closed bool
+}
+
+type state int
+
+const (
+	prepared state = iota
+	starting
+	running
+	ended
+)
+
+// viewGrower makes store paths appear in a running job's view; the
+// sandbox's control channel to the init is one.
+type viewGrower interface {
+	AddPaths(ctx context.Context, paths []string) error
+}
+
+// ErrEnded: the job is no longer running.
+var ErrEnded = errors.New("the job has ended")
+
+// Spec is the sandbox the job will be (what --dry-run prints).
+func (j *Job) Spec() *spec.Spec { return j.spec }
+
+// Warnings are things the caller should hear about that did not stop the
+// job (an exposed directory that holds sockets).
+func (j *Job) Warnings() []string { return j.warnings }
+
+// Start registers the closure as GC roots and starts the sandbox. It
+// returns once the target has started, or with the reason it could not;
+// either way Wait then gives the report (XX for a failed start).
+func (j *Job) Start(ctx context.Context) error {
+	j.mu.Lock()
+	if j.state != prepared {
+		j.mu.Unlock()
+		return errors.New("job: Start called twice")
+	}
+	j.state = starting
+	j.mu.Unlock()
+	t0 := time.Now()
+	started := make(chan int, 1)
+	failed := make(chan error, 1)
+	go j.run(ctx, started, failed)
+	select {
+	case pid := <-started:
+		j.req.Logf("target started (%v)", time.Since(t0).Round(time.Microsecond))
+		j.mu.Lock()
+		j.initPid, j.state = pid, running
+		j.mu.Unlock()
+		return nil
+	case err := <-failed:
+		return err
+	}
+}
+
+// run is the job's life, on its own goroutine: GC roots, mount point, the
+// sandbox, the verdict. Exactly one of started and failed is sent on.
+func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) {
+	ctx, cancel := context.WithCancel(ctx)
+	j.mu.Lock()
+	j.cancel = cancel
+	j.mu.Unlock()
+	defer cancel()
+	out, err := j.launch(ctx, started)
+	j.mu.Lock()
+	j.state = ended
+	relays := j.relays
+	j.mu.Unlock()
+	for _, r := range relays {
+		r()
+	}
+	j.conclude(out, err)
+	j.release()
+	if err != nil {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	close(j.done)
+}
+
+// launch holds the closure alive and runs the sandbox to its end.
+func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome, error) {
+	if !j.req.NoGCRoot {
+		h, err := gcroot.Acquire(j.storeRoot, j.roots)
+		if err != nil {
+			return nil, err
+		}
+		j.mu.Lock()
+		j.holds = append(j.holds, h)
+		j.mu.Unlock()
+	}
+	s := *j.spec
+	stdio, err := j.stdio()
+	if err != nil {
+		return nil, err
+	}
+	hooks := sandbox.Hooks{
+		Started: func(pid int) { started <- pid },
+		Console: j.req.Console,
+		Exe:     j.req.StageBinary,
+		Control: func(c *sandbox.Control) {
+			j.mu.Lock()
+			j.grow = c
+			j.mu.Unlock()
+		},
+	}
+	return sandbox.Run(ctx, &s, stdio, hooks)
+}
+
+// stdio gives the job its fds 0-2. A terminal of the caller never reaches
+// the job: with a pty the sandbox makes its own, and otherwise each
+// terminal among them is relayed through a pipe, so the job can neither
+// read keystrokes meant for another program nor change the terminal's
+// modes.
+func (j *Job) stdio() (sandbox.Stdio, error) {
+	in, out, errw := j.req.Stdin, j.req.Stdout, j.req.Stderr
+	if j.tty {
+		return sandbox.Stdio{}, nil
+	}
+	if in != nil && isTerminal(in) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return sandbox.Stdio{}, err
+		}
+		go func() {
+			io.Copy(w, in)
+			w.Close()
+		}()
+		j.addRelay(func() { r.Close() })
+		in = r
+	}
+	if !j.spec.Limits.Capture {
+		// With Capture the sandbox's own pipes carry stdout and stderr.
+		var err error
+		if out, err = j.relayOut(out); err != nil {
+			return sandbox.Stdio{}, err
+		}
+		if errw, err = j.relayOut(errw); err != nil {
+			return sandbox.Stdio{}, err
+		}
+	}
+	return sandbox.Stdio{Stdin: in, Stdout: out, Stderr: errw}, nil
+}
+
+// relayOut puts a pipe between the job and f when f is a terminal. The
+// write end is closed once the job ended (the init holds its own copy
+// until then), and the relay drains before the report is made.
+func (j *Job) relayOut(f *os.File) (*os.File, error) {
+	if f == nil || !isTerminal(f) {
+		return f, nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	drained := make(chan struct{})
+	go func() {
+		io.Copy(f, r)
+		r.Close()
+		close(drained)
+	}()
+	j.addRelay(func() {
+		w.Close()
+		<-drained
+	})
+	return w, nil
+}
+
+func (j *Job) addRelay(f func()) {
+	j.mu.Lock()
+	j.relays = append(j.relays, f)
+	j.mu.Unlock()
+}
+
+// isTerminal: f is a terminal (any tty, the caller's or another's).
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// wantTTY decides whether the job gets a pty of its own.
+func (j *Job) wantTTY() bool {
+	switch {
+	case j.req.TTY == "always":
+		return true
+	case j.req.TTY == "never", j.req.capture(), j.req.Console == nil:
+		return false
+	}
+	return j.req.Stdin != nil && isTerminal(j.req.Stdin)
+}
+
+// Wait blocks until every process of the job is gone and returns the
+// report. It never returns nil once Start was called; before that it
+// blocks.
+func (j *Job) Wait() *report.Report {
+	<-j.done
+	return j.rep
+}
+
+// Done is closed when the job has ended and its report is ready.
+func (j *Job) Done() <-chan struct{} { return j.done }
+
+// Signal sends sig to the job: the init relays it to the target's process
+// group, as a terminal would. SIGKILL ends the whole job (Kill).
+func (j *Job) Signal(sig os.Signal) error {
+	s, ok := sig.(unix.Signal)
+	if !ok {
+		return fmt.Errorf("signal %v: not a unix signal", sig)
+	}
+	if s == unix.SIGKILL {
+		return j.Kill()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.state != running {
+		return ErrEnded
+	}
+	return unix.Kill(j.initPid, s)
+}
+
+// Kill ends every process of the job; the verdict is XX ("killed by
+// closet") unless the job ended first.
+func (j *Job) Kill() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.cancel == nil || j.state == ended {
+		return ErrEnded
+	}
+	j.cancel()
+	return nil
+}
+
+// AddPaths makes store paths, with their closures, appear read-only in the
+// running job's /nix/store, and holds them as GC roots for the job's life,
+// before it returns. Paths already visible are no-ops; nothing is ever
+// removed. A path that is not a valid store path is an error and changes
+// nothing. Before Start the paths join the view the job starts with.
+func (j *Job) AddPaths(ctx context.Context, paths []string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.state == ended || j.state == starting {
+		if j.state == ended {
+			return ErrEnded
+		}
+		return errors.New("add paths: the job is starting; try again once Start returned")
+	}
+	ps := make([]storepath.Path, 0, len(paths))
+	for _, p := range paths {
+		sp, err := storepath.Parse(p)
+		if err != nil {
+			return fmt.Errorf("add paths: %w", err)
+		}
+		ps = append(ps, sp)
+	}
+	if err := j.st.CheckValid(ctx, ps...); err != nil {
+		return fmt.Errorf("add paths: %w", err)
+	}
+	c, err := j.st.Closure(ctx, ps, false)
+	if err != nil {
+		return fmt.Errorf("add paths: %w", err)
+	}
+	// References first: the job never sees a path whose references are
+	// missing.
+	fresh := sandbox.ReferencesFirst(c.Paths, func(p storepath.Path) bool { return j.visible[string(p)] })
+	if len(fresh) == 0 {
+		return nil
+	}
+	if j.state == prepared {
+		j.spec.Store = append(j.spec.Store, fresh...)
+		sort.Strings(j.spec.Store)
+		j.spec.ClosureHash = ClosureHash(j.spec.Store)
+		j.roots = append(j.roots, ps...)
+		j.markVisible(fresh)
+		return nil
+	}
+	if !j.req.NoGCRoot {
+		h, err := gcroot.Acquire(j.storeRoot, ps)
+		if err != nil {
+			return fmt.Errorf("add paths: %w", err)
+		}
+		j.holds = append(j.holds, h)
+	}
+	if j.grow == nil {
+		return errors.New("add paths: this sandbox has no control channel to grow its view")
+	}
+	if err := j.grow.AddPaths(ctx, fresh); err != nil {
+		return fmt.Errorf("add paths: %w", err)
+	}
+	j.markVisible(fresh)
+	return nil
+}
+
+// markVisible records paths as in the view; j.mu is held.
+func (j *Job) markVisible(paths []string) {
+	for _, p := range paths {
+		j.visible[p] = true
+	}
+	j.added = append(j.added, paths...)
+}
+
+// Close releases what the job holds: the store's database and, for a job
+// that never started, nothing else. A running job is killed first.
+func (j *Job) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	st := j.state
+	j.mu.Unlock()
+	if st == running || st == starting {
+		j.Kill()
+		<-j.done
+	}
+	return j.st.Close()
+}
+
+// release drops the GC roots once every process of the job is gone.
+func (j *Job) release() {
+	j.mu.Lock()
+	holds := j.holds
+	j.holds = nil
+	j.mu.Unlock()
+	for _, h := range holds {
+		h.Release()
+	}
+}
+
+// conclude turns the sandbox's outcome into the report.
+func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
+	lim := j.req.Limits
+	rj := report.Job{SetupErr: runErr, CPULimit: lim.CPUTime}
+	r := &report.Report{Limits: j.limitsReport(out)}
+	if out != nil {
+		j.req.Logf("target ended: exit %d, signal %d, wall %v", out.Result.Code, out.Result.Signal, out.Wall.Round(time.Microsecond))
+		res := out.Result
+		rj.Exited, rj.Code, rj.Signal, rj.Limit = res.Exited, res.Code, res.Signal, out.Limit
+		rj.CPU = time.Duration(res.UserUsec+res.SysUsec) * time.Microsecond
+		switch {
+		case out.Cgroup.HasCPU:
+			rj.CPU = out.Cgroup.CPU
+		case out.KillCPU > rj.CPU:
+			rj.CPU = out.KillCPU
+		}
+		r.Exited, r.Signal = res.Exited, res.Signal
+		if res.Exited {
+			r.ExitCode = res.Code
+		}
+		r.Killed, r.Limit = out.Killed, out.Limit
+		r.CPUTime = rj.CPU.Seconds()
+		r.WallTime = out.Ended.Sub(out.Started).Seconds()
+		r.MaxRSS = uint64(max(res.MaxRSSKiB, 0)) * 1024
+		r.PeakMemory = out.Cgroup.PeakMemory
+		r.OOMKilled = out.Cgroup.OOMKills > 0
+		r.Output, r.OutputKept = out.Output, out.OutputKept
+	}
+	r.Status, r.Message = report.Decide(rj)
+	if runErr != nil {
+		r.ClosetExit = setupExit(runErr)
+	} else {
+		r.ClosetExit = report.ExitCode(r.Status, r.ExitCode, r.Signal)
+	}
+	r.Confinement = confinement(j.spec)
+	j.mu.Lock()
+	r.Closure = report.Closure{Hash: j.spec.ClosureHash, Paths: len(j.spec.Store), Size: j.closureSize}
+	r.AddedPaths = append([]string(nil), j.added...)
+	j.mu.Unlock()
+	j.rep = r
+}
+
+// setupExit is closet's exit code for a job that never ran (or whose
+// sandbox broke): 127 when the command was not found, 126 when it could
+// not be executed, 125 otherwise.
+func setupExit(err error) int {
+	var se *stage.Error
+	if errors.As(err, &se) && se.Op == "execve" {
+		if errors.Is(err, unix.ENOENT) {
+			return exitcode.NotFound
+		}
+		return exitcode.CannotExec
+	}
+	return exitcode.Sandbox
+}
+
+// limitsReport lists each limit given, its value and its mechanism.
+func (j *Job) limitsReport(out *sandbox.Outcome) map[string]report.Limit {
+	l := j.req.Limits
+	m := map[string]report.Limit{}
+	mech := func(name string) string {
+		if out != nil && out.Enforced[name] != "" {
+			return out.Enforced[name]
+		}
+		return "not set up"
+	}
+	dur := func(name string, d time.Duration) {
+		if d > 0 {
+			m[name] = report.Limit{Value: d.String(), Mechanism: mech(name)}
+		}
+	}
+	num := func(name string, n uint64, mechanism string) {
+		if n > 0 {
+			m[name] = report.Limit{Value: fmt.Sprint(n), Mechanism: mechanism}
+		}
+	}
+	dur(spec.LimitWall, l.WallTime)
+	dur(spec.LimitCPU, l.CPUTime)
+	dur(spec.LimitSilent, l.SilentTime)
+	num(spec.LimitMemory, l.Memory, mech(spec.LimitMemory))
+	num(spec.LimitPids, l.Pids, mech(spec.LimitPids))
+	num(spec.LimitOutput, l.Output, mech(spec.LimitOutput))
+	num("file-size", l.FileSize, "rlimit-fsize")
+	num("open-files", l.OpenFiles, "rlimit-nofile")
+	num("tmp-size", l.TmpSize, "tmpfs-size")
+	return m
+}
+
+// confinement describes the fences of s for the report.
+func confinement(s *spec.Spec) report.Confinement {
+	c := report.Confinement{Seccomp: s.Seccomp, Landlock: "off", Network: "own"}
+	if s.Network {
+		c.Network = "host"
+	}
+	if s.Landlock != "off" {
+		if abi := execstage.LandlockABI(); abi > 0 {
+			c.Landlock = fmt.Sprintf("abi %d", abi)
+		} else {
+			c.Landlock = "unavailable"
+		}
+	}
+	return c
+}

@@ -1,0 +1,105 @@
+package job
+
+import (
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/closet-sandbox/closet/internal/spec"
+)
+
+// applyLimits turns the request's limits into the spec's. Nothing has run.
+func (j *Job) applyLimits(s *spec.Spec) error {
+	l := j.req.Limits
+	if l.OpenFiles > 0 && l.OpenFiles < 16 {
+		// The exec stage opens a few files of its own (Landlock, seccomp)
+		// after the rlimits are set.
+		return badf("--open-files %d: want at least 16 (leave the flag out for no limit)", l.OpenFiles)
+	}
+	if l.Memory > 0 && l.Memory < 1<<20 {
+		return badf("--memory %d: at least 1M, please", l.Memory)
+	}
+	lim := spec.Limits{
+		WallTime: l.WallTime, CPUTime: l.CPUTime, SilentTime: l.SilentTime,
+		Memory: l.Memory, Pids: l.Pids, Output: l.Output, TmpSize: l.TmpSize,
+		Capture: j.req.capture(), Measure: j.req.Capture,
+	}
+	if lim.TmpSize == 0 && lim.Memory > 0 {
+		// tmpfs pages are memory the job holds outside any process: with
+		// no cgroup to charge them to, RLIMIT_AS would not see them.
+		lim.TmpSize = lim.Memory
+	}
+	if !l.RequireCgroup {
+		lim.Fallback = "rlimit"
+	}
+	rl := map[string]uint64{}
+	if l.FileSize > 0 {
+		rl["FSIZE"] = l.FileSize
+	}
+	if l.OpenFiles > 0 {
+		rl["NOFILE"] = l.OpenFiles
+	}
+	if len(rl) > 0 {
+		lim.Rlimits = rl
+	}
+	s.Limits = lim
+	return nil
+}
+
+// ParseDuration reads 1.5 (seconds), 2s, 500ms, 1m, 1m30s: positive and
+// finite. The CLI and the service read limits with it.
+func ParseDuration(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	var d time.Duration
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f > 1e9 {
+			return 0, errors.New("not a usable number of seconds")
+		}
+		d = time.Duration(f * float64(time.Second))
+	} else {
+		if d, err = time.ParseDuration(v); err != nil {
+			return 0, errors.New("want seconds (1.5) or a duration (2s, 500ms, 1m)")
+		}
+	}
+	if d <= 0 {
+		return 0, errors.New("want a positive time (leave the flag out for no limit)")
+	}
+	return d, nil
+}
+
+var sizeUnits = map[string]float64{
+	"": 1, "b": 1,
+	"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+	"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+	"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+	"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
+}
+
+// ParseSize reads 512k, 64M, 1G, 1.5G, or plain bytes; units are powers of
+// 1024.
+func ParseSize(v string) (uint64, error) {
+	s := strings.TrimSpace(v)
+	i := 0
+	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
+		i++
+	}
+	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
+	mul, ok := sizeUnits[unit]
+	if num == "" || !ok {
+		return 0, errors.New("want a size: bytes, or a number with k, M, G or T (512k, 64M, 1.5G)")
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return 0, errors.New("want a size: bytes, or a number with k, M, G or T (512k, 64M, 1.5G)")
+	}
+	n := f * mul
+	if n < 1 {
+		return 0, errors.New("want a positive size (leave the flag out for no limit)")
+	}
+	if n >= 1<<62 {
+		return 0, errors.New("too large")
+	}
+	return uint64(n), nil
+}
