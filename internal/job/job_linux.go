@@ -308,7 +308,7 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 	if err := j.st.CheckValid(ctx, ps...); err != nil {
 		return fmt.Errorf("add paths: %w", err)
 	}
-	c, err := j.st.Closure(ctx, ps, false)
+	c, err := j.st.Closure(ctx, ps, true) // with references: ReferencesFirst orders by them
 	if err != nil {
 		return fmt.Errorf("add paths: %w", err)
 	}

@@ -138,7 +138,8 @@ func (c *Control) close() {
 // whose references are missing, even while a request is being served.
 // Paths for which visible is true (already in the view) are left out;
 // references outside infos are taken as visible. Cycles (a path referring
-// to itself) are harmless.
+// to itself) are harmless. infos must carry their references
+// (closure.Store.Closure with refs); without, the order is infos' own.
 func ReferencesFirst(infos []closure.Info, visible func(storepath.Path) bool) []string {
 	byPath := make(map[storepath.Path]*closure.Info, len(infos))
 	for i := range infos {

@@ -3,11 +3,9 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,91 +16,44 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
+	"github.com/closet-sandbox/closet/internal/storepath"
 	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // TestMain lets this test binary be the sandbox's stages, as the closet
-// binary is: Run re-executes /proc/self/exe.
+// binary is (Run re-executes /proc/self/exe), and runs the tests as nobody
+// when started as root: rootless is the product.
 func TestMain(m *testing.M) {
 	RunStageIfAny()
+	if code, ok := testutil.RerunUnprivileged(); ok {
+		os.Exit(code)
+	}
 	os.Exit(m.Run())
 }
 
-// liveFix is what the root test process hands the unprivileged one: store
-// paths and closures, resolved where the fixture links and Nix's database
-// are readable.
-type liveFix struct {
-	Paths    map[string]string
-	Closures map[string][]string
-}
-
-const asEnv = "CLOSET_SANDBOX_TEST_AS"
-
-var (
-	copyOnce sync.Once
-	copyBin  string
-	copyErr  error
-)
-
-// unprivileged reruns the calling test as nobody when the test runs as
-// root, with fx passed along, and reports whether the caller goes on (it
-// is then the unprivileged process, and fx is filled in).
-func unprivileged(t *testing.T, fx *liveFix, names ...string) bool {
+// closureOf is the closure of roots from the store's database, references
+// before referrers (nix-store does not run for nobody without a daemon).
+func closureOf(t *testing.T, roots ...string) []string {
 	t.Helper()
-	if v := os.Getenv(asEnv); v != "" {
-		if err := json.Unmarshal([]byte(v), fx); err != nil {
-			t.Fatal(err)
-		}
-		return true
+	st, err := closure.Open(closure.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	fx.Paths, fx.Closures = map[string]string{}, map[string][]string{}
-	for _, n := range names {
-		p := fixture.Path(t, n)
-		fx.Paths[n] = p
-		out, err := exec.Command("nix-store", "--query", "--requisites", p).Output()
-		if err != nil {
-			t.Fatalf("nix-store -qR %s: %v", p, err)
-		}
-		fx.Closures[n] = strings.Fields(string(out))
+	defer st.Close()
+	var ps []storepath.Path
+	for _, r := range roots {
+		ps = append(ps, storepath.Path(r))
 	}
-	if os.Geteuid() != 0 {
-		return true
+	c, err := st.Closure(context.Background(), ps, true)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The test binary lives in a directory only root can enter.
-	copyOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "closet-sandbox-test-")
-		if err != nil {
-			copyErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		self, _ := os.Executable()
-		b, err := os.ReadFile(self)
-		if err != nil {
-			copyErr = err
-			return
-		}
-		copyBin = filepath.Join(dir, "sandbox.test")
-		copyErr = os.WriteFile(copyBin, b, 0o755)
-	})
-	if copyErr != nil {
-		t.Fatal(copyErr)
-	}
-	b, _ := json.Marshal(fx)
-	cmd := exec.Command(copyBin, "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin", asEnv + "=" + string(b)}
-	testutil.Unprivileged(cmd)
-	r := testutil.Run(t, cmd)
-	t.Log(r.Stdout + r.Stderr)
-	if r.Code != 0 {
-		t.Fatalf("as nobody: exit %d", r.Code)
-	}
-	return false
+	return ReferencesFirst(c.Paths, nil)
 }
 
 // liveJob runs script in a sandbox whose view starts as store, calls
@@ -175,12 +126,8 @@ func without(all []string, drop ...string) []string {
 // path and its references appear, read-only, once AddPaths returns, and
 // run; a path never added stays invisible; bad requests change nothing.
 func TestLiveViewGrows(t *testing.T) {
-	var fx liveFix
-	if !unprivileged(t, &fx, "busybox", "app", "lib", "busybox-link", "tenant-bob-src", "tenant-alice-src") {
-		return
-	}
-	bb, app, lib, link := fx.Paths["busybox"], fx.Paths["app"], fx.Paths["lib"], fx.Paths["busybox-link"]
-	bob := fx.Paths["tenant-bob-src"]
+	bb, app, lib, link := fixture.Path(t, "busybox"), fixture.Path(t, "app"), fixture.Path(t, "lib"), fixture.Path(t, "busybox-link")
+	bob := fixture.Path(t, "tenant-bob-src")
 	script := `
 ` + waitFor(app+"/bin/app") + `
 ` + app + `/bin/app; echo "--store"; ls /nix/store; echo "--link"; readlink ` + link + `
@@ -197,7 +144,7 @@ for f in /proc/[0-9]*/task/[0-9]*/mountinfo; do
 done
 echo "--end"`
 	var errs []error
-	stdout, stderr, out := liveJob(t, bb, fx.Closures["busybox"], "best-effort", script, func(c *Control) {
+	stdout, stderr, out := liveJob(t, bb, closureOf(t, bb), "best-effort", script, func(c *Control) {
 		ctx := context.Background()
 		nope := "/nix/store/00000000000000000000000000000000-nope"
 		// Refused before anything is sent: not store paths.
@@ -325,20 +272,14 @@ func checkForeignMountinfo(t *testing.T, foreign string) {
 // path per request, measures the cost per path, and checks that the job
 // then sees all of it, read-only, nosuid, nodev, readable under Landlock.
 func TestLiveViewThousandPaths(t *testing.T) {
-	name := "dag-1000"
-	if _, ok := fixture.Optional(name); !ok && os.Getenv(asEnv) == "" {
+	top, ok := fixture.Optional("dag-1000")
+	if !ok {
 		t.Logf("dag-1000 is not built (scripts/teststore --large); using dag-100")
-		name = "dag-100"
+		top = fixture.Path(t, "dag-100")
 	}
-	var fx liveFix
-	if !unprivileged(t, &fx, "busybox", name) {
-		return
-	}
-	if _, ok := fx.Paths["dag-1000"]; !ok {
-		name = "dag-100"
-	}
-	bb, top := fx.Paths["busybox"], fx.Paths[name]
-	add := without(fx.Closures[name], bb)
+	bb := fixture.Path(t, "busybox")
+	all := closureOf(t, top)
+	add := without(all, bb)
 	script := `
 ` + waitFor(top) + `
 echo "--count"; ls /nix/store | wc -l
@@ -349,8 +290,8 @@ for p in $(ls -d /nix/store/*-dag-node-* | head -20); do touch $p/x 2>/dev/null 
 echo "--end"`
 	var elapsed time.Duration
 	var addErr error
-	stdout, stderr, out := liveJob(t, bb, fx.Closures["busybox"], "best-effort", script, func(c *Control) {
-		// References first: nix-store -qR lists them before referrers.
+	stdout, stderr, out := liveJob(t, bb, closureOf(t, bb), "best-effort", script, func(c *Control) {
+		// References first, as closureOf lists them.
 		t0 := time.Now()
 		for _, p := range add {
 			if addErr = c.AddPaths(context.Background(), []string{p}); addErr != nil {
@@ -367,13 +308,13 @@ echo "--end"`
 	}
 	t.Logf("added %d paths one by one in %v: %v per path (LandlockABI %d)", len(add), elapsed, elapsed/time.Duration(len(add)), execstage.LandlockABI())
 	sec := sections(stdout)
-	if n := strings.TrimSpace(sec["count"]); n != strconv.Itoa(len(fx.Closures[name])) {
-		t.Errorf("the job sees %s store paths, want %d", n, len(fx.Closures[name]))
+	if n := strings.TrimSpace(sec["count"]); n != strconv.Itoa(len(all)) {
+		t.Errorf("the job sees %s store paths, want %d", n, len(all))
 	}
 	if strings.Contains(sec["read"], "CANNOT-READ") {
 		t.Errorf("added paths are not readable:\n%s", sec["read"])
 	}
-	checkViewMounts(t, sec["mountinfo"], len(fx.Closures[name]))
+	checkViewMounts(t, sec["mountinfo"], len(all))
 	if w := strings.TrimSpace(sec["writes"]); w != "" {
 		t.Errorf("writes into the grown view succeeded:\n%s", w)
 	}
@@ -383,16 +324,13 @@ echo "--end"`
 // overlapping, one path per call; the job sees exactly the union; once
 // the job has ended, AddPaths says so.
 func TestLiveViewConcurrentCallers(t *testing.T) {
-	var fx liveFix
-	if !unprivileged(t, &fx, "busybox", "dag-100") {
-		return
-	}
-	bb, top := fx.Paths["busybox"], fx.Paths["dag-100"]
-	add := without(fx.Closures["dag-100"], bb, top)
+	bb, top := fixture.Path(t, "busybox"), fixture.Path(t, "dag-100")
+	all := closureOf(t, top)
+	add := without(all, bb, top)
 	script := waitFor(top) + "; ls /nix/store | wc -l"
 	var mu sync.Mutex
 	var errs []error
-	stdout, stderr, out, ctl := liveJobControl(t, bb, fx.Closures["busybox"], "best-effort", script, func(c *Control) {
+	stdout, stderr, out, ctl := liveJobControl(t, bb, closureOf(t, bb), "best-effort", script, func(c *Control) {
 		var wg sync.WaitGroup
 		for g := 0; g < 4; g++ {
 			wg.Add(1)
@@ -418,8 +356,8 @@ func TestLiveViewConcurrentCallers(t *testing.T) {
 	for _, err := range errs {
 		t.Error(err)
 	}
-	if out.Result.Code != 0 || strings.TrimSpace(stdout) != strconv.Itoa(len(fx.Closures["dag-100"])) {
-		t.Errorf("exit %d, the job sees %q store paths, want %d (stderr %s)", out.Result.Code, stdout, len(fx.Closures["dag-100"]), stderr)
+	if out.Result.Code != 0 || strings.TrimSpace(stdout) != strconv.Itoa(len(all)) {
+		t.Errorf("exit %d, the job sees %q store paths, want %d (stderr %s)", out.Result.Code, stdout, len(all), stderr)
 	}
 	if err := ctl.AddPaths(context.Background(), []string{top}); !errors.Is(err, ErrEnded) {
 		t.Errorf("AddPaths after the job ended: %v, want ErrEnded", err)
