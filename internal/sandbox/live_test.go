@@ -16,12 +16,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
-	"github.com/closet-sandbox/closet/internal/storepath"
 	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
@@ -36,24 +34,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// closureOf is the closure of roots from the store's database, references
-// before referrers (nix-store does not run for nobody without a daemon).
+// closureOf is the closure of roots, references before referrers.
 func closureOf(t *testing.T, roots ...string) []string {
 	t.Helper()
-	st, err := closure.Open(closure.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var ps []storepath.Path
-	for _, r := range roots {
-		ps = append(ps, storepath.Path(r))
-	}
-	c, err := st.Closure(context.Background(), ps, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ReferencesFirst(c.Paths, nil)
+	return ReferencesFirst(testutil.Closure(t, roots...).Paths, nil)
 }
 
 // liveJob runs script in a sandbox whose view starts as store, calls
