@@ -74,6 +74,11 @@ func (c *Control) AddPaths(ctx context.Context, paths []string) error {
 	if len(paths) == 0 {
 		return nil
 	}
+	return c.send(ctx, paths)
+}
+
+// send is one request and its reply, without the parent's checks.
+func (c *Control) send(ctx context.Context, paths []string) error {
 	req, err := json.Marshal(stage.Control{Add: paths})
 	if err != nil {
 		return err

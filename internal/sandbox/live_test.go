@@ -137,6 +137,14 @@ echo "--end"`
 				errs = append(errs, errors.New("AddPaths accepted "+bad[0]))
 			}
 		}
+		// The init checks names too, whatever the parent sent.
+		for _, bad := range []string{"/nix/store/../../etc", "/nix/store/" + filepath.Base(app) + "/bin", "/etc/passwd", "/nix/store/.."} {
+			err := c.send(ctx, []string{bob, bad})
+			var se *stage.Error
+			if !errors.As(err, &se) || se.Stage != stage.Init || !strings.Contains(se.Op, "check") {
+				errs = append(errs, errors.New("the init took "+bad+": "+errString(err)))
+			}
+		}
 		// A path the store lacks fails the whole request: bob, in it
 		// too, must stay invisible.
 		err := c.AddPaths(ctx, []string{bob, nope})
