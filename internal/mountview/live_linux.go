@@ -100,7 +100,8 @@ func enterStore(storeDir string) (int, error) {
 	if err := unix.Mount(storeDir, storeDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return -1, fmt.Errorf("bind %s for the stager: %w", storeDir, err)
 	}
-	// Read-only too: the stager only ever clones from it.
+	// Read-only, nosuid, nodev: every clone made from it inherits these
+	// flags, and with them enters the view (cloneAll).
 	attr := unix.MountAttr{Attr_set: viewAttrs}
 	if err := unix.MountSetattr(unix.AT_FDCWD, storeDir, 0, &attr); err != nil {
 		return -1, fmt.Errorf("make the stager's %s read-only: %w", storeDir, err)
@@ -150,8 +151,10 @@ func enterStore(storeDir string) (int, error) {
 	return unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }
 
-// cloneAll clones every base, read-only, nosuid, nodev, or none: on an
-// error every clone made is closed, so nothing has changed.
+// cloneAll clones every base, or none: on an error every clone made is
+// closed, so nothing has changed. A clone has the flags of the mount it is
+// cloned from, the stager's store, which enterStore made read-only, nosuid
+// and nodev: no clone needs a mount_setattr of its own.
 func cloneAll(src int, bases []string) ([]tree, error) {
 	trees := make([]tree, 0, len(bases))
 	fail := func(err error) ([]tree, error) {
@@ -166,13 +169,6 @@ func cloneAll(src int, bases []string) ([]tree, error) {
 			return fail(&PathError{Path: storepath.Dir + "/" + base, Op: "clone", Err: err})
 		}
 		trees = append(trees, t)
-		if t.fd < 0 {
-			continue
-		}
-		attr := unix.MountAttr{Attr_set: viewAttrs}
-		if err := unix.MountSetattr(t.fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-			return fail(&PathError{Path: storepath.Dir + "/" + base, Op: "make read-only", Err: err})
-		}
 	}
 	return trees, nil
 }
