@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/gcroot"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
@@ -36,6 +38,11 @@ type Job struct {
 	warnings  []string
 
 	closureSize uint64
+	devEnv      []string // Request.Develop's environment
+	realiseDir  string   // nix's result links for realised installables
+	nix         *nixInside
+	nixListener net.Listener
+	hostID      string // "UID:GID" of the job's own host ids, or "caller"
 
 	mu      sync.Mutex // guards everything below, and serialises AddPaths
 	visible map[string]bool
@@ -98,6 +105,7 @@ func (j *Job) Start(ctx context.Context) error {
 		j.mu.Lock()
 		j.initPid, j.state = pid, running
 		j.mu.Unlock()
+		j.serveNix(ctx)
 		return nil
 	case err := <-failed:
 		return err
@@ -113,6 +121,7 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 	j.mu.Unlock()
 	defer cancel()
 	out, err := j.launch(ctx, started)
+	j.stopNix()
 	j.mu.Lock()
 	j.state = ended
 	relays := j.relays
@@ -143,14 +152,20 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		j.mu.Unlock()
 	}
 	s := *j.spec
+	ident, err := j.identity()
+	if err != nil {
+		return nil, err
+	}
+	defer ident.Release() // after every process of the job is gone
 	stdio, err := j.stdio()
 	if err != nil {
 		return nil, err
 	}
 	hooks := sandbox.Hooks{
-		Started: func(pid int) { started <- pid },
-		Console: j.req.Console,
-		Exe:     j.req.StageBinary,
+		Started:  func(pid int) { started <- pid },
+		Console:  j.req.Console,
+		Exe:      j.req.StageBinary,
+		Identity: ident,
 		Control: func(c *sandbox.Control) {
 			j.mu.Lock()
 			j.grow = c
@@ -158,6 +173,41 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		},
 	}
 	return sandbox.Run(ctx, &s, stdio, hooks)
+}
+
+// identity decides who the job is on the host (Request.HostUID) and takes
+// a slot when the job gets ids of its own. A nil Identity means the
+// caller's own ids.
+func (j *Job) identity() (*sandbox.Identity, error) {
+	var b idmap.Binds
+	var ro []string
+	for _, m := range j.spec.Mounts {
+		if m.Why == "nix" {
+			continue // the proxy's socket: private to the caller, connected to only
+		}
+		if m.Writable {
+			b.Writable = true
+		} else {
+			ro = append(ro, m.Source)
+		}
+	}
+	b.Unreadable = idmap.FirstUnreadable(ro)
+	c := sandbox.Caller{UID: j.req.CallerUID, GID: j.req.CallerGID, Name: j.req.UserName, StateDir: j.req.SlotDir}
+	ident, why, err := sandbox.ChooseIdentity(j.req.HostUID, c, b)
+	if err != nil {
+		return nil, fmt.Errorf("--host-uid %s: %w", j.req.HostUID, err)
+	}
+	j.mu.Lock()
+	if ident != nil {
+		j.hostID = fmt.Sprintf("%d:%d", ident.HostUID(), ident.HostGID())
+	} else {
+		j.hostID = "caller"
+		if why != "" {
+			j.req.Logf("the job runs as you: %s", why)
+		}
+	}
+	j.mu.Unlock()
+	return ident, nil
 }
 
 // stdio gives the job its fds 0-2. A terminal of the caller never reaches
@@ -365,6 +415,11 @@ func (j *Job) Close() error {
 	if st == running || st == starting {
 		j.Kill()
 		<-j.done
+	} else if st == prepared {
+		j.stopNix()
+	}
+	if j.realiseDir != "" {
+		os.RemoveAll(j.realiseDir)
 	}
 	return j.st.Close()
 }
@@ -403,7 +458,9 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 		r.Killed, r.Limit = out.Killed, out.Limit
 		r.CPUTime = rj.CPU.Seconds()
 		r.WallTime = out.Ended.Sub(out.Started).Seconds()
-		r.MaxRSS = uint64(max(res.MaxRSSKiB, 0)) * 1024
+		// The job's own processes, sampled: the target's ru_maxrss would
+		// carry the exec stage's image across execve.
+		r.MaxRSS = uint64(max(out.SampledMaxRSSKiB, 0)) * 1024
 		r.PeakMemory = out.Cgroup.PeakMemory
 		r.OOMKilled = out.Cgroup.OOMKills > 0
 		r.Output, r.OutputKept = out.Output, out.OutputKept
@@ -418,6 +475,7 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 	j.mu.Lock()
 	r.Closure = report.Closure{Hash: j.spec.ClosureHash, Paths: len(j.spec.Store), Size: j.closureSize}
 	r.AddedPaths = append([]string(nil), j.added...)
+	r.HostIdentity = j.hostID
 	j.mu.Unlock()
 	j.rep = r
 }

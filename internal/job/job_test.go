@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
@@ -70,6 +71,8 @@ func baseRequest(roots []string, command ...string) job.Request {
 		Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, UserName: callerName(),
 		CwdMode: "none", UID: 1000, GID: 100, TTY: "never",
 		StageBinary: stageBinary,
+		CallerUID:   os.Getuid(), CallerGID: os.Getgid(),
+		SlotDir: idmap.DefaultStateDir("", os.Getuid()),
 	}
 }
 

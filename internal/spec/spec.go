@@ -38,6 +38,11 @@ type Spec struct {
 	Home     string `json:"home"`
 	Hostname string `json:"hostname"`
 
+	// OwnHostID: the job runs as a host uid and gid of its own (see
+	// internal/idmap). The parent maps UID and GID to them after clone;
+	// the init takes them and drops every supplementary group.
+	OwnHostID bool `json:"ownHostId,omitempty"`
+
 	// Network shares the host's network namespace; otherwise the sandbox
 	// has its own with only lo, up.
 	Network bool `json:"network"`
@@ -237,5 +242,8 @@ const (
 	MechPipe      = "parent-pipe"
 	MechRlimitAS  = "rlimit-as"
 	MechRlimitCPU = "rlimit-cpu"
-	MechProcPoll  = "parent-proc-poll"
+	// MechRlimitNproc holds --pids where the job has a host uid of its
+	// own (internal/idmap) and no pids cgroup.
+	MechRlimitNproc = "rlimit-nproc"
+	MechProcPoll    = "parent-proc-poll"
 )

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -39,6 +40,7 @@ func Run() {
 		fn   func(*stage.Exec) error
 	}{
 		{"new session", newSession},
+		{"take the job's uid", takeRealUID},
 		{"set rlimits", setRlimits},
 		{"chdir", enterCwd},
 		{"landlock", restrictFS},
@@ -53,6 +55,9 @@ func Run() {
 		if err := s.fn(&x); err != nil {
 			fail(s.name, "", err)
 		}
+	}
+	if err := setNproc(&x); err != nil {
+		fail("set rlimits", "", err)
 	}
 	err = unix.Exec(x.Path, x.Args, x.Env)
 	e := stage.Errorf(stage.ExecStage, "execve", x.Path, err)
@@ -93,6 +98,9 @@ var rlimitNames = map[string]int{
 // raise them again.
 func setRlimits(x *stage.Exec) error {
 	for name, v := range x.Rlimits {
+		if name == "NPROC" {
+			continue // setNproc, last
+		}
 		r, ok := rlimitNames[name]
 		if !ok {
 			return fmt.Errorf("unknown rlimit %s", name)
@@ -179,4 +187,31 @@ func installSeccomp(x *stage.Exec) error {
 		return err
 	}
 	return seccomp.Install(prog)
+}
+
+// takeRealUID makes the effective uid the real one. Where the job has a
+// host uid of its own, the init took it as effective uid only, keeping
+// the caller's (unmapped) real uid, so that its threads do not count
+// against the job's RLIMIT_NPROC; the job itself must hold it as its real
+// uid too. Elsewhere both are already the same.
+func takeRealUID(*stage.Exec) error {
+	if r, e := unix.Getuid(), unix.Geteuid(); r != e {
+		// syscall's, not unix's: every thread of this process changes.
+		return syscall.Setresuid(e, e, e)
+	}
+	return nil
+}
+
+// setNproc sets RLIMIT_NPROC as the last thing before execve: it counts
+// this process's threads too, and the Go runtime must not be refused a
+// thread it needs before then (execve leaves only the calling one).
+func setNproc(x *stage.Exec) error {
+	v, ok := x.Rlimits["NPROC"]
+	if !ok {
+		return nil
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+		return fmt.Errorf("RLIMIT_NPROC=%d: %w", v, err)
+	}
+	return nil
 }

@@ -7,7 +7,9 @@
 //
 // It runs in the namespaces the parent created at clone time, as the
 // sandbox's uid with CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SETPCAP held as
-// ambient capabilities over its own user namespace and nothing outside it.
+// ambient capabilities over its own user namespace and nothing outside it
+// (and CAP_SETUID and CAP_SETGID where the job has a host uid of its own,
+// see takeIdentity).
 // Every step here finishes before any job code runs.
 package initstage
 
@@ -89,6 +91,9 @@ func Run() {
 		// before pivot_root.
 		{"start stager", (*state).startStager},
 		{"open user binds", (*state).openUserBinds},
+		// After the binds are opened (as the caller, whose files they
+		// are), before anything is made in the new root.
+		{"take the job's host identity", takeIdentity},
 		{"mount root", (*state).mountRoot},
 		{"mount dev", (*state).mountDev},
 		{"open console", (*state).openConsole},

@@ -14,15 +14,16 @@
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
 //	init     3   init -> exec    Exec (gob), then EOF        what to confine and run
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
-//	init     7   parent <-> init Control, ControlReply (JSON) grow the running view
+//	init     7   (held, no messages)         the job's identity slot lock (spec.OwnHostID)
+//	init     8   parent <-> init Control, ControlReply (JSON) grow the running view
 //
 // fd 4 is shared: init hands its write end to the exec stage and closes its
 // own copy, the exec stage marks it close-on-exec, so the parent's read sees
 // EOF exactly when execve replaced the exec stage with the target, and sees
 // an Error if any step before failed. The parent never waits on a timer.
 //
-// fd 7 is a stream socket, open for the whole run (fd 6 is closed in the
-// init when there is no console). The parent writes one Control per line
+// fd 8 is a stream socket, open for the whole run (fds 6 and 7 are closed
+// in the init when there is no console or no identity slot). The parent writes one Control per line
 // and reads one ControlReply per Control; the init serves them in order,
 // one at a time, once the root is pivoted into, until the target ends. The
 // parent sends whole closures minus what is already visible, references
@@ -53,8 +54,12 @@ const (
 	ResultFD = 5
 	// ConsoleFD is the init's end of the console socket (spec.TTY only).
 	ConsoleFD = 6
+	// SlotLockFD is the init's descriptor of the job's identity slot lock
+	// (spec.OwnHostID only): held until the init, the last process of the
+	// job, is gone.
+	SlotLockFD = 7
 	// ControlFD is the init's end of the control socket (live view).
-	ControlFD = 7
+	ControlFD = 8
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
