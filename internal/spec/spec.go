@@ -6,7 +6,6 @@
 package spec
 
 import (
-	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -189,19 +188,16 @@ func (s *Spec) Encode(w io.Writer) error {
 	return json.NewEncoder(w).Encode(s)
 }
 
-// EncodeWire writes s in the form the init reads (DecodeWire): gob, whose
-// strings are the bytes as they are. JSON would replace every byte that is
-// not UTF-8 with U+FFFD, and a path, an argument or a variable that differs
-// by one byte is another one: a cwd /tmp/x/\xff would be bound from
-// /tmp/x/\xef\xbf\xbd, a directory anyone can create.
+// EncodeWire writes s in the form the init reads (wire.go): paths, argv
+// and environment cross as the bytes they are.
 func (s *Spec) EncodeWire(w io.Writer) error {
-	return gob.NewEncoder(w).Encode(s)
+	return EncodeBinary(w, s)
 }
 
 // DecodeWire reads and validates a spec EncodeWire wrote.
 func DecodeWire(r io.Reader) (*Spec, error) {
 	var s Spec
-	if err := gob.NewDecoder(r).Decode(&s); err != nil {
+	if err := DecodeBinary(r, &s); err != nil {
 		return nil, fmt.Errorf("decode spec: %w", err)
 	}
 	if err := s.Validate(); err != nil {

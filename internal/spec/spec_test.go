@@ -3,6 +3,7 @@ package spec
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -134,4 +135,43 @@ func TestDryRunJSONFaithful(t *testing.T) {
 	if len(a) != len(b) {
 		t.Errorf("faithful JSON has %d fields, encoding/json %d", len(a), len(b))
 	}
+}
+
+func TestWireRoundTripWhole(t *testing.T) {
+	s := rawBytes()
+	s.Links = map[string]string{"/bin/sh": "/nix/store/x-sh/bin/sh"}
+	s.Limits = Limits{Rlimits: map[string]uint64{"NOFILE": 64}, TmpSize: 1 << 30, WallTime: 3e9, Capture: true}
+	s.Store = []string{}
+	s.UID, s.GID, s.Network = 1000, 100, true
+	var buf bytes.Buffer
+	if err := s.EncodeWire(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeWire(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Errorf("round trip changed the spec:\n got %#v\nwant %#v", got, s)
+	}
+	// Another layout (a stage binary of other sources) is refused.
+	var other struct{ Version, Extra int }
+	buf.Reset()
+	s.EncodeWire(&buf)
+	if err := DecodeBinary(&buf, &other); err == nil || !strings.Contains(err.Error(), "layout") {
+		t.Errorf("a spec decoded into another layout: %v", err)
+	}
+}
+
+func FuzzDecodeWire(f *testing.F) {
+	var buf bytes.Buffer
+	rawBytes().EncodeWire(&buf)
+	f.Add(buf.Bytes())
+	f.Add([]byte("CLW1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := DecodeWire(bytes.NewReader(b))
+		if err == nil && s.Validate() != nil {
+			t.Fatal("DecodeWire accepted a spec Validate refuses")
+		}
+	})
 }

@@ -7,12 +7,12 @@
 // The protocol, in order:
 //
 //	who      fd  direction       message                     meaning
-//	parent   3   parent -> init  spec.Spec (gob), then EOF   the sandbox to build
+//	parent   3   parent -> init  spec.Spec (wire), then EOF  the sandbox to build
 //	init     4   init -> parent  Error (JSON)                setup failed; nothing ran
 //	exec     4   exec -> parent  Error (JSON)                confinement or execve failed
 //	(both)   4   EOF, no bytes                               the target's execve succeeded
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
-//	init     3   init -> exec    Exec (gob), then EOF        what to confine and run
+//	init     3   init -> exec    Exec (wire), then EOF       what to confine and run
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
 //	init     7   (held, no messages)         the job's identity slot lock (spec.OwnHostID)
 //	init     8   parent <-> init Control, ControlReply (JSON) grow the running view
@@ -30,14 +30,14 @@
 // first; the init checks each name, skips paths already in the view, and
 // binds the rest read-only before it replies. Its EOF means the job ended.
 //
-// The spec and the exec stage's part cross as gob, whose strings are raw
-// bytes: paths, argv and environment need not be UTF-8 (JSON would change
-// them). Errors and results are JSON: no byte of them is acted on.
+// The spec and the exec stage's part cross in spec's wire form, whose
+// strings are raw bytes: paths, argv and environment need not be UTF-8
+// (JSON would change them). Errors and results are JSON: no byte of them
+// is acted on.
 package stage
 
 import (
 	"bytes"
-	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +45,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/spec"
 )
 
 // File descriptors as the stages see them (ExtraFiles start at 3).
@@ -162,16 +164,17 @@ type Result struct {
 	MaxRSSKiB int64 `json:"maxRSSKiB"`
 }
 
-// WriteExec writes the exec stage's part of the spec, as gob: its paths,
-// argv and environment cross as the bytes they are (see spec.EncodeWire).
+// WriteExec writes the exec stage's part of the spec in the wire form
+// (spec.EncodeBinary): its paths, argv and environment cross as the bytes
+// they are.
 func WriteExec(w io.Writer, x *Exec) error {
-	return gob.NewEncoder(w).Encode(x)
+	return spec.EncodeBinary(w, x)
 }
 
 // ReadExec reads what WriteExec wrote.
 func ReadExec(r io.Reader) (*Exec, error) {
 	var x Exec
-	if err := gob.NewDecoder(r).Decode(&x); err != nil {
+	if err := spec.DecodeBinary(r, &x); err != nil {
 		return nil, err
 	}
 	return &x, nil
