@@ -47,7 +47,7 @@ type Job struct {
 	mu      sync.Mutex // guards everything below, and serialises AddPaths
 	visible map[string]bool
 	added   []string
-	holds   []*gcroot.Hold
+	hold    *gcroot.Hold
 	state   state
 	initPid int
 	cancel  context.CancelFunc
@@ -143,12 +143,12 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 // launch holds the closure alive and runs the sandbox to its end.
 func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome, error) {
 	if !j.req.NoGCRoot {
-		h, err := gcroot.Acquire(j.storeRoot, j.roots)
+		h, err := gcroot.Acquire(gcroot.Options{StoreRoot: j.storeRoot, User: j.req.UserName}, j.roots)
 		if err != nil {
 			return nil, err
 		}
 		j.mu.Lock()
-		j.holds = append(j.holds, h)
+		j.hold = h
 		j.mu.Unlock()
 	}
 	s := *j.spec
@@ -376,12 +376,11 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 		j.markVisible(fresh)
 		return nil
 	}
-	if !j.req.NoGCRoot {
-		h, err := gcroot.Acquire(j.storeRoot, ps)
-		if err != nil {
+	if j.hold != nil {
+		// Pinned before the job can see them.
+		if err := j.hold.Add(ps); err != nil {
 			return fmt.Errorf("add paths: %w", err)
 		}
-		j.holds = append(j.holds, h)
 	}
 	if j.grow == nil {
 		return errors.New("add paths: this sandbox has no control channel to grow its view")
@@ -427,12 +426,9 @@ func (j *Job) Close() error {
 // release drops the GC roots once every process of the job is gone.
 func (j *Job) release() {
 	j.mu.Lock()
-	holds := j.holds
-	j.holds = nil
+	h := j.hold
 	j.mu.Unlock()
-	for _, h := range holds {
-		h.Release()
-	}
+	h.Release() // idempotent; nil-safe
 }
 
 // conclude turns the sandbox's outcome into the report.

@@ -42,7 +42,7 @@ func Prepare(ctx context.Context, req Request) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite"})
+	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite", Env: req.Env})
 	if err != nil {
 		return nil, err
 	}
