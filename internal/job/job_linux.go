@@ -50,6 +50,7 @@ type Job struct {
 	hold    *gcroot.Hold
 	state   state
 	initPid int
+	pending []unix.Signal // signals that came while the job was starting
 	cancel  context.CancelFunc
 	grow    viewGrower
 	relays  []func() // run after the job ended: drain and close relays
@@ -100,11 +101,8 @@ func (j *Job) Start(ctx context.Context) error {
 	failed := make(chan error, 1)
 	go j.run(ctx, started, failed)
 	select {
-	case pid := <-started:
+	case <-started:
 		j.req.Logf("target started (%v)", time.Since(t0).Round(time.Microsecond))
-		j.mu.Lock()
-		j.initPid, j.state = pid, running
-		j.mu.Unlock()
 		j.serveNix(ctx)
 		return nil
 	case err := <-failed:
@@ -162,7 +160,20 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		return nil, err
 	}
 	hooks := sandbox.Hooks{
-		Started:  func(pid int) { started <- pid },
+		// Running from the moment the parent learns the target is, not
+		// when Start returns (a job that ends at once must not be marked
+		// running afterwards); signals that came before (the target's
+		// output can arrive first) are delivered now, not dropped.
+		Started: func(pid int) {
+			j.mu.Lock()
+			j.initPid, j.state = pid, running
+			for _, sig := range j.pending {
+				unix.Kill(pid, sig)
+			}
+			j.pending = nil
+			j.mu.Unlock()
+			started <- pid
+		},
 		Console:  j.req.Console,
 		Exe:      j.req.StageBinary,
 		Identity: ident,
@@ -315,10 +326,16 @@ func (j *Job) Signal(sig os.Signal) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.state != running {
-		return ErrEnded
+	switch j.state {
+	case starting:
+		// The target may already run (its output can arrive before the
+		// parent learns it started): deliver once it is known to.
+		j.pending = append(j.pending, s)
+		return nil
+	case running:
+		return unix.Kill(j.initPid, s)
 	}
-	return unix.Kill(j.initPid, s)
+	return ErrEnded
 }
 
 // Kill ends every process of the job; the verdict is XX ("killed by

@@ -1,10 +1,7 @@
 package mountview
 
 import (
-	"bytes"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"runtime"
 
@@ -14,19 +11,18 @@ import (
 )
 
 // Stager is where the live view clones later store paths from: one OS
-// thread of the init, parked in a mount namespace of its own whose whole
-// tree is the store directory (a bind of it, pivoted into, everything else
-// detached).
+// thread of the init, parked in a copy of the init's mount namespace made
+// before pivot_root (so it still holds the host's store), with its root at
+// the store directory.
 //
 // Why a thread: open_tree(OPEN_TREE_CLONE) clones only from the caller's
 // own mount namespace, and the job's namespace has no store left once the
 // root is pivoted; a thread can hold another namespace while sharing the
 // init's fd table, so the clone it makes is moved into the view by any
 // other thread of the init without passing fds around (nix-inside.md §4,
-// M1, with a thread instead of a socket). Why only the store: the thread's
-// mountinfo (/proc/1/task/TID/mountinfo) is readable by the job, and
-// shows nothing but that one bind, as the job's own mountinfo shows binds
-// of the store.
+// M1, with a thread instead of a socket). Why rooted at the store: the
+// thread's mountinfo (/proc/1/task/TID/mountinfo) is readable by the job,
+// and must not show the host's mounts (enterStore).
 //
 // The thread is locked and never unlocked, so no other goroutine ever runs
 // in its namespace, and the Go runtime starts new threads from a template
@@ -55,6 +51,8 @@ type cloneReply struct {
 // propagation: the stager's namespace copies init's, and nothing it mounts
 // must propagate anywhere). The caller does not pivot_root before
 // Unshared returns: the stager's copy must still hold the host's store.
+// (A copy made after the init stacked its new root over "/" is fine: a
+// lookup from the stager's root never crosses a mount on that root.)
 func StartStager(storeRoot string) *Stager {
 	s := &Stager{unshared: make(chan struct{}), ready: make(chan struct{}), reqs: make(chan cloneReq)}
 	go s.run(filepath.Join("/", storeRoot, storepath.Dir))
@@ -75,6 +73,8 @@ func (s *Stager) Wait() error {
 func (s *Stager) run(storeDir string) {
 	runtime.LockOSThread() // for good: the thread ends with this goroutine
 	// CLONE_FS too (implied): root and cwd become this thread's own.
+	// The copy is small: the host's mounts and perhaps the init's new
+	// root, none of which the stager's root reaches.
 	err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS)
 	close(s.unshared)
 	var src int
@@ -94,67 +94,26 @@ func (s *Stager) run(storeDir string) {
 	}
 }
 
-// enterStore narrows this thread's own mount namespace to the store
-// directory alone, and returns an fd of its root.
+// enterStore roots this thread (its own fs_struct, after unshare) at the
+// store directory and returns an fd of it. A chroot, not a pivot_root:
+// no mount work on the critical path (mounts take the kernel's global
+// namespace lock, which the init's own mounts wait on). The job can read
+// this thread's mountinfo (/proc/1/task/TID/mountinfo), and mountinfo
+// lists only the mounts whose root the reader's root reaches: with the
+// root at the store directory, none of the host's (not even the one that
+// holds the store), only any mounted below the store itself.
 func enterStore(storeDir string) (int, error) {
-	if err := unix.Mount(storeDir, storeDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return -1, fmt.Errorf("bind %s for the stager: %w", storeDir, err)
-	}
-	// Read-only, nosuid, nodev: every clone made from it inherits these
-	// flags, and with them enters the view (cloneAll).
-	attr := unix.MountAttr{Attr_set: viewAttrs}
-	if err := unix.MountSetattr(unix.AT_FDCWD, storeDir, 0, &attr); err != nil {
-		return -1, fmt.Errorf("make the stager's %s read-only: %w", storeDir, err)
-	}
-	// This thread's /proc directory, for a look at its mountinfo once the
-	// namespace has no /proc of its own.
-	self, err := unix.Open("/proc/thread-self", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	defer unix.Close(self)
-	if err := unix.Chdir(storeDir); err != nil {
-		return -1, err
-	}
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return -1, fmt.Errorf("stager pivot_root to %s: %w", storeDir, err)
-	}
-	// The old root now lies over "."; so may a mount the init stacked
-	// over its "/" (its new root's tmpfs, with all below it) when this
-	// copy was made after that. Detach from the top down until "." is the
-	// store, which as this namespace's root cannot be detached.
-	for i := 0; ; i++ {
-		err := unix.Unmount(".", unix.MNT_DETACH)
-		if err == unix.EINVAL && i > 0 {
-			break
-		}
-		if err != nil {
-			return -1, fmt.Errorf("stager: detach the old root: %w", err)
-		}
-		if i > 8 {
-			return -1, fmt.Errorf("stager: more than %d mounts over the store", i)
-		}
+	if err := unix.Chroot(storeDir); err != nil {
+		return -1, fmt.Errorf("stager: chroot to %s: %w", storeDir, err)
 	}
 	if err := unix.Chdir("/"); err != nil {
-		return -1, err
-	}
-	// The job can read this thread's mountinfo: make sure it is the store
-	// alone (a mount left over "/" would have been detached instead of
-	// the old root, which would then show).
-	b, err := readAt(self, "mountinfo")
-	if err == nil && bytes.Count(b, []byte("\n")) != 1 {
-		err = fmt.Errorf("the stager's namespace holds more than the store:\n%s", b)
-	}
-	if err != nil {
 		return -1, err
 	}
 	return unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }
 
-// cloneAll clones every base, or none: on an error every clone made is
-// closed, so nothing has changed. A clone has the flags of the mount it is
-// cloned from, the stager's store, which enterStore made read-only, nosuid
-// and nodev: no clone needs a mount_setattr of its own.
+// cloneAll clones every base, read-only, nosuid and nodev, or none: on an
+// error every clone made is closed, so nothing has changed.
 func cloneAll(src int, bases []string) ([]tree, error) {
 	trees := make([]tree, 0, len(bases))
 	fail := func(err error) ([]tree, error) {
@@ -169,6 +128,13 @@ func cloneAll(src int, bases []string) ([]tree, error) {
 			return fail(&PathError{Path: storepath.Dir + "/" + base, Op: "clone", Err: err})
 		}
 		trees = append(trees, t)
+		if t.fd < 0 {
+			continue
+		}
+		attr := unix.MountAttr{Attr_set: viewAttrs}
+		if err := unix.MountSetattr(t.fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			return fail(&PathError{Path: storepath.Dir + "/" + base, Op: "make read-only", Err: err})
+		}
 	}
 	return trees, nil
 }
@@ -228,14 +194,4 @@ func (v *View) Add(s *Stager, paths []string) (int, error) {
 		v.present[t.base] = true
 	}
 	return len(r.trees), nil
-}
-
-func readAt(dir int, name string) ([]byte, error) {
-	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	return io.ReadAll(f)
 }

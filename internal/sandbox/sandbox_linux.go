@@ -148,9 +148,10 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 			GidMappings:                []syscall.SysProcIDMap{{ContainerID: s.GID, HostID: os.Getgid(), Size: 1}},
 			GidMappingsEnableSetgroups: false,
 			// The init needs these over its own namespaces only: mounts and
-			// pivot_root, bringing lo up, and dropping the bounding set in
-			// the exec stage. They are gone before the target runs.
-			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
+			// pivot_root, bringing lo up, rooting the live view's stager
+			// thread at the store (chroot), and dropping the bounding set
+			// in the exec stage. They are gone before the target runs.
+			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT},
 			Pdeathsig:   unix.SIGKILL,
 			Setsid:      true,
 		},

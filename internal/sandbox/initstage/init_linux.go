@@ -35,7 +35,7 @@ import (
 // state is what the steps share.
 type state struct {
 	s      *spec.Spec
-	root   string     // the new root, before pivot_root: /proc/self/fd/<rootFD>
+	root   string     // the new root, before pivot_root: "." (the cwd), once mounted
 	rootFD int        // the root tmpfs's mount
 	trees  []userTree // the user's binds, cloned before the root exists
 	dns    string     // the host's resolv.conf, with --network
@@ -250,20 +250,28 @@ func (st *state) mountRoot() error {
 	if err != nil {
 		return stage.Errorf(stage.Init, "fsmount tmpfs", "/", err)
 	}
-	st.rootFD, st.root = fd, fmt.Sprintf("/proc/self/fd/%d", fd)
+	st.rootFD = fd
 	// pivot_root wants the new root attached in this namespace.
 	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, "/", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return stage.Errorf(stage.Init, "attach the root tmpfs", "/", err)
 	}
-	for _, d := range []string{"nix/store", "proc", "dev", "tmp", "etc", "bin", "usr/bin"} {
-		if err := os.MkdirAll(filepath.Join(st.root, d), 0o755); err != nil {
-			return err
+	// The steps below name the new root's paths relative to the working
+	// directory, the root itself ("." for st.root): shorter walks than
+	// through /proc/self/fd/N. Absolute paths still name the host's.
+	if err := unix.Fchdir(fd); err != nil {
+		return stage.Errorf(stage.Init, "enter the root tmpfs", "/", err)
+	}
+	st.root = "."
+	// Relative to the root's fd: no walk through /proc/self/fd per call.
+	for _, d := range []string{"nix", "nix/store", "proc", "dev", "tmp", "etc", "bin", "usr", "usr/bin"} {
+		if err := unix.Mkdirat(fd, d, 0o755); err != nil {
+			return stage.Errorf(stage.Init, "mkdir", "/"+d, err)
 		}
 	}
 	// /bin/sh and /usr/bin/env, which #! lines name, as the parent chose
 	// them from the roots.
 	for link, target := range st.s.Links {
-		if err := os.Symlink(target, filepath.Join(st.root, link)); err != nil {
+		if err := unix.Symlinkat(target, fd, strings.TrimPrefix(link, "/")); err != nil {
 			return stage.Errorf(stage.Init, "symlink", link, err)
 		}
 	}
