@@ -12,8 +12,9 @@
 // Growth (View.Add) needs two things the job's mount namespace no longer
 // has once the root is pivoted: the host's store, to clone paths from, and a
 // writable mount of the view's tmpfs, to make mount points in. The first is
-// a Stager, one OS thread of the init parked in a mount namespace of its
-// own whose whole tree is the store (live_linux.go); the second is a
+// a Stager, one OS thread of the init parked in a copy of the init's
+// mount namespace made before pivot_root, rooted at the store
+// (live_linux.go); the second is a
 // detached, writable clone of the view's tmpfs that only the init holds.
 package mountview
 
