@@ -50,7 +50,7 @@ type Job struct {
 	hold    *gcroot.Hold
 	state   state
 	initPid int
-	pending []unix.Signal // sent while starting
+	pending []unix.Signal // signals that came while the job was starting
 	cancel  context.CancelFunc
 	grow    viewGrower
 	relays  []func() // run after the job ended: drain and close relays
@@ -72,7 +72,7 @@ const (
 // viewGrower makes store paths appear in a running job's view; the
 // sandbox's control channel to the init is one.
 type viewGrower interface {
-	AddPaths(paths []string) error
+	AddPaths(ctx context.Context, paths []string) error
 }
 
 // ErrEnded: the job is no longer running.
@@ -149,13 +149,7 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		j.hold = h
 		j.mu.Unlock()
 	}
-	dir, err := os.MkdirTemp("", "closet-root-")
-	if err != nil {
-		return nil, fmt.Errorf("make the sandbox's mount point: %w", err)
-	}
-	defer os.Remove(dir)
 	s := *j.spec
-	s.RootDir = dir
 	ident, err := j.identity()
 	if err != nil {
 		return nil, err
@@ -166,10 +160,28 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		return nil, err
 	}
 	hooks := sandbox.Hooks{
-		Started:  func(pid int) { j.running(pid); started <- pid },
+		// Running from the moment the parent learns the target is, not
+		// when Start returns (a job that ends at once must not be marked
+		// running afterwards); signals that came before (the target's
+		// output can arrive first) are delivered now, not dropped.
+		Started: func(pid int) {
+			j.mu.Lock()
+			j.initPid, j.state = pid, running
+			for _, sig := range j.pending {
+				unix.Kill(pid, sig)
+			}
+			j.pending = nil
+			j.mu.Unlock()
+			started <- pid
+		},
 		Console:  j.req.Console,
 		Exe:      j.req.StageBinary,
 		Identity: ident,
+		Control: func(c *sandbox.Control) {
+			j.mu.Lock()
+			j.grow = c
+			j.mu.Unlock()
+		},
 	}
 	return sandbox.Run(ctx, &s, stdio, hooks)
 }
@@ -328,13 +340,15 @@ func (j *Job) Signal(sig os.Signal) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	switch j.state {
-	case prepared, starting:
+	case starting:
+		// The target may already run (its output can arrive before the
+		// parent learns it started): deliver once it is known to.
 		j.pending = append(j.pending, s)
 		return nil
-	case ended:
-		return ErrEnded
+	case running:
+		return unix.Kill(j.initPid, s)
 	}
-	return unix.Kill(j.initPid, s)
+	return ErrEnded
 }
 
 // Kill ends every process of the job; the verdict is XX ("killed by
@@ -374,16 +388,13 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 	if err := j.st.CheckValid(ctx, ps...); err != nil {
 		return fmt.Errorf("add paths: %w", err)
 	}
-	c, err := j.st.Closure(ctx, ps, false)
+	c, err := j.st.Closure(ctx, ps, true) // with references: ReferencesFirst orders by them
 	if err != nil {
 		return fmt.Errorf("add paths: %w", err)
 	}
-	var fresh []string
-	for _, p := range c.Paths {
-		if !j.visible[string(p.Path)] {
-			fresh = append(fresh, string(p.Path))
-		}
-	}
+	// References first: the job never sees a path whose references are
+	// missing.
+	fresh := sandbox.ReferencesFirst(c.Paths, func(p storepath.Path) bool { return j.visible[string(p)] })
 	if len(fresh) == 0 {
 		return nil
 	}
@@ -404,7 +415,7 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 	if j.grow == nil {
 		return errors.New("add paths: this sandbox has no control channel to grow its view")
 	}
-	if err := j.grow.AddPaths(fresh); err != nil {
+	if err := j.grow.AddPaths(ctx, fresh); err != nil {
 		return fmt.Errorf("add paths: %w", err)
 	}
 	j.markVisible(fresh)

@@ -15,13 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
-	"github.com/closet-sandbox/closet/internal/storepath"
 	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
@@ -48,26 +46,11 @@ func TestMain(m *testing.M) {
 
 var stageBinary string
 
-// requisites is the closure of roots, from the store's database. (The
-// closure package is checked against nix-store -qR in its own tests;
-// nix-store itself does not run for nobody without a daemon.)
+// requisites is the closure of roots, sorted.
 func requisites(t *testing.T, roots ...string) []string {
 	t.Helper()
-	st, err := closure.Open(closure.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var ps []storepath.Path
-	for _, r := range roots {
-		ps = append(ps, storepath.Path(r))
-	}
-	c, err := st.Closure(context.Background(), ps, false)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, p := range c.Paths {
+	for _, p := range testutil.Closure(t, roots...).Paths {
 		out = append(out, string(p.Path))
 	}
 	slices.Sort(out)

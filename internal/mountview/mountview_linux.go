@@ -1,5 +1,6 @@
 // Package mountview owns the store view: a tmpfs mounted where /nix/store
-// will be, holding one read-only bind per closure path and nothing else.
+// will be, holding one read-only bind per closure path and nothing else,
+// and its growth while the job runs (the live view).
 //
 // It uses the new mount API: one open_tree(OPEN_TREE_CLONE) and one
 // move_mount per path, every call relative to an already open directory so
@@ -7,6 +8,14 @@
 // that makes the whole view read-only, nosuid and nodev. The work is linear
 // in the closure: no step reads /proc/self/mountinfo or remounts per path
 // (bubblewrap's quadratic cost comes from exactly that).
+//
+// Growth (View.Add) needs two things the job's mount namespace no longer
+// has once the root is pivoted: the host's store, to clone paths from, and a
+// writable mount of the view's tmpfs, to make mount points in. The first is
+// a Stager, one OS thread of the init parked in a copy of the init's
+// mount namespace made before pivot_root, rooted at the store
+// (live_linux.go); the second is a
+// detached, writable clone of the view's tmpfs that only the init holds.
 package mountview
 
 import (
@@ -24,41 +33,83 @@ import (
 // privileged user namespace.
 const viewAttrs = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV
 
+// View is a built store view that can grow.
+type View struct {
+	// dir is the view's tmpfs root (O_PATH), in the job's namespace: later
+	// paths are moved onto mount points below it.
+	dir int
+	// w is a detached clone of the view's tmpfs without MOUNT_ATTR_RDONLY:
+	// the same directory, writable through this fd only, which no process
+	// of the job can reach (init is not dumpable).
+	w int
+	// present holds the base names in the view.
+	present map[string]bool
+}
+
 // Build mounts the store view on target (an existing, empty directory) with
 // one bind per path in paths, taken from storeRoot+/nix/store ("" for the
 // host's store).
 //
 // Preconditions: the caller is in its own mount namespace, holds
 // CAP_SYS_ADMIN over it, and mount propagation there is private.
-func Build(target, storeRoot string, paths []string) error {
+func Build(target, storeRoot string, paths []string) (*View, error) {
 	storeDir := filepath.Join("/", storeRoot, storepath.Dir)
 	if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return fmt.Errorf("mount tmpfs on %s: %w", target, err)
+		return nil, fmt.Errorf("mount tmpfs on %s: %w", target, err)
 	}
 	src, err := unix.Open(storeDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", storeDir, err)
+		return nil, fmt.Errorf("open %s: %w", storeDir, err)
 	}
 	defer unix.Close(src)
-	view, err := unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", target, err)
+	v := &View{dir: -1, w: -1, present: make(map[string]bool, len(paths))}
+	if v.dir, err = unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("open %s: %w", target, err)
 	}
-	defer unix.Close(view)
+	// Cloned before the view is made read-only; a clone of the tmpfs
+	// alone, without the binds below it.
+	if v.w, err = unix.OpenTree(v.dir, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH); err != nil {
+		v.Close()
+		return nil, fmt.Errorf("clone %s: %w", target, err)
+	}
 	for _, p := range paths {
-		base, ok := strings.CutPrefix(p, storepath.Dir+"/")
-		if !ok || base == "" || strings.Contains(base, "/") || base == "." || base == ".." {
-			return fmt.Errorf("bind %s: not a top-level store path", p)
+		base, err := baseOf(p)
+		if err != nil {
+			v.Close()
+			return nil, err
 		}
-		if err := bindOne(src, view, base); err != nil {
-			return fmt.Errorf("bind %s: %w", p, err)
+		if err := bindOne(src, v.dir, base); err != nil {
+			v.Close()
+			return nil, fmt.Errorf("bind %s: %w", p, err)
 		}
+		v.present[base] = true
 	}
 	attr := unix.MountAttr{Attr_set: viewAttrs}
-	if err := unix.MountSetattr(view, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("make %s read-only: %w", target, err)
+	if err := unix.MountSetattr(v.dir, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		v.Close()
+		return nil, fmt.Errorf("make %s read-only: %w", target, err)
 	}
-	return nil
+	return v, nil
+}
+
+// Close releases the view's fds; the mounts stay.
+func (v *View) Close() {
+	for _, fd := range []*int{&v.dir, &v.w} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+}
+
+// baseOf checks that p names a top-level store path and returns its base
+// name: the view holds nothing else, and a base is never a path.
+func baseOf(p string) (string, error) {
+	base, ok := strings.CutPrefix(p, storepath.Dir+"/")
+	if !ok || base == "" || strings.Contains(base, "/") || base == "." || base == ".." {
+		return "", fmt.Errorf("bind %s: not a top-level store path", p)
+	}
+	return base, nil
 }
 
 // bindOne mirrors src/base into view/base: a bind for a directory or a
@@ -69,46 +120,90 @@ func Build(target, storeRoot string, paths []string) error {
 // thousands of paths is measurable. Only a path the kernel would not clone
 // is looked at again.
 func bindOne(src, view int, base string) error {
-	tree, err := unix.OpenTree(src, base, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+	t, err := cloneOne(src, base)
+	if err != nil {
+		return err
+	}
+	return attach(view, view, t)
+}
+
+// tree is one store path, cloned from the store and not yet in the view:
+// a detached mount (fd >= 0, dir tells its type) or a symlink's target.
+type tree struct {
+	base string
+	fd   int
+	dir  bool
+	link string
+}
+
+func (t *tree) close() {
+	if t.fd >= 0 {
+		unix.Close(t.fd)
+		t.fd = -1
+	}
+}
+
+func cloneOne(src int, base string) (tree, error) {
+	t := tree{base: base, fd: -1}
+	fd, err := unix.OpenTree(src, base, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
 	if err != nil {
 		var st unix.Stat_t
 		if serr := unix.Fstatat(src, base, &st, unix.AT_SYMLINK_NOFOLLOW); serr == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return copyLink(src, view, base)
+			t.link, err = readLink(src, base)
+			return t, err
 		}
-		return fmt.Errorf("open_tree: %w", err)
+		return t, fmt.Errorf("open_tree: %w", err)
 	}
-	defer unix.Close(tree)
 	var st unix.Stat_t
-	if err := unix.Fstat(tree, &st); err != nil {
-		return err
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return t, err
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		if err := unix.Mkdirat(view, base, 0o555); err != nil {
+		t.dir = true
+	case unix.S_IFREG:
+	case unix.S_IFLNK:
+		unix.Close(fd)
+		t.link, err = readLink(src, base)
+		return t, err
+	default:
+		unix.Close(fd)
+		return t, fmt.Errorf("unexpected file type %#o", st.Mode&unix.S_IFMT)
+	}
+	t.fd = fd
+	return t, nil
+}
+
+// attach makes t's mount point (or link) in mk, a writable mount of the
+// view's tmpfs, and moves t's mount onto it through view. It consumes t.
+func attach(mk, view int, t tree) error {
+	defer t.close()
+	if t.fd < 0 {
+		return unix.Symlinkat(t.link, mk, t.base)
+	}
+	if t.dir {
+		if err := unix.Mkdirat(mk, t.base, 0o555); err != nil {
 			return fmt.Errorf("mkdir: %w", err)
 		}
-	case unix.S_IFREG:
-		fd, err := unix.Openat(view, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o444)
+	} else {
+		fd, err := unix.Openat(mk, t.base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o444)
 		if err != nil {
 			return fmt.Errorf("create mount point: %w", err)
 		}
 		unix.Close(fd)
-	case unix.S_IFLNK:
-		return copyLink(src, view, base)
-	default:
-		return fmt.Errorf("unexpected file type %#o", st.Mode&unix.S_IFMT)
 	}
-	if err := unix.MoveMount(tree, "", view, base, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+	if err := unix.MoveMount(t.fd, "", view, t.base, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("move_mount: %w", err)
 	}
 	return nil
 }
 
-func copyLink(src, view int, base string) error {
+func readLink(src int, base string) (string, error) {
 	buf := make([]byte, unix.PathMax)
 	n, err := unix.Readlinkat(src, base, buf)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return unix.Symlinkat(string(buf[:n]), view, base)
+	return string(buf[:n]), nil
 }

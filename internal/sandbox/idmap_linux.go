@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -79,11 +78,6 @@ func (i *Identity) prepareClone(cmd *exec.Cmd) {
 // namespace of pid, the just-cloned init, which is blocked reading its
 // spec: nothing has run there yet.
 func (i *Identity) writeMaps(pid int, s *spec.Spec) error {
-	// The mount point itself is covered by the root's tmpfs; the
-	// directories above it are walked by name.
-	if ok, why := idmap.OthersCanSearch(filepath.Dir(s.RootDir)); !ok {
-		return fmt.Errorf("the sandbox's mount point %s: %s; a job with a host uid of its own builds its root there as that uid (make the mount point under a directory all users can search, such as /tmp)", s.RootDir, why)
-	}
 	if err := i.Slot.SetOwner(pid); err != nil {
 		return fmt.Errorf("record the job's init in %s: %w", i.Slot.Lock.Name(), err)
 	}

@@ -94,15 +94,10 @@ func runHelper(arg string) int {
 		defer ident.Release()
 		rep.Own, rep.HostUID = true, ident.HostUID()
 	}
-	root, err := os.MkdirTemp(filepath.Dir(job.StateDir), "root-")
-	if err != nil {
-		return fail(err)
-	}
-	defer os.Remove(root)
 	s := &spec.Spec{
 		Version: spec.Version, Path: job.Busybox + "/bin/sh", Args: []string{"sh", "-c", job.Script},
 		Env: []string{"PATH=" + job.Busybox + "/bin"}, Cwd: "/", UID: 1000, GID: 1000, User: "u", Home: "/home/u",
-		Hostname: "closet", Store: []string{job.Busybox}, RootDir: root, Seccomp: "default", Landlock: job.Landlock,
+		Hostname: "closet", Store: []string{job.Busybox}, Seccomp: "default", Landlock: job.Landlock,
 		Limits: spec.Limits{Pids: job.Pids},
 	}
 	s.TTY = job.TTY

@@ -79,6 +79,9 @@ type Hooks struct {
 	// Console receives the job's pty master (spec.TTY) before the target
 	// starts; the caller relays it and closes it.
 	Console func(master *os.File)
+	// Control receives the job's live-view control before the target
+	// starts; it is valid until Run returns.
+	Control func(*Control)
 	// Exe is the closet binary started as the init stage ("": this
 	// process's own, /proc/self/exe). A program that is not closet, or
 	// not a static build of it (a race-enabled test), names one here.
@@ -145,9 +148,10 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 			GidMappings:                []syscall.SysProcIDMap{{ContainerID: s.GID, HostID: os.Getgid(), Size: 1}},
 			GidMappingsEnableSetgroups: false,
 			// The init needs these over its own namespaces only: mounts and
-			// pivot_root, bringing lo up, and dropping the bounding set in
-			// the exec stage. They are gone before the target runs.
-			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
+			// pivot_root, bringing lo up, rooting the live view's stager
+			// thread at the store (chroot), and dropping the bounding set
+			// in the exec stage. They are gone before the target runs.
+			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT},
 			Pdeathsig:   unix.SIGKILL,
 			Setsid:      true,
 		},
@@ -170,6 +174,18 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if hooks.Identity != nil {
 		hooks.Identity.prepareClone(cmd)
 	}
+	// The control socket, whatever fds 6 and 7 are (a nil ExtraFiles
+	// entry is closed in the init).
+	ctl, ctlChild, err := newControl()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	defer ctl.close()
+	defer ctlChild.Close()
+	for len(cmd.ExtraFiles) < stage.ControlFD-3 {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, nil)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, ctlChild)
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
 	}
@@ -224,6 +240,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	specR.Close()
 	statusW.Close()
 	resultW.Close()
+	ctlChild.Close()
 	if jl.out != nil {
 		jl.out.start(writerOf(stdio.Stdout), writerOf(stdio.Stderr))
 	}
@@ -246,7 +263,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	defer stop()
 
 	// The spec goes in one write; init reads it to EOF.
-	if err := s.Encode(specW); err != nil {
+	if err := s.EncodeWire(specW); err != nil {
 		cmd.Process.Kill()
 		<-waitc
 		jl.outWait()
@@ -267,6 +284,9 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		} else if master != nil {
 			master.Close()
 		}
+	}
+	if hooks.Control != nil {
+		hooks.Control(ctl)
 	}
 	if err := stage.ReadStatus(statusR); err != nil {
 		<-waitc

@@ -65,10 +65,6 @@ type Spec struct {
 	// /usr/bin/env pointing into the closure, for #! lines.
 	Links map[string]string `json:"links,omitempty"`
 
-	// RootDir is an empty host directory the init mounts its root tmpfs on
-	// (in its own mount namespace; the host never sees anything there).
-	RootDir string `json:"rootDir"`
-
 	// Seccomp names the syscall policy ("default" or "off").
 	Seccomp string `json:"seccomp"`
 	// Landlock turns on the Landlock fence ("best-effort" or "off").
@@ -129,7 +125,7 @@ func (s *Spec) Validate() error {
 	if len(s.Args) == 0 || s.Path == "" {
 		errs = append(errs, errors.New("no command"))
 	}
-	for _, p := range []struct{ name, v string }{{"path", s.Path}, {"cwd", s.Cwd}, {"home", s.Home}, {"rootDir", s.RootDir}} {
+	for _, p := range []struct{ name, v string }{{"path", s.Path}, {"cwd", s.Cwd}, {"home", s.Home}} {
 		if !filepath.IsAbs(p.v) || filepath.Clean(p.v) != p.v {
 			errs = append(errs, fmt.Errorf("%s %q is not a clean absolute path", p.name, p.v))
 		}
@@ -222,6 +218,24 @@ func IsReserved(target string) bool { return reserved(target) }
 // Encode writes s as JSON.
 func (s *Spec) Encode(w io.Writer) error {
 	return json.NewEncoder(w).Encode(s)
+}
+
+// EncodeWire writes s in the form the init reads (wire.go): paths, argv
+// and environment cross as the bytes they are.
+func (s *Spec) EncodeWire(w io.Writer) error {
+	return EncodeBinary(w, s)
+}
+
+// DecodeWire reads and validates a spec EncodeWire wrote.
+func DecodeWire(r io.Reader) (*Spec, error) {
+	var s Spec
+	if err := DecodeBinary(r, &s); err != nil {
+		return nil, fmt.Errorf("decode spec: %w", err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid spec: %w", err)
+	}
+	return &s, nil
 }
 
 // Decode reads and validates a spec.

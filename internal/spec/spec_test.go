@@ -2,6 +2,9 @@ package spec
 
 import (
 	"bytes"
+	"encoding/json"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -9,7 +12,7 @@ import (
 func valid() *Spec {
 	return &Spec{
 		Version: Version, Path: "/nix/store/x-sh/bin/sh", Args: []string{"sh"},
-		Cwd: "/work", Home: "/home/u", RootDir: "/tmp/closet-root-1", Hostname: "closet",
+		Cwd: "/work", Home: "/home/u", Hostname: "closet",
 		Mounts: []Mount{{Source: "/work", Target: "/work", Writable: true, Why: "cwd"}},
 		Etc:    map[string]string{"passwd": "u:x:1000:100::/home/u:/bin/sh\n"},
 	}
@@ -99,4 +102,105 @@ func TestGrading(t *testing.T) {
 	if s.Grading() {
 		t.Error("no limits: not a grading configuration")
 	}
+}
+
+// rawBytes is a spec whose paths, argv and environment hold bytes that are
+// not UTF-8 (issue 10 #2).
+func rawBytes() *Spec {
+	s := valid()
+	s.Cwd = "/tmp/x/\xff"
+	s.Args = []string{"sh", "a\xffb", "\xef\xbf\xbd"}
+	s.Env = []string{"V=c\xfe\xffd"}
+	s.Mounts = []Mount{{Source: "/tmp/x/\xff", Target: "/tmp/x/\xff", Writable: true, Why: "cwd"}, {Source: "/src/\x80", Target: "/data", Why: "expose"}}
+	return s
+}
+
+func TestWireKeepsBytes(t *testing.T) {
+	var buf bytes.Buffer
+	s := rawBytes()
+	if err := s.EncodeWire(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeWire(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Cwd != s.Cwd || !slices.Equal(got.Args, s.Args) || !slices.Equal(got.Env, s.Env) || !slices.Equal(got.Mounts, s.Mounts) {
+		t.Errorf("the wire changed bytes:\n got %q %q %q %+v\nwant %q %q %q %+v", got.Cwd, got.Args, got.Env, got.Mounts, s.Cwd, s.Args, s.Env, s.Mounts)
+	}
+	// The control: JSON does change them.
+	var j bytes.Buffer
+	json.NewEncoder(&j).Encode(struct{ Cwd string }{s.Cwd})
+	if strings.Contains(j.String(), "\xff") || !strings.Contains(j.String(), `\ufffd`) {
+		t.Errorf("control: encoding/json kept the byte? %q", j.String())
+	}
+}
+
+func TestDryRunJSONFaithful(t *testing.T) {
+	// Valid UTF-8: exactly encoding/json's form.
+	type plain Spec
+	s := valid()
+	s.Args = append(s.Args, "é\ufffd<&>\\ufffd")
+	got, err := json.Marshal(s)
+	want, _ := json.Marshal(plain(*s))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("valid spec: %s\nwant %s", got, want)
+	}
+	// Not UTF-8: each stray byte as \udcXX, the rest as before.
+	got, err = json.MarshalIndent(rawBytes(), "", "  ")
+	if err != nil || !json.Valid(got) {
+		t.Fatalf("%v: %s", err, got)
+	}
+	for _, w := range []string{`"cwd": "/tmp/x/\udcff"`, `"a\udcffb"`, "\"\ufffd\"" /* a real U+FFFD stays itself */, `"V=c\udcfe\udcffd"`, `"source": "/src/\udc80"`, `"target": "/data"`} {
+		if !bytes.Contains(got, []byte(w)) {
+			t.Errorf("dry-run JSON lacks %s:\n%s", w, got)
+		}
+	}
+	// Same fields and order otherwise.
+	var a, b map[string]any
+	json.Unmarshal(got, &a)
+	std, _ := json.Marshal(plain(*rawBytes()))
+	json.Unmarshal(std, &b)
+	if len(a) != len(b) {
+		t.Errorf("faithful JSON has %d fields, encoding/json %d", len(a), len(b))
+	}
+}
+
+func TestWireRoundTripWhole(t *testing.T) {
+	s := rawBytes()
+	s.Links = map[string]string{"/bin/sh": "/nix/store/x-sh/bin/sh"}
+	s.Limits = Limits{Rlimits: map[string]uint64{"NOFILE": 64}, TmpSize: 1 << 30, WallTime: 3e9, Capture: true}
+	s.Store = []string{}
+	s.UID, s.GID, s.Network = 1000, 100, true
+	var buf bytes.Buffer
+	if err := s.EncodeWire(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeWire(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Errorf("round trip changed the spec:\n got %#v\nwant %#v", got, s)
+	}
+	// Another layout (a stage binary of other sources) is refused.
+	var other struct{ Version, Extra int }
+	buf.Reset()
+	s.EncodeWire(&buf)
+	if err := DecodeBinary(&buf, &other); err == nil || !strings.Contains(err.Error(), "layout") {
+		t.Errorf("a spec decoded into another layout: %v", err)
+	}
+}
+
+func FuzzDecodeWire(f *testing.F) {
+	var buf bytes.Buffer
+	rawBytes().EncodeWire(&buf)
+	f.Add(buf.Bytes())
+	f.Add([]byte("CLW1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := DecodeWire(bytes.NewReader(b))
+		if err == nil && s.Validate() != nil {
+			t.Fatal("DecodeWire accepted a spec Validate refuses")
+		}
+	})
 }

@@ -6,7 +6,6 @@
 package execstage
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,12 +29,12 @@ func Run() {
 	runtime.LockOSThread()
 
 	f := os.NewFile(stage.SpecFD, "exec")
-	var x stage.Exec
-	err := json.NewDecoder(f).Decode(&x)
+	xp, err := stage.ReadExec(f)
 	f.Close()
 	if err != nil {
 		fail("read exec spec", "", err)
 	}
+	x := *xp
 
 	steps := []struct {
 		name string

@@ -1,7 +1,9 @@
 // Package initstage is pid 1 of the sandbox. It builds the sandbox's root
 // from the spec (a tmpfs, the store view, /proc, a minimal /dev, /tmp, HOME,
 // a synthetic /etc, the user's binds), pivots into it, starts the exec
-// stage, reaps every process of the job, and reports how the target ended.
+// stage, reaps every process of the job, grows the store view when the
+// parent asks (the live view, over stage.ControlFD), and reports how the
+// target ended.
 //
 // It runs in the namespaces the parent created at clone time, as the
 // sandbox's uid with CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SETPCAP held as
@@ -12,6 +14,8 @@
 package initstage
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,16 +34,26 @@ import (
 
 // state is what the steps share.
 type state struct {
-	s     *spec.Spec
-	root  string     // the new root, before pivot_root
-	trees []userTree // the user's binds, cloned before the root exists
-	dns   string     // the host's resolv.conf, with --network
-	tty   *os.File   // the job's pty slave, with spec.TTY
+	s      *spec.Spec
+	root   string     // the new root, before pivot_root: "." (the cwd), once mounted
+	rootFD int        // the root tmpfs's mount
+	trees  []userTree // the user's binds, cloned before the root exists
+	dns    string     // the host's resolv.conf, with --network
+	tty    *os.File   // the job's pty slave, with spec.TTY
 	// status is the status pipe, held in one *os.File so that no
 	// finalizer of a second wrapper closes fd 4 behind init's back.
 	status *os.File
 	exec   *exec.Cmd // the exec stage, started before the mounts are done
 	execW  *os.File  // where the exec stage reads its part of the spec
+
+	// The live view: the control socket, the view and the stager thread
+	// that clones later paths from the store.
+	ctl    *os.File
+	view   *mountview.View
+	stager *mountview.Stager
+	// signalsDropped is closed once init survives the signals it does not
+	// relay.
+	signalsDropped chan struct{}
 }
 
 type userTree struct {
@@ -51,13 +65,18 @@ type userTree struct {
 // Run is the init stage's main. It never returns.
 func Run() {
 	st := &state{status: os.NewFile(stage.StatusFD, "status")}
+	var sb unix.Stat_t
+	if unix.Fstat(stage.ControlFD, &sb) != nil || sb.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		stage.Fail(&stage.Error{Stage: stage.Init, Op: "open control channel", Msg: fmt.Sprintf("fd %d is not a socket", stage.ControlFD), Hint: "mixed closet binaries?"})
+	}
+	st.ctl = os.NewFile(stage.ControlFD, "control")
 	f := os.NewFile(stage.SpecFD, "spec")
-	s, err := spec.Decode(f)
+	s, err := spec.DecodeWire(f)
 	f.Close()
 	if err != nil {
 		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
 	}
-	st.s, st.root = s, s.RootDir
+	st.s, st.rootFD = s, -1
 
 	// The order matters: nothing the job can touch exists before the root
 	// is complete and pivoted into, and every user-named path is opened
@@ -68,6 +87,9 @@ func Run() {
 	}{
 		{"protect pid 1", protect},
 		{"make mounts private", makePrivate},
+		// Its own thread, overlapping the steps below; waited for only
+		// before pivot_root.
+		{"start stager", (*state).startStager},
 		{"open user binds", (*state).openUserBinds},
 		// After the binds are opened (as the caller, whose files they
 		// are), before anything is made in the new root.
@@ -87,6 +109,7 @@ func Run() {
 		{"attach user binds", (*state).attachUserBinds},
 		{"set hostname", (*state).setHostname},
 		{"bring up lo", (*state).loopbackUp},
+		{"wait for stager", (*state).waitStager},
 		{"pivot root", (*state).pivotRoot},
 	}
 	for _, step := range steps {
@@ -100,10 +123,58 @@ func Run() {
 // protect makes pid 1 non-dumpable, so the job (same uid, same user
 // namespace) can neither ptrace it nor open its /proc files and fds: pid 1
 // holds capabilities over the sandbox's namespaces and the parent's pipes.
-// The result pipe is marked close-on-exec so that only init holds it.
-func protect(*state) error {
+// The result pipe and the control socket are marked close-on-exec so that
+// only init holds them.
+//
+// The signal handlers (dropSignals) are installed off the critical path,
+// and waited for before the target can start.
+func protect(st *state) error {
 	unix.CloseOnExec(stage.ResultFD)
+	unix.CloseOnExec(stage.ControlFD)
+	st.signalsDropped = make(chan struct{})
+	go func() {
+		dropSignals()
+		close(st.signalsDropped)
+	}()
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+}
+
+// relayed are the signals init passes on to the target (runAndReap); they
+// are what the parent relays from closet.
+var relayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+// dropSignals makes init survive every catchable signal it does not relay.
+// The kernel delivers a signal from inside the pid namespace to its init
+// only when init has a handler; the Go runtime installs one for nearly
+// every signal, and for many (SIGABRT, SIGTRAP, SIGILL, SIGSYS, SIGSTKFLT,
+// a kill(2)'d SIGSEGV, SIGALRM, SIGXCPU...) that handler ends the process.
+// A job that could kill init would turn its own failure into closet's
+// (XX) where Landlock cannot scope signals. Notify-and-drop rather than
+// signal.Ignore: an ignored disposition would be inherited by the exec
+// stage and, for some signals, by the target itself.
+//
+// Left alone: SIGKILL and SIGSTOP (the kernel drops them from inside the
+// namespace), SIGCHLD (init waits for children), the job-control stops
+// and SIGCONT (no Go handler, so the kernel drops them too), SIGURG (the
+// runtime's preemption) and the relayed signals, which runAndReap takes.
+func dropSignals() {
+	var drop []os.Signal
+	for s := unix.Signal(1); s < 32; s++ {
+		switch s {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGURG:
+			continue
+		}
+		if slices.Contains(relayed, os.Signal(s)) {
+			continue
+		}
+		drop = append(drop, s)
+	}
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, drop...)
+	go func() {
+		for range c {
+		}
+	}()
 }
 
 // makePrivate stops mount events from propagating back to the host.
@@ -156,33 +227,51 @@ func (st *state) openUserBinds() error {
 
 func depth(p string) int { return strings.Count(p, "/") }
 
-// mountRoot mounts the new root's tmpfs on the empty directory the parent
-// made; only this mount namespace ever sees it.
-//
-// The directory is opened without following symlinks and the tmpfs is
-// mounted on the opened directory itself (through its /proc/self/fd link),
-// so that a symlink swapped in for it cannot move the root elsewhere.
+// mountRoot makes the new root's tmpfs without any directory of the host:
+// a detached tmpfs (fsopen, fsmount) attached over init's own "/" in its
+// private mount namespace. A lookup from init's root never crosses a mount
+// on that root itself, so the host's paths still resolve for the steps
+// below, while the new root is reached through its fd alone
+// (/proc/self/fd/N). Nothing is created on the host, so nothing is left
+// there when closet is killed.
 func (st *state) mountRoot() error {
-	fd, err := unix.Openat2(unix.AT_FDCWD, st.root, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS,
-	})
+	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	if err != nil {
-		return stage.Errorf(stage.Init, "open", st.root, err)
+		return stage.Errorf(stage.Init, "fsopen tmpfs", "/", err)
 	}
-	defer unix.Close(fd)
-	if err := unix.Mount("tmpfs", fmt.Sprintf("/proc/self/fd/%d", fd), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return stage.Errorf(stage.Init, "mount tmpfs", st.root, err)
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigSetString(fsfd, "mode", "0755"); err != nil {
+		return stage.Errorf(stage.Init, "configure tmpfs", "/", err)
 	}
-	for _, d := range []string{"nix/store", "proc", "dev", "tmp", "etc", "bin", "usr/bin"} {
-		if err := os.MkdirAll(filepath.Join(st.root, d), 0o755); err != nil {
-			return err
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return stage.Errorf(stage.Init, "create tmpfs", "/", err)
+	}
+	fd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		return stage.Errorf(stage.Init, "fsmount tmpfs", "/", err)
+	}
+	st.rootFD = fd
+	// pivot_root wants the new root attached in this namespace.
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, "/", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return stage.Errorf(stage.Init, "attach the root tmpfs", "/", err)
+	}
+	// The steps below name the new root's paths relative to the working
+	// directory, the root itself ("." for st.root): shorter walks than
+	// through /proc/self/fd/N. Absolute paths still name the host's.
+	if err := unix.Fchdir(fd); err != nil {
+		return stage.Errorf(stage.Init, "enter the root tmpfs", "/", err)
+	}
+	st.root = "."
+	// Relative to the root's fd: no walk through /proc/self/fd per call.
+	for _, d := range []string{"nix", "nix/store", "proc", "dev", "tmp", "etc", "bin", "usr", "usr/bin"} {
+		if err := unix.Mkdirat(fd, d, 0o755); err != nil {
+			return stage.Errorf(stage.Init, "mkdir", "/"+d, err)
 		}
 	}
 	// /bin/sh and /usr/bin/env, which #! lines name, as the parent chose
 	// them from the roots.
 	for link, target := range st.s.Links {
-		if err := os.Symlink(target, filepath.Join(st.root, link)); err != nil {
+		if err := unix.Symlinkat(target, fd, strings.TrimPrefix(link, "/")); err != nil {
 			return stage.Errorf(stage.Init, "symlink", link, err)
 		}
 	}
@@ -190,8 +279,51 @@ func (st *state) mountRoot() error {
 }
 
 // buildStoreView mounts /nix/store with exactly the closure.
-func (st *state) buildStoreView() error {
-	return mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
+func (st *state) buildStoreView() (err error) {
+	st.view, err = mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
+	return err
+}
+
+// startStager starts the thread the view grows from (mountview.Stager).
+func (st *state) startStager() error {
+	st.stager = mountview.StartStager(st.s.StoreRoot)
+	return nil
+}
+
+// waitStager waits until the stager has its own copy of init's mount
+// namespace, which must be made before pivot_root (see
+// mountview.StartStager); by now it long has.
+// A stager that failed does not fail the run: the job is what it would
+// have been; a request to grow its view answers why it cannot.
+func (st *state) waitStager() error {
+	st.stager.Unshared()
+	return nil
+}
+
+// serveControl answers the parent's requests to grow the view, one at a
+// time, until the parent closes the socket or init exits.
+func (st *state) serveControl() {
+	dec := json.NewDecoder(st.ctl)
+	enc := json.NewEncoder(st.ctl)
+	for {
+		var req stage.Control
+		if err := dec.Decode(&req); err != nil {
+			return
+		}
+		var rep stage.ControlReply
+		if _, err := st.view.Add(st.stager, req.Add); err != nil {
+			e := stage.Errorf(stage.Init, "add store path", "", err)
+			var pe *mountview.PathError
+			if errors.As(err, &pe) {
+				e = stage.Errorf(stage.Init, pe.Op, pe.Path, pe.Err)
+				e.Op = "add store path: " + pe.Op
+			}
+			rep.Error = e
+		}
+		if enc.Encode(&rep) != nil {
+			return
+		}
+	}
 }
 
 // mountProc mounts a fresh procfs: it shows only the sandbox's pid
@@ -442,15 +574,28 @@ func maps(m map[string]string, k, v string) map[string]string {
 // attachUserBinds moves the cloned user binds into the root. Mount points
 // are created beneath the root without following symlinks, so an earlier
 // writable bind cannot steer where a later one lands.
+//
+// A mount point is created only in the sandbox's own tmpfs layers (the
+// root, /tmp, $HOME), never inside another user bind: there it would be a
+// directory or file of the host's, made in the user's directory and left
+// behind. A target inside a bind must already exist there.
 func (st *state) attachUserBinds() error {
 	rootFD, err := unix.Open(st.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(rootFD)
-	for _, t := range st.trees {
+	for i, t := range st.trees {
 		rel := strings.TrimPrefix(t.m.Target, "/")
-		if err := mkMountPoint(rootFD, rel, t.dir); err != nil {
+		if outer := enclosing(st.trees[:i], t.m.Target); outer != nil {
+			if err := existingMountPoint(rootFD, rel); err != nil {
+				e := stage.Errorf(stage.Init, "find mount point of "+t.m.Why, t.m.Target, err)
+				if errors.Is(err, unix.ENOENT) {
+					e.Hint = fmt.Sprintf("it lies inside %s (bound from %s), and closet creates nothing in your directories: create %s there first, or choose a target outside %s", outer.m.Target, outer.m.Source, t.m.Target, outer.m.Target)
+				}
+				return e
+			}
+		} else if err := mkMountPoint(rootFD, rel, t.dir); err != nil {
 			return stage.Errorf(stage.Init, "create mount point", t.m.Target, err)
 		}
 		if err := unix.MoveMount(t.fd, "", rootFD, rel, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
@@ -466,6 +611,27 @@ func (st *state) attachUserBinds() error {
 		unix.Close(t.fd)
 	}
 	return nil
+}
+
+// enclosing returns the bind among earlier whose target holds target
+// strictly inside it, or nil.
+func enclosing(earlier []userTree, target string) *userTree {
+	for i := len(earlier) - 1; i >= 0; i-- {
+		if strings.HasPrefix(target, strings.TrimSuffix(earlier[i].m.Target, "/")+"/") {
+			return &earlier[i]
+		}
+	}
+	return nil
+}
+
+// existingMountPoint checks that rel exists beneath rootFD, reached without
+// symlinks, and creates nothing.
+func existingMountPoint(rootFD int, rel string) error {
+	fd, err := unix.Openat2(rootFD, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS})
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err
 }
 
 // mkMountPoint creates rel (and its parents) beneath rootFD.
@@ -539,9 +705,10 @@ func (st *state) loopbackUp() error {
 // makes the root tmpfs read-only. After this the host's filesystem is out
 // of reach for good: nothing of it is mounted and nothing references it.
 func (st *state) pivotRoot() error {
-	if err := unix.Chdir(st.root); err != nil {
+	if err := unix.Fchdir(st.rootFD); err != nil {
 		return err
 	}
+	unix.Close(st.rootFD)
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return stage.Errorf(stage.Init, "pivot_root", st.root, err)
 	}
@@ -598,13 +765,15 @@ func (st *state) startExecStage() error {
 // returns: nothing outlives the target.
 func (st *state) runAndReap() int {
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	signal.Notify(sigs, relayed...)
 	// Only the exec stage holds the status pipe from here on: its execve
 	// closes it, and that EOF tells the parent the target started.
 	st.status.Close()
-	stage.WriteJSON(st.execW, st.execSpec())
+	<-st.signalsDropped
+	stage.WriteExec(st.execW, st.execSpec())
 	st.execW.Close()
 	target := st.exec.Process.Pid
+	go st.serveControl()
 	go func() {
 		// To the target's process group, as a terminal would: the exec
 		// stage made the target a session and group leader.

@@ -7,21 +7,37 @@
 // The protocol, in order:
 //
 //	who      fd  direction       message                     meaning
-//	parent   3   parent -> init  spec.Spec (JSON), then EOF  the sandbox to build
+//	parent   3   parent -> init  spec.Spec (wire), then EOF  the sandbox to build
 //	init     4   init -> parent  Error (JSON)                setup failed; nothing ran
 //	exec     4   exec -> parent  Error (JSON)                confinement or execve failed
 //	(both)   4   EOF, no bytes                               the target's execve succeeded
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
-//	init     3   init -> exec    Exec (JSON), then EOF       what to confine and run
+//	init     3   init -> exec    Exec (wire), then EOF       what to confine and run
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
+//	init     7   (held, no messages)         the job's identity slot lock (spec.OwnHostID)
+//	init     8   parent <-> init Control, ControlReply (JSON) grow the running view
 //
 // fd 4 is shared: init hands its write end to the exec stage and closes its
 // own copy, the exec stage marks it close-on-exec, so the parent's read sees
 // EOF exactly when execve replaced the exec stage with the target, and sees
 // an Error if any step before failed. The parent never waits on a timer.
+//
+// fd 8 is a stream socket, open for the whole run (fds 6 and 7 are closed
+// in the init when there is no console or no identity slot). The parent writes one Control per line
+// and reads one ControlReply per Control; the init serves them in order,
+// one at a time, once the root is pivoted into, until the target ends. The
+// parent sends whole closures minus what is already visible, references
+// first; the init checks each name, skips paths already in the view, and
+// binds the rest read-only before it replies. Its EOF means the job ended.
+//
+// The spec and the exec stage's part cross in spec's wire form, whose
+// strings are raw bytes: paths, argv and environment need not be UTF-8
+// (JSON would change them). Errors and results are JSON: no byte of them
+// is acted on.
 package stage
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +45,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/spec"
 )
 
 // File descriptors as the stages see them (ExtraFiles start at 3).
@@ -42,6 +60,8 @@ const (
 	// (spec.OwnHostID only): held until the init, the last process of the
 	// job, is gone.
 	SlotLockFD = 7
+	// ControlFD is the init's end of the control socket (live view).
+	ControlFD = 8
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
@@ -121,6 +141,16 @@ type Exec struct {
 	LandlockRW []string `json:"landlockRW,omitempty"`
 }
 
+// Control asks the init to add store paths to the running job's view.
+type Control struct {
+	Add []string `json:"add"`
+}
+
+// ControlReply answers one Control: no Error means every path is visible.
+type ControlReply struct {
+	Error *Error `json:"error,omitempty"`
+}
+
 // Result is how the target ended, as its reaper saw it.
 type Result struct {
 	Exited   bool  `json:"exited"`
@@ -132,6 +162,22 @@ type Result struct {
 	// MaxRSS is the largest resident set of the target or a waited-for
 	// descendant, in KiB (getrusage's ru_maxrss).
 	MaxRSSKiB int64 `json:"maxRSSKiB"`
+}
+
+// WriteExec writes the exec stage's part of the spec in the wire form
+// (spec.EncodeBinary): its paths, argv and environment cross as the bytes
+// they are.
+func WriteExec(w io.Writer, x *Exec) error {
+	return spec.EncodeBinary(w, x)
+}
+
+// ReadExec reads what WriteExec wrote.
+func ReadExec(r io.Reader) (*Exec, error) {
+	var x Exec
+	if err := spec.DecodeBinary(r, &x); err != nil {
+		return nil, err
+	}
+	return &x, nil
 }
 
 // WriteJSON writes v to fd and does not close it.
@@ -148,8 +194,11 @@ func ReadStatus(r io.Reader) error {
 	if len(b) == 0 {
 		return nil
 	}
+	// The first message is the cause: when init fails after starting the
+	// exec stage, the exec stage sees its spec pipe close and may report
+	// that too, after init's own message.
 	var e Error
-	if err := json.Unmarshal(b, &e); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&e); err != nil {
 		return fmt.Errorf("stage status: unreadable message %q", b)
 	}
 	return &e
