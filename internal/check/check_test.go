@@ -28,15 +28,13 @@ const nobody = 65534
 // internal/check; each subtest skips with the reason instead of failing,
 // so the rest of the battery keeps guarding. A hole listed here that no
 // longer escapes fails the test, so the list cannot go stale.
-var knownHoles = map[string]string{
-	"per-uid-quota": "HOLE: every job runs as closet's caller's host uid (no per-job subordinate uid), so per-user kernel quotas are shared: one job holding 128 inotify instances makes inotify_init1 fail with EMFILE for every other job of that user and for the user itself (threats.md R-08, key conclusion 3)",
-}
+var knownHoles = map[string]string{}
 
 // limitHoles escape only where the host gives closet no way to enforce the
 // limit (no cgroup could be delegated to the test user); closet's own
 // words in the evidence say so.
 var limitHoles = map[string]string{
-	"fork-bomb": "no pids limit without a cgroup: --pids is cgroup-only (no RLIMIT_NPROC fallback)",
+	"fork-bomb": "no pids limit without a cgroup and without host ids of the job's own (RLIMIT_NPROC needs them)",
 }
 
 // limitFlag is the closet run flag each resource attack relies on.

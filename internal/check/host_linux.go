@@ -181,6 +181,12 @@ func (h *host) setup() error {
 	if h.dir, err = os.MkdirTemp("", "closet-check-"); err != nil {
 		return err
 	}
+	// Searchable, not listable, by others: the check's jobs then judge the
+	// configuration a grader gets, where a read-only job may run as a host
+	// uid of its own (--host-uid auto), which must reach the exposed binary.
+	if err := os.Chmod(h.dir, 0o711); err != nil {
+		return err
+	}
 	for _, d := range []string{"bin", "share", "race"} {
 		if err := os.Mkdir(filepath.Join(h.dir, d), 0o755); err != nil {
 			return err

@@ -2,7 +2,9 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -117,11 +119,13 @@ func idMap(name string, t int, want int) Posture {
 		return Posture{Name: name, Value: v + ": want a single id"}
 	}
 	outside, _ := strconv.Atoi(f[1])
-	if outside != want {
-		return Posture{Name: name, Value: fmt.Sprintf("%s: maps to %d, not closet's own id %d", v, outside, want)}
-	}
 	if outside == 0 {
-		return Posture{Name: name, Value: v + ": the job is host root (run closet as an unprivileged user)"}
+		return Posture{Name: name, Value: v + ": the job is host root"}
+	}
+	if outside != want {
+		// A host id of the job's own (--host-uid): a subordinate id of the
+		// caller's, or root's range; never the caller's, never 0.
+		return Posture{Name: name, OK: true, Value: fmt.Sprintf("%s (inside %s -> host %d, one id of the job's own, not closet's %d)", v, f[0], outside, want)}
 	}
 	return Posture{Name: name, OK: true, Value: fmt.Sprintf("%s (inside %s -> host %d, one id)", v, f[0], outside)}
 }
@@ -136,7 +140,11 @@ func postureSetgroups(_, t int) Posture {
 		return Posture{Name: "setgroups", Value: err.Error()}
 	}
 	st := readStatus(fmt.Sprintf("/proc/%d/status", t))
-	return Posture{Name: "setgroups", OK: v == "deny", Value: fmt.Sprintf("%s; Groups: %q", v, st["Groups"])}
+	// deny: the caller's groups stay, and cannot be changed; allow with
+	// no groups: a job with ids of its own dropped them all (and has no
+	// capability to take any back).
+	ok := v == "deny" || strings.TrimSpace(st["Groups"]) == ""
+	return Posture{Name: "setgroups", OK: ok, Value: fmt.Sprintf("%s; Groups: %q", v, st["Groups"])}
 }
 
 func postureNamespaces(_, t int) Posture {
@@ -211,10 +219,23 @@ func postureMounts(_, t int) Posture {
 	return Posture{Name: "mounts", OK: true, Value: v}
 }
 
+// notObservable judges a /proc file of the target that closet's caller
+// could not read: not applicable when the job runs as a host uid of its
+// own (the caller has no right to another uid's fds or environment; the
+// inside attacks check both from within), bad otherwise.
+func notObservable(name string, t int, err error) Posture {
+	st := readStatus(fmt.Sprintf("/proc/%d/status", t))
+	uid := strings.Fields(st["Uid"])
+	if errors.Is(err, fs.ErrPermission) && len(uid) > 1 && uid[1] != strconv.Itoa(os.Getuid()) {
+		return Posture{Name: name, OK: true, Value: fmt.Sprintf("not applicable: the job runs as host uid %s, its own, whose /proc files closet's caller cannot read (the inside attacks check them)", uid[1])}
+	}
+	return Posture{Name: name, Value: err.Error()}
+}
+
 func postureFDs(_, t int) Posture {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", t))
 	if err != nil {
-		return Posture{Name: "fds", Value: err.Error()}
+		return notObservable("fds", t, err)
 	}
 	var all, bad []string
 	for _, e := range ents {
@@ -262,7 +283,7 @@ func postureEnv(canary string) func(int, int) Posture {
 	return func(_, t int) Posture {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", t))
 		if err != nil {
-			return Posture{Name: "environment", Value: err.Error()}
+			return notObservable("environment", t, err)
 		}
 		var names []string
 		for _, kv := range strings.Split(strings.TrimRight(string(b), "\x00"), "\x00") {

@@ -149,9 +149,11 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 			GidMappingsEnableSetgroups: false,
 			// The init needs these over its own namespaces only: mounts and
 			// pivot_root, bringing lo up, rooting the live view's stager
-			// thread at the store (chroot), and dropping the bounding set
-			// in the exec stage. They are gone before the target runs.
-			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT},
+			// thread at the store (chroot), capping the job's per-user
+			// kernel quotas in its own user namespace (sys_resource), and
+			// dropping the bounding set in the exec stage. They are gone
+			// before the target runs.
+			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT, unix.CAP_SYS_RESOURCE},
 			Pdeathsig:   unix.SIGKILL,
 			Setsid:      true,
 		},

@@ -103,6 +103,7 @@ func Run() {
 		{"start exec stage", (*state).startExecStage},
 		{"build store view", (*state).buildStoreView},
 		{"mount proc", (*state).mountProc},
+		{"cap user quotas", (*state).capUserQuotas},
 		{"mask proc", (*state).maskProc},
 		{"mount tmp and home", (*state).mountScratch},
 		{"write etc", (*state).writeEtc},
@@ -334,6 +335,35 @@ func (st *state) mountProc() error {
 		e := stage.Errorf(stage.Init, "mount proc", "/proc", err)
 		e.Hint = "the host's /proc has mounts over parts of it (as in some containers); closet needs a /proc without them"
 		return e
+	}
+	return nil
+}
+
+// userQuotas cap what one job may take of the per-user kernel quotas
+// that the kernel charges to the owner of the job's user namespace, the
+// caller, whatever host uid the job runs as: without a cap one job could
+// hold every inotify instance of its user (fs.inotify.max_user_instances,
+// 128 by default) and break inotify for the user and all the user's other
+// jobs. The limits under /proc/sys/user are the job's own user
+// namespace's; the kernel still enforces the host's as well.
+var userQuotas = map[string]string{
+	"max_inotify_instances": "32",
+	"max_inotify_watches":   "65536",
+}
+
+// capUserQuotas writes userQuotas, after /proc is mounted and before
+// /proc/sys goes read-only. It needs CAP_SYS_RESOURCE over the job's user
+// namespace, which the exec stage drops with the rest. A kernel without
+// these files has no such quota to share.
+func (st *state) capUserQuotas() error {
+	for name, v := range userQuotas {
+		p := filepath.Join(st.root, "proc/sys/user", name)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+			return stage.Errorf(stage.Init, "cap user quota", "/proc/sys/user/"+name, err)
+		}
 	}
 	return nil
 }
