@@ -27,52 +27,6 @@ type limitOpts struct {
 	dest *report.Dest // opened by apply, before anything runs
 }
 
-// limitsHelp is appended to run's long help.
-const limitsHelp = `
-
-Limits, none unless given. SIZE is bytes, or a number with k, M, G or T
-(powers of 1024; fractions allowed): 512k, 64M, 1.5G. T is seconds (1.5) or
-a duration: 2s, 500ms, 1m. Zero and negative values are refused.
-
-  --wall-time T     real time from the target's start     closet's timer
-  --cpu-time T      CPU time of all the job's processes   the cgroup (else /proc),
-                                                          polled; RLIMIT_CPU behind
-  --silent-time T   time without any output               closet's timer
-  --memory SIZE     memory of the job, closet's init's    the cgroup; without one
-                    few MB included                       RLIMIT_AS, which caps each
-                                                          process's address space
-                                                          instead (--cgroup require
-                                                          refuses that)
-  --pids N          processes and threads of the job      the cgroup; else
-                                                          RLIMIT_NPROC when the
-                                                          job has host ids of its
-                                                          own (--host-uid)
-  --output SIZE     bytes of stdout+stderr passed on;     closet's pipes
-                    writing more ends the job
-  --file-size SIZE  largest file the job writes           RLIMIT_FSIZE
-  --open-files N    open files per process (16 or more)   RLIMIT_NOFILE
-  --tmp-size SIZE   each writable tmpfs: /tmp, /dev/shm,  their size=
-                    $HOME (default: --memory, if given)
-
-cgroups: closet makes the job's cgroups beneath its own, places the job in
-them before any of its code runs, and removes them after: a delegated cgroup
-v2 (systemd-run --user --scope -p Delegate=yes closet run ...: closet moves
-itself into a leaf of its scope), or the v1 hierarchies as root. Without a
-memory cgroup, --memory also refuses memfd_create and SysV shared memory, and
-/tmp, /dev/shm and $HOME share one --tmp-size budget. --output, --silent-time and --report
-carry the job's stdout and stderr through pipes (so no terminal).
-
-The verdict (--report FILE, as JSON or, with --report-format isolate, as
-isolate's --meta key:value file) is written once every process of the job
-is gone: OK, RE (non-zero exit), SG (a signal), TO (wall, CPU or silent
-time), ML (memory), OL (output), XX (closet failed, not the job), with the
-figures and the mechanism that enforced each limit. closet's own exit
-status follows the verdict, with or without --report:
-
-  OK 0    RE the job's status    SG 128+signal    TO 124    ML 123    OL 122
-  XX 125: bad input or a sandbox that failed (126: the command could not be
-  executed, 127: it was not found)`
-
 func (l *limitOpts) addFlags(cmd *cobra.Command) {
 	cmd.Long += limitsHelp
 	f := cmd.Flags()

@@ -75,12 +75,11 @@ type Host struct {
 // Group is one job's cgroups: at most one v2 directory and one v1
 // directory per controller.
 type Group struct {
-	v2     string            // the job's v2 directory, or ""
-	v1     map[string]string // controller -> the job's v1 directory
-	mech   map[string]string // controller -> V1 or V2
-	why    map[string]string // controller -> why it is unavailable
-	fd     int               // open v2 directory for CLONE_INTO_CGROUP, or -1
-	cpuAt0 time.Duration
+	v2   string            // the job's v2 directory, or ""
+	v1   map[string]string // controller -> the job's v1 directory
+	mech map[string]string // controller -> V1 or V2
+	why  map[string]string // controller -> why it is unavailable
+	fd   int               // open v2 directory for CLONE_INTO_CGROUP, or -1
 }
 
 // Mechanism says how controller c is provided: V1, V2, or "" when it is

@@ -8,11 +8,6 @@ import (
 
 // Options selects policy variations.
 type Options struct {
-	// Network is true when the sandbox shares the host network. It does not
-	// change the socket rules today (AF_UNIX, AF_INET, AF_INET6 and
-	// AF_NETLINK/NETLINK_ROUTE are allowed either way); it exists so that a
-	// future rule can depend on it without changing the API.
-	Network bool
 	// MemoryByRlimit is true when only RLIMIT_AS holds the job's memory (no
 	// memory cgroup): the calls that make memory outside any address space
 	// (memfd_create, SysV shared memory and message queues) are refused,

@@ -832,7 +832,6 @@ func (st *state) runAndReap() int {
 		res.Code = ws.ExitStatus()
 		if ws.Signaled() {
 			res.Signal = int(ws.Signal())
-			res.CoreDump = ws.CoreDump()
 		}
 		res.UserUsec = ru.Utime.Sec*1e6 + ru.Utime.Usec
 		res.SysUsec = ru.Stime.Sec*1e6 + ru.Stime.Usec

@@ -156,7 +156,6 @@ type Result struct {
 	Exited   bool  `json:"exited"`
 	Code     int   `json:"code"`
 	Signal   int   `json:"signal,omitempty"`
-	CoreDump bool  `json:"coreDump,omitempty"`
 	UserUsec int64 `json:"userUsec"`
 	SysUsec  int64 `json:"sysUsec"`
 	// MaxRSS is the largest resident set of the target or a waited-for
