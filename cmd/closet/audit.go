@@ -25,14 +25,15 @@ const exitAuditFindings = 3
 func init() { register(newAuditCmd) }
 
 type auditFlags struct {
-	root      string
-	json      bool
-	sarif     bool
-	failOn    string
-	minSev    string
-	storeScan bool
-	color     string
-	rules     bool
+	root       string
+	json       bool
+	sarif      bool
+	failOn     string
+	minSev     string
+	storeScan  bool
+	probeShell string
+	color      string
+	rules      bool
 }
 
 func newAuditCmd() *cobra.Command {
@@ -82,6 +83,7 @@ Exit status:
 	f.BoolVar(&fl.storeScan, "store-scan", false, "also walk the whole store for world-readable secrets (keys, .env, tokens)")
 	f.StringVar(&fl.color, "color", "auto", "colour the table: `auto` (on a terminal, unless NO_COLOR is set), always or never")
 	f.BoolVar(&fl.rules, "rules", false, "list every rule (id, severity, title) and exit")
+	f.StringVar(&fl.probeShell, "probe-daemon", "", "also build a probe through the nix-daemon, as closet run --nix does, with the POSIX sh `SH` inside a store path the daemon has (e.g. /nix/store/...-busybox/bin/sh): are builds really sandboxed, is this user untrusted?")
 	return cmd
 }
 
@@ -126,7 +128,7 @@ func runAudit(cmd *cobra.Command, fl auditFlags) error {
 		h.Env = auditEnv(h.Env) // keep only what says where Nix looks
 	}
 
-	opts := audit.Options{StoreScan: fl.storeScan}
+	opts := audit.Options{StoreScan: fl.storeScan, ProbeShell: fl.probeShell}
 	stderr := cmd.ErrOrStderr()
 	if fl.storeScan && isTerminal(stderr) {
 		opts.Scan.Progress = progressLine(stderr)

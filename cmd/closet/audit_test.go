@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/closet-sandbox/closet/internal/audit"
 	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // runCLI runs closet with args and returns its exit status and output, as
@@ -219,5 +222,49 @@ func TestProgressLine(t *testing.T) {
 	p(audit.ScanProgress{Final: true})
 	if got := b.String(); !strings.HasPrefix(got, "\r\x1b[Kscanning store: 5/10 paths (50%)") || !strings.HasSuffix(got, "\r\x1b[K") {
 		t.Errorf("progress output %q", got)
+	}
+}
+
+// TestAuditProbeDaemon: closet audit --probe-daemon builds closet run
+// --nix's probe through the real daemon: for an untrusted member of
+// nix-users on a sandboxed daemon it finds nothing; for root, whom the
+// daemon trusts, it reports NIX037, the reason --nix would refuse.
+func TestAuditProbeDaemon(t *testing.T) {
+	d := fixture.NixDaemon(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the trusted-caller control runs as root")
+	}
+	sh := fixture.Path(t, "busybox") + "/bin/sh"
+	findings := func(cmd *exec.Cmd) []string {
+		t.Helper()
+		out, err := cmd.Output()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatalf("%v: %v", cmd.Args, err)
+		}
+		var r struct {
+			Findings []struct{ ID, Detail string }
+		}
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("audit output: %v: %s", err, out)
+		}
+		var ids []string
+		for _, f := range r.Findings {
+			if f.ID == "NIX036" || f.ID == "NIX037" || f.ID == "NIX038" {
+				ids = append(ids, f.ID+": "+f.Detail)
+			}
+		}
+		return ids
+	}
+	args := []string{"audit", "--json", "--fail-on", "never", "--probe-daemon", sh}
+	untrusted := exec.Command(testutil.Binary(t), args...)
+	d.Untrusted(untrusted)
+	if got := findings(untrusted); len(got) != 0 {
+		t.Errorf("untrusted caller on a sandboxed daemon: %v, want no probe finding", got)
+	}
+	root := exec.Command(testutil.Binary(t), args...)
+	root.Env = []string{"PATH=/usr/bin:/bin", "NIX_REMOTE=daemon"}
+	if got := findings(root); len(got) != 1 || !strings.HasPrefix(got[0], "NIX037") {
+		t.Errorf("root, trusted by the daemon: %v, want NIX037", got)
 	}
 }

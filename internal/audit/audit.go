@@ -11,6 +11,12 @@ type Options struct {
 	// StoreScan also walks the whole store for readable secrets.
 	StoreScan bool
 	Scan      ScanOptions
+	// ProbeShell, when set, is a POSIX sh inside a store path the daemon
+	// has: the audit then builds a probe through the nix-daemon at
+	// DaemonSocket (as closet run --nix does before it serves a job) to see
+	// whether builds are really sandboxed and the caller untrusted.
+	ProbeShell   string
+	DaemonSocket string
 }
 
 // Report is the outcome of an audit.
@@ -77,6 +83,9 @@ func Run(ctx context.Context, h *Host, opts Options) (*Report, error) {
 	k.checkNixVersion(ctx)
 
 	k.checkDaemonSocket()
+	if opts.ProbeShell != "" {
+		k.probeDaemon(ctx, opts.DaemonSocket, opts.ProbeShell)
+	}
 	k.checkStore()
 	k.checkStateDirs()
 
