@@ -158,6 +158,14 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		Console: j.req.Console,
 		Exe:     j.req.StageBinary,
 	}
+	if j.req.Views != nil {
+		if v, err := j.req.Views.Take(ctx, s.StoreRoot, s.Store); err == nil {
+			defer v.Close()
+			hooks.View = v
+		} else {
+			j.req.Logf("view cache: %v; building the view", err)
+		}
+	}
 	return sandbox.Run(ctx, &s, stdio, hooks)
 }
 

@@ -78,6 +78,10 @@ type Hooks struct {
 	// process's own, /proc/self/exe). A program that is not closet, or
 	// not a static build of it (a race-enabled test), names one here.
 	Exe string
+	// View is a ready store view for this job (from viewcache.Cache.Take),
+	// attached by the init instead of building one; nil: build it. The
+	// caller closes it after Run returns.
+	View *os.File
 }
 
 // Run builds the sandbox s describes and runs its target to the end.
@@ -157,6 +161,15 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		defer child.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
 	}
+	if hooks.View != nil {
+		// fd 8 whatever comes before it (nil entries are closed in the
+		// init).
+		for len(cmd.ExtraFiles) < stage.ViewFD-3 {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, nil)
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, hooks.View)
+		cmd.Env = append(cmd.Env, stage.EnvView+"=1")
+	}
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
 	}
@@ -228,7 +241,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	specW.Close()
 
 	if console != nil {
-		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close()
+		cmd.ExtraFiles[stage.ConsoleFD-3].Close()
 		master, err := recvConsole(console)
 		if err != nil {
 			cmd.Process.Kill()

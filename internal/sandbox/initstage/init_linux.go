@@ -97,6 +97,7 @@ func Run() {
 // The result pipe is marked close-on-exec so that only init holds it.
 func protect(*state) error {
 	unix.CloseOnExec(stage.ResultFD)
+	unix.CloseOnExec(stage.ViewFD) // EBADF without a cached view: nothing to do
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 }
 
@@ -183,8 +184,14 @@ func (st *state) mountRoot() error {
 	return nil
 }
 
-// buildStoreView mounts /nix/store with exactly the closure.
+// buildStoreView mounts /nix/store with exactly the closure: a copy of a
+// cached view when the parent passed one (checked to be exactly the
+// closure), else one bind per path.
 func (st *state) buildStoreView() error {
+	if os.Getenv(stage.EnvView) == "1" {
+		defer unix.Close(stage.ViewFD)
+		return mountview.Attach(filepath.Join(st.root, "nix/store"), stage.ViewFD, st.s.Store)
+	}
 	return mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
 }
 

@@ -38,6 +38,10 @@ const (
 	ResultFD = 5
 	// ConsoleFD is the init's end of the console socket (spec.TTY only).
 	ConsoleFD = 6
+	// ViewFD is a ready store view (a detached mount tree from
+	// internal/viewcache) that the init attaches instead of building
+	// one; present only when EnvView is set in the init's environment.
+	ViewFD = 8
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
@@ -45,6 +49,8 @@ const (
 	Init      = "closet-init"
 	ExecStage = "closet-exec"
 	EnvMarker = "_CLOSET_STAGE"
+	// EnvView, set to "1" by the parent, says fd ViewFD holds the view.
+	EnvView = "_CLOSET_VIEW"
 )
 
 // Error is a stage failure as it crosses the status pipe.
