@@ -120,10 +120,7 @@ func New(opts Options) (*Cache, error) {
 // builds the view first (as long as a cold start's mounts); a hit costs a
 // round trip and no mount work in the caller's path.
 func (c *Cache) Take(ctx context.Context, storeRoot string, paths []string) (*os.File, error) {
-	req, err := json.Marshal(request{StoreRoot: storeRoot, Paths: paths})
-	if err != nil {
-		return nil, err
-	}
+	k := key(storeRoot, paths)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -132,10 +129,10 @@ func (c *Cache) Take(ctx context.Context, storeRoot string, paths []string) (*os
 	// shutdown, not close, wakes a recvmsg blocked on the socket.
 	stop := context.AfterFunc(ctx, func() { unix.Shutdown(int(c.sock.Fd()), unix.SHUT_RDWR) })
 	defer stop()
-	if _, err := c.sock.Write(append(req, '\n')); err != nil {
-		return nil, c.broken(ctx, err)
+	rep, fd, err := c.ask(request{Key: k})
+	if err == nil && rep.Need {
+		rep, fd, err = c.ask(request{Key: k, StoreRoot: storeRoot, Paths: paths})
 	}
-	rep, fd, err := readReply(c.sock)
 	if err != nil {
 		return nil, c.broken(ctx, err)
 	}
@@ -150,6 +147,18 @@ func (c *Cache) Take(ctx context.Context, storeRoot string, paths []string) (*os
 		return nil, c.broken(ctx, errors.New("reply without a view"))
 	}
 	return os.NewFile(uintptr(fd), "view"), nil
+}
+
+// ask sends one request and reads its reply; c.mu is held.
+func (c *Cache) ask(req request) (reply, int, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return reply{}, -1, err
+	}
+	if _, err := c.sock.Write(append(b, '\n')); err != nil {
+		return reply{}, -1, err
+	}
+	return readReply(c.sock)
 }
 
 // broken marks the cache unusable: a request half answered leaves the

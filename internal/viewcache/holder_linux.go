@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"container/list"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -76,6 +77,11 @@ func RunHolder() {
 		}
 		fd, err := h.take(req)
 		rep := reply{Stats: h.stats}
+		if err == errNeed {
+			rep.Need = true
+			conn.Write(line(rep))
+			continue
+		}
 		if err != nil {
 			rep.Err = err.Error()
 			conn.Write(line(rep))
@@ -112,9 +118,12 @@ func (h *holder) setup() error {
 	return nil
 }
 
+// errNeed: the request named a view the holder does not have.
+var errNeed = errors.New("need paths")
+
 // take returns a fresh copy of the view of req, building it on a miss.
 func (h *holder) take(req request) (int, error) {
-	k := key(req.StoreRoot, req.Paths)
+	k := req.Key
 	if e, ok := h.byKey[k]; ok {
 		h.lru.MoveToFront(e)
 		v := e.Value.(*view)
@@ -126,6 +135,12 @@ func (h *holder) take(req request) (int, error) {
 			return fd, nil
 		}
 		return clone(v.dir)
+	}
+	if req.Paths == nil {
+		return -1, errNeed
+	}
+	if k != key(req.StoreRoot, req.Paths) {
+		return -1, fmt.Errorf("the view's key does not match its paths")
 	}
 	h.stats.Misses++
 	h.stats.Hit = false
