@@ -11,9 +11,10 @@
 // AT_RECURSIVE)). Cache.Take returns that copy's fd, received over
 // SCM_RIGHTS, and the holder makes the next spare after it replied: the
 // clone is linear in the closure (about 20 ms at 10,000 paths), taking a
-// ready one is not. The job's init attaches the copy with one move_mount
-// (mountview.Attach), re-asserts read-only, nosuid and nodev, and checks
-// that the view holds exactly the job's closure before anything else.
+// ready one is not. The holder checks each view it builds
+// holds exactly its closure (mountview.Check, once per view); the job's
+// init attaches the copy with one move_mount (mountview.Attach) and
+// re-asserts read-only, nosuid and nodev.
 //
 // Invariants: store paths are immutable, so a view is never invalidated,
 // only evicted (least recently used first, bounded by a count of views and

@@ -173,7 +173,12 @@ func (h *holder) build(k string, req request) (*view, error) {
 	if root >= 0 {
 		arg = fmt.Sprintf("/proc/self/fd/%d", root)
 	}
-	if err := mountview.Build(dir, arg, req.Paths); err != nil {
+	err = mountview.Build(dir, arg, req.Paths)
+	if err == nil {
+		// Once per view, not per job: every copy is this tree.
+		err = mountview.Check(dir, req.Paths)
+	}
+	if err != nil {
 		unix.Unmount(dir, unix.MNT_DETACH)
 		os.Remove(dir)
 		return nil, err

@@ -185,12 +185,12 @@ func (st *state) mountRoot() error {
 }
 
 // buildStoreView mounts /nix/store with exactly the closure: a copy of a
-// cached view when the parent passed one (checked to be exactly the
-// closure), else one bind per path.
+// cached view of exactly this closure when the parent passed one
+// (internal/viewcache), else one bind per path.
 func (st *state) buildStoreView() error {
 	if os.Getenv(stage.EnvView) == "1" {
 		defer unix.Close(stage.ViewFD)
-		return mountview.Attach(filepath.Join(st.root, "nix/store"), stage.ViewFD, st.s.Store)
+		return mountview.Attach(filepath.Join(st.root, "nix/store"), stage.ViewFD)
 	}
 	return mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
 }
