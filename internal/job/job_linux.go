@@ -43,9 +43,12 @@ type Job struct {
 	holds   []*gcroot.Hold
 	state   state
 	initPid int
-	cancel  context.CancelFunc
-	grow    viewGrower
-	relays  []func() // run after the job ended: drain and close relays
+	// cachedView: the job's store view is a copy of a cached one
+	// (Request.Views), which cannot grow.
+	cachedView bool
+	cancel     context.CancelFunc
+	grow       viewGrower
+	relays     []func() // run after the job ended: drain and close relays
 
 	done   chan struct{} // closed when the job has ended and rep is set
 	rep    *report.Report
@@ -162,6 +165,9 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		if v, err := j.req.Views.Take(ctx, s.StoreRoot, s.Store); err == nil {
 			defer v.Close()
 			hooks.View = v
+			j.mu.Lock()
+			j.cachedView = true
+			j.mu.Unlock()
 		} else {
 			j.req.Logf("view cache: %v; building the view", err)
 		}
@@ -337,6 +343,11 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 		j.roots = append(j.roots, ps...)
 		j.markVisible(fresh)
 		return nil
+	}
+	if j.cachedView {
+		// Its tmpfs is shared with every copy and read-only at the
+		// superblock (internal/viewcache): no mount point can be made.
+		return errors.New("add paths: the job runs in a copy of a cached store view, which cannot grow; start jobs that add paths without Request.Views")
 	}
 	if !j.req.NoGCRoot {
 		h, err := gcroot.Acquire(j.storeRoot, ps)

@@ -151,3 +151,32 @@ func TestViewCacheStartTime(t *testing.T) {
 		t.Errorf("a start in a cached view of %s took %v, building the view %v", sizes[last], warm[last], cold[last])
 	}
 }
+
+// TestViewCacheNoGrowth: a job started in a cached view refuses to grow
+// (its view's tmpfs is shared by every copy) and says what to do.
+func TestViewCacheNoGrowth(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	views, err := viewcache.New(viewcache.Options{Exe: stageBinary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer views.Close()
+	bb := fixture.Path(t, "busybox")
+	req := baseRequest([]string{bb, fixture.Path(t, "dag-10")}, bb+"/bin/sleep", "30")
+	req.Views = views
+	j, err := job.Prepare(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if err := j.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = j.AddPaths(ctx, []string{fixture.Path(t, "lib")})
+	j.Kill()
+	j.Wait()
+	if err == nil || !strings.Contains(err.Error(), "without Request.Views") {
+		t.Fatalf("AddPaths in a cached view: %v, want a refusal", err)
+	}
+}

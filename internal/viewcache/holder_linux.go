@@ -175,6 +175,16 @@ func (h *holder) build(k string, req request) (*view, error) {
 	}
 	err = mountview.Build(dir, arg, req.Paths)
 	if err == nil {
+		// Every copy of the view shares its tmpfs: a mount point made in
+		// one copy would show, empty, in all of them and in the cache.
+		// Read-only at the superblock, which only the holder's user
+		// namespace can undo, no copy can make one.
+		err = unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
+		if err != nil {
+			err = fmt.Errorf("make the view's tmpfs read-only: %w", err)
+		}
+	}
+	if err == nil {
 		// Once per view, not per job: every copy is this tree.
 		err = mountview.Check(dir, req.Paths)
 	}
