@@ -169,6 +169,9 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		}
 		cmd.ExtraFiles = append(cmd.ExtraFiles, hooks.View)
 		cmd.Env = append(cmd.Env, stage.EnvView+"=1")
+		// The init attaches the view whole and never reads the list:
+		// at 10,000 paths it is 600 KB of JSON to encode and decode.
+		s.Store = nil
 	}
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
