@@ -76,11 +76,15 @@ func one(ctx context.Context, req job.Request) (time.Duration, int) {
 		fail(err)
 	}
 	defer j.Close()
+	t1 := time.Now()
 	if err := j.Start(ctx); err != nil {
 		fail(err)
 	}
+	t2 := time.Now()
 	r := j.Wait()
 	d := time.Since(t0)
+	logf("%d paths, cached view %v: prepare %v, start %v, wait %v", r.Closure.Paths, req.Views != nil,
+		t1.Sub(t0).Round(time.Microsecond), t2.Sub(t1).Round(time.Microsecond), time.Since(t2).Round(time.Microsecond))
 	if r.Status != report.OK {
 		fail(fmt.Errorf("job ended %s: %s", r.Status, r.Message))
 	}
