@@ -233,3 +233,36 @@ func helper(t *testing.T, extra string, copies []*os.File) copiesShown {
 	}
 	return res
 }
+
+// TestStoreRootUnderTmp: a chroot store below /tmp, which the holder
+// covers with its own tmpfs, is still the store its views are built from.
+func TestStoreRootUnderTmp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	root := t.TempDir()
+	if !strings.HasPrefix(root, "/tmp/") {
+		t.Skipf("the temporary directory %s is not below /tmp", root)
+	}
+	names := []string{"0123456789abcdfghijklmnpqrsvwxyz-only-in-chroot", "zyxwvsrqpnmlkjihgfdcba9876543210-also"}
+	var paths []string
+	for _, n := range names {
+		if err := os.MkdirAll(filepath.Join(root, "nix/store", n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, "/nix/store/"+n)
+	}
+	views, err := viewcache.New(viewcache.Options{Exe: stageBinary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer views.Close()
+	f, err := views.Take(ctx, root, paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := helper(t, fixture.Path(t, "lib"), []*os.File{f, f}).Names[1]
+	if want := bases(paths); !slices.Equal(got, want) {
+		t.Errorf("the view of the chroot store shows %v, want %v", got, want)
+	}
+}
