@@ -27,9 +27,10 @@ type Options struct {
 	// MaxViews is how many views are kept (default 16).
 	MaxViews int
 	// MaxPaths bounds the store paths across all kept views (default
-	// 100,000): each costs two mounts (the view and its spare copy), a
-	// few hundred bytes of kernel memory each, and counts against the
-	// holder's fs.mount-max (100,000 by default).
+	// 60,000): each costs two mounts (the view and its spare copy), a
+	// few hundred bytes of kernel memory each (tens of MB at the bound),
+	// and the views count against the holder's fs.mount-max (100,000 by
+	// default; a build over it fails, and that job builds its own view).
 	MaxPaths int
 	// Exe is the static closet binary started as the holder ("": this
 	// process's own, which must call sandbox.RunStageIfAny first in main).
@@ -57,7 +58,7 @@ func New(opts Options) (*Cache, error) {
 		opts.MaxViews = 16
 	}
 	if opts.MaxPaths <= 0 {
-		opts.MaxPaths = 100_000
+		opts.MaxPaths = 60_000
 	}
 	exe := opts.Exe
 	if exe == "" {

@@ -104,6 +104,11 @@ func line(v any) []byte {
 // setup makes every mount private (nothing the holder mounts may
 // propagate to the host) and covers /tmp with its scratch tmpfs.
 func (h *holder) setup() error {
+	// Nothing but closet may look into the holder (it holds CAP_SYS_ADMIN
+	// over its namespaces): not dumpable, so not ptraceable.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("make the holder non-dumpable: %w", err)
+	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}

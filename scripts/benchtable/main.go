@@ -116,11 +116,11 @@ func name(n string) string {
 // copying a cached one.
 func warmStarts(bb string, bw1, bw10 time.Duration) {
 	fmt.Println()
-	fmt.Println("### warm starts: whole no-op jobs in one process (closure, start, wait), view built vs copied from the cache")
+	fmt.Println("### warm starts: no-op jobs in one process, view built per job vs copied from the cache (job = Prepare + Start + Wait; Start = until the target runs)")
 	fmt.Println()
 	fmt.Printf("bubblewrap, same run: %s at 1 path, %s at 10.\n\n", ms(bw1), ms(bw10))
-	fmt.Println("| paths | built per job | cached view | cached / built |")
-	fmt.Println("|---:|---:|---:|---:|")
+	fmt.Println("| paths | job, view built | job, cached view | cached / built | Start, view built | Start, cached view | cached / built |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
 	args := []string{*warm, "-closet", *closet, "-runs", fmt.Sprint(*runs), "-busybox", bb}
 	for _, n := range []string{"10", "3000", "10000"} {
 		if root, ok := optLink("dag-" + n); ok {

@@ -46,30 +46,37 @@ func main() {
 			UID: 1000, GID: 100, TTY: "never", StageBinary: *closet,
 			Logf: logf,
 		}
-		cold, paths := median(ctx, *runs, req)
+		cold, coldStart, paths := median(ctx, *runs, req)
 		req.Views = views
 		one(ctx, req) // the miss that builds the view
-		warm, _ := median(ctx, *runs, req)
-		fmt.Printf("| %d | %s | %s | %.3f |\n", paths, ms(cold), ms(warm), float64(warm)/float64(cold))
+		warm, warmStart, _ := median(ctx, *runs, req)
+		fmt.Printf("| %d | %s | %s | %.3f | %s | %s | %.3f |\n", paths, ms(cold), ms(warm), float64(warm)/float64(cold),
+			ms(coldStart), ms(warmStart), float64(warmStart)/float64(coldStart))
 	}
 }
 
-func median(ctx context.Context, k int, req job.Request) (time.Duration, int) {
-	var ds []time.Duration
-	paths := 0
+// median runs k jobs (after one warm-up) and returns the medians of the
+// whole job and of its Start.
+func median(ctx context.Context, k int, req job.Request) (whole, start time.Duration, paths int) {
+	var ds, ss []time.Duration
 	for i := 0; i <= k; i++ {
-		d, n := one(ctx, req)
+		d, s, n := one(ctx, req)
 		paths = n
 		if i > 0 {
-			ds = append(ds, d)
+			ds, ss = append(ds, d), append(ss, s)
 		}
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[len(ds)/2], paths
+	return mid(ds), mid(ss), paths
 }
 
-// one runs a job to its end and returns how long that took.
-func one(ctx context.Context, req job.Request) (time.Duration, int) {
+func mid(ds []time.Duration) time.Duration {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2]
+}
+
+// one runs a job to its end and returns how long that took, and how long
+// its Start (from the call to the target running).
+func one(ctx context.Context, req job.Request) (whole, start time.Duration, paths int) {
 	t0 := time.Now()
 	j, err := job.Prepare(ctx, req)
 	if err != nil {
@@ -88,7 +95,7 @@ func one(ctx context.Context, req job.Request) (time.Duration, int) {
 	if r.Status != report.OK {
 		fail(fmt.Errorf("job ended %s: %s", r.Status, r.Message))
 	}
-	return d, r.Closure.Paths
+	return d, t2.Sub(t1), r.Closure.Paths
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
