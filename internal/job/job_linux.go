@@ -168,6 +168,12 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 			j.mu.Lock()
 			j.cachedView = true
 			j.mu.Unlock()
+			started := hooks.Started
+			hooks.Started = func(pid int) {
+				started(pid)
+				// The next copy, now that this job's mounts are made.
+				go j.req.Views.Refill()
+			}
 		} else {
 			j.req.Logf("view cache: %v; building the view", err)
 		}

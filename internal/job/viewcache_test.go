@@ -142,13 +142,14 @@ func TestViewCacheStartTime(t *testing.T) {
 		warm, cold = append(warm, w), append(cold, c)
 		t.Logf("%s: start %v in a cached view, %v building it", n, w, c)
 	}
-	// The cached view spares the per-path mounts: the warm start at the
-	// largest closure beats the cold one. (Issue 11's target, at most
-	// 15 ms and flat, is not met yet: the spec and the rest of the start
-	// still grow with the closure; the figures above say how far.)
+	// Flat: at 10,000 paths a warm start is within twice the one at 10
+	// plus 10 ms (the machine is shared), and beats building the view.
+	// Issue 11 asks for at most 15 ms at 10,000 paths: about 13 ms here
+	// on a quiet machine; before the exec stage's mountinfo read and the
+	// holder's copy were moved out of the way, 50-75 ms.
 	last := len(sizes) - 1
-	if warm[last] >= cold[last] {
-		t.Errorf("a start in a cached view of %s took %v, building the view %v", sizes[last], warm[last], cold[last])
+	if warm[last] > 2*warm[0]+10*time.Millisecond || warm[last] >= cold[last] {
+		t.Errorf("warm starts grow with the closure: %v at 10 paths, %v at %s (building the view: %v)", warm[0], warm[last], sizes[last], cold[last])
 	}
 }
 

@@ -150,6 +150,22 @@ func (c *Cache) Take(ctx context.Context, storeRoot string, paths []string) (*os
 	return os.NewFile(uintptr(fd), "view"), nil
 }
 
+// Refill asks the holder to make the spare copies taken since the last
+// refill, ready for the next jobs. Call it once a job that took a copy has
+// started (job.Job does): copying holds the kernel's global namespace lock
+// (about 15 ms at 10,000 paths), which a starting job's clone and mounts
+// wait for. Without it, the next take of that view copies on demand.
+func (c *Cache) Refill() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	if _, err := c.sock.Write([]byte("{\"refill\":true,\"key\":\"\"}\n")); err != nil {
+		c.broken(context.Background(), err)
+	}
+}
+
 // ask sends one request and reads its reply; c.mu is held.
 func (c *Cache) ask(req request) (reply, int, error) {
 	b, err := json.Marshal(req)

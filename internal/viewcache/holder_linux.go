@@ -75,6 +75,10 @@ func RunHolder() {
 			conn.Write(line(reply{Err: fmt.Sprintf("read request: %v", err)}))
 			continue
 		}
+		if req.Refill {
+			h.refill()
+			continue
+		}
 		fd, err := h.take(req)
 		rep := reply{Stats: h.stats}
 		if err == errNeed {
@@ -92,7 +96,6 @@ func RunHolder() {
 		if err != nil {
 			os.Exit(1)
 		}
-		h.refill()
 	}
 }
 
@@ -215,14 +218,17 @@ func (h *holder) storeRoot(root string) (int, error) {
 	return fd, nil
 }
 
-// refill makes the spare copy of every view that gave its spare away
-// (only the one just taken, in practice), after the reply went out.
+// refill makes the spare copy of every view that gave its spare away.
+//
+// It runs when the cache asks (Cache.Refill), once the job that took a
+// copy has started, not right after the reply: copying a view holds the
+// kernel's global namespace lock for as long as it takes (about 15 ms at
+// 10,000 paths), and the starting job's clone(CLONE_NEWNS) and mounts wait
+// for that lock (measured: the init's clone took 14.7 ms instead of 1.5).
 func (h *holder) refill() {
 	for e := h.lru.Front(); e != nil; e = e.Next() {
-		v := e.Value.(*view)
-		if v.spare < 0 {
+		if v := e.Value.(*view); v.spare < 0 {
 			v.spare, _ = clone(v.dir)
-			return // the others kept theirs
 		}
 	}
 }

@@ -18,6 +18,9 @@ const sockFD = 3
 // host's), whose key the holder checks. (A 10,000-path closure is 600 KB
 // of JSON: a hit sends only the key.) One JSON line.
 type request struct {
+	// Refill asks for the spare copies taken since the last refill; it
+	// has no reply.
+	Refill    bool     `json:"refill,omitempty"`
 	Key       string   `json:"key"`
 	StoreRoot string   `json:"storeRoot,omitempty"`
 	Paths     []string `json:"paths"`

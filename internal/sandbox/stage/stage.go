@@ -13,6 +13,7 @@
 //	(both)   4   EOF, no bytes                               the target's execve succeeded
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
 //	init     3   init -> exec    Exec (JSON), then EOF       what to confine and run
+//	exec     5   exec -> init    one byte                    the exec stage's Go runtime is up
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
 //	parent   8   parent -> init  a detached mount tree       a cached store view to attach (EnvView=1 only)
 //
@@ -39,6 +40,9 @@ const (
 	ResultFD = 5
 	// ConsoleFD is the init's end of the console socket (spec.TTY only).
 	ConsoleFD = 6
+	// ReadyFD is the exec stage's end of a pipe to the init: one byte
+	// once its Go runtime has started (see initstage's buildStoreView).
+	ReadyFD = 5
 	// ViewFD is a ready store view (a detached mount tree from
 	// internal/viewcache) that the init attaches instead of building
 	// one; present only when EnvView is set in the init's environment.
