@@ -162,7 +162,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
 	}
 	if hooks.View != nil {
-		// fd 8 whatever comes before it (nil entries are closed in the
+		// fd 9 whatever comes before it (nil entries are closed in the
 		// init).
 		for len(cmd.ExtraFiles) < stage.ViewFD-3 {
 			cmd.ExtraFiles = append(cmd.ExtraFiles, nil)

@@ -15,7 +15,7 @@
 //	init     3   init -> exec    Exec (JSON), then EOF       what to confine and run
 //	exec     5   exec -> init    one byte                    the exec stage's Go runtime is up
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
-//	parent   8   parent -> init  a detached mount tree       a cached store view to attach (EnvView=1 only)
+//	parent   9   parent -> init  a detached mount tree       a cached store view to attach (EnvView=1 only)
 //
 // fd 4 is shared: init hands its write end to the exec stage and closes its
 // own copy, the exec stage marks it close-on-exec, so the parent's read sees
@@ -46,7 +46,7 @@ const (
 	// ViewFD is a ready store view (a detached mount tree from
 	// internal/viewcache) that the init attaches instead of building
 	// one; present only when EnvView is set in the init's environment.
-	ViewFD = 8
+	ViewFD = 9
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
