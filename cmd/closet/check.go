@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/closet-sandbox/closet/internal/check"
+	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/resolve"
 	"github.com/closet-sandbox/closet/internal/storepath"
@@ -32,13 +33,24 @@ host (store enumeration, other tenants' paths, /nix/var and the daemon
 socket, host processes and files, ptrace, mounts, namespaces, 32-bit and x32
 syscalls, io_uring, userfaultfd, bpf, keyrings, AF_ALG, TIOCSTI, setuid
 bits, hard links into the store, a symlink race on a shared directory, a
-fork bomb, a memory bomb, filling /tmp, flooding output, ...), then read the
-posture of a running target from outside: uid and gid maps, capabilities of
-every thread, seccomp, no_new_privs, namespaces, mounts and open fds.
+fork bomb, memory bombs in the address space, a memfd and SysV segments,
+filling /tmp, /dev/shm and $HOME (which share one --tmp-size), inotify on a
+store file, flooding output, ...), then read the posture of a running target
+from outside: uid and gid maps, capabilities of every thread, seccomp,
+no_new_privs, namespaces, mounts and open fds.
 
-One line per attempt: BLOCKED or ESCAPED, its name and the evidence; then
-the posture lines and a summary. The ROOTs are the view the attempts run in
-(default: the store path of sh on your PATH). closet check runs closet run
+inotify: a job watching a store file of its closure would see, live, when
+other tenants' processes open it. closet run refuses inotify in a grading
+configuration (--cwd none or ro, no --share, and a limit: --seccomp grading
+is then chosen by itself), and the check attacks it in one.
+
+One line per attempt: BLOCKED, ESCAPED, or SKIPPED (the attempt could not
+be made, or is not applicable: the kernel itself lacks the mechanism, as a
+control run outside any sandbox shows, e.g. int 0x80 on a kernel without
+IA32 emulation), its name and the evidence; then the posture lines and a
+summary. The ROOTs are the view the attempts run in
+(default: the store path of sh on your PATH, or where sh is not from the
+store, an empty view with closet's own binary as the only program). closet check runs closet run
 as you, so run it as the user jobs run as. Limit flags of closet run
 (--pids, --memory, --tmp-size, --output, --wall-time) are used for the
 resource attempts when this closet has them.
@@ -56,7 +68,7 @@ posture is wrong, 125 the check itself could not run.`,
 				return nil
 			}
 			if builtWithCgo {
-				return withCode(exitcode.Sandbox, errors.New("this closet binary was built with cgo; rebuild it with CGO_ENABLED=0 go build ./cmd/closet"))
+				return withCode(exitcode.Sandbox, errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, and closet check runs it inside a sandbox that has none; rebuild it with CGO_ENABLED=0 go build ./cmd/closet (closet run works either way)"))
 			}
 			o, err := checkOptions(cmd, args, leak)
 			if err != nil {
@@ -110,18 +122,21 @@ func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error
 	ctx := cmd.Context()
 	var roots []storepath.Path
 	if len(args) == 0 {
+		// The view of sh from the store, where PATH has one; else (sh is
+		// the host's, as on Debian or Fedora with Nix) an empty view, with
+		// closet's own static binary as the only program.
 		r := &resolve.Resolver{Path: os.Getenv("PATH")}
-		p, _, err := r.Command("sh")
-		if err != nil {
-			return o, withCode(exitcode.Sandbox, fmt.Errorf("no ROOT given and no sh from the store on PATH (%v): name a store path to build the view from", err))
+		if p, _, err := r.Command("sh"); err == nil {
+			roots = []storepath.Path{p}
 		}
-		roots = []storepath.Path{p}
 	} else if roots, err = resolveRoots(ctx, st, "", args); err != nil {
 		return o, withCode(exitcode.Sandbox, err)
 	}
-	c, err := st.Closure(ctx, roots, false)
-	if err != nil {
-		return o, withCode(exitcode.Sandbox, err)
+	c := &closure.Closure{}
+	if len(roots) > 0 {
+		if c, err = st.Closure(ctx, roots, false); err != nil {
+			return o, withCode(exitcode.Sandbox, err)
+		}
 	}
 	o.Exe = exe
 	for _, r := range roots {

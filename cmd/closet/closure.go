@@ -32,7 +32,8 @@ and otherwise a command.
 
 The database is read directly (its b-trees, read-only, WAL-aware), with
 SQLite as the fallback for anything the direct reader cannot answer, and
-nix-store as the last resort where the database cannot be opened.
+nix-store as the last resort where the host store's database cannot be opened
+(never for a chroot store: nix-store would write into it).
 CLOSET_DB_READER=sqlite in the environment skips the direct reader.
 
 Exit codes:

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 )
@@ -29,6 +30,8 @@ type runOpts struct {
 	verbose bool
 	limits  limitOpts
 	relay   *ptyRelay
+
+	drv, develop string // shell only
 }
 
 func (o *runOpts) addFlags(cmd *cobra.Command) {
@@ -43,9 +46,16 @@ func (o *runOpts) addFlags(cmd *cobra.Command) {
 	f.IntVar(&r.UID, "uid", 1000, "the job's uid inside the sandbox")
 	f.IntVar(&r.GID, "gid", 100, "the job's gid inside the sandbox")
 	f.StringVar(&r.Store, "store", "", "use the chroot store below `ROOT` (ROOT/nix/store, ROOT/nix/var/nix/db)")
-	f.StringVar(&r.Seccomp, "seccomp", "default", "syscall filter: default, or off (shows in --dry-run and reports)")
+	f.StringVar(&r.Seccomp, "seccomp", "default", "syscall filter: default, grading (default without inotify; chosen by itself for --cwd none or ro with limits), or off (shows in --dry-run and reports)")
 	f.StringVar(&r.Landlock, "landlock", "best-effort", "Landlock filesystem fence: best-effort, or off")
 	f.BoolVar(&r.NoGCRoot, "no-gc-root", false, "do not register the roots as Nix GC roots while the job runs")
+	f.StringVar(&r.HostUID, "host-uid", "auto", "who the job is on the host: auto (a subordinate uid and gid of its own, no supplementary groups, when every bind is read-only and /etc/subuid allows it), caller, or subordinate (refuse otherwise); root's jobs never run as host uid 0")
+	ins := &r.Installables
+	f.StringVarP(&ins.File, "file", "f", "", "realise attributes of the Nix expression in `FILE` (with -A; nix-build's -f) and add them to the roots")
+	f.StringArrayVarP(&ins.Attrs, "attr", "A", nil, "the `ATTR` of -f FILE or --expr to realise (repeatable)")
+	f.StringVar(&ins.Expr, "expr", "", "realise the Nix expression `EXPR` (with -A to pick attributes) and add it to the roots")
+	f.StringVar(&ins.Nix, "nix-bin", "", "the nix `PATH` that realises installables (default: nix, nix-build, nix-store on your PATH)")
+	f.BoolVar(&r.Nix, "nix", false, "give the job a nix-daemon socket: closet's filtering proxy, which answers only for paths in the job's view and adds what the job builds or adds to it (refused where the daemon's builds are not sandboxed; the nix client comes from the roots)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the sandbox spec as JSON and run nothing")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "say on stderr what closet does and how long each phase takes")
 	o.limits.addFlags(cmd)
@@ -66,7 +76,10 @@ the ROOTs: nothing else of the store, no /nix/var, no nix-daemon socket.
                                         closure is the view
 
 ROOTs are what 'closet closure' takes: store paths, links into the store
-(./result, profiles), or command names.
+(./result, profiles), or command names; a .drv stands for its inputs. They may
+also be what Nix users name, realised with your own nix (so the daemon's rules
+for you apply) before the sandbox starts: flake installables (anything with a
+'#', such as .#app or path:/dir#pkg), DRV^OUT, -f FILE -A ATTR, --expr EXPR.
 
 Inside: a read-only tmpfs root; the closure at /nix/store, read-only; a fresh
 /proc; /dev with null, zero, full, random, urandom, tty, a new pts instance and
@@ -87,7 +100,9 @@ roots, an unreadable store, a sandbox that could not be set up: nothing ran),
 		Example: `  closet run ./result -- hello --greeting hi
   closet run -- python3 -c 'import os; print(os.listdir("/nix/store"))'
   closet run --cwd ro --expose ~/data=/data $(nix-build -A jq) -- jq . /data/x.json
-  closet run --dry-run ./result -- hello`,
+  closet run --dry-run ./result -- hello
+  closet run .#tests -- run-tests
+  closet run -f default.nix -A hello -- hello`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
@@ -128,9 +143,6 @@ func (o *runOpts) run(ctx context.Context) error {
 	}
 	stop := forwardSignals(j)
 	defer stop()
-	if builtWithCgo {
-		return o.limits.refused(errors.New("this closet binary was built with cgo, so it needs the host's dynamic loader, which the sandbox does not have; rebuild it with CGO_ENABLED=0 go build ./cmd/closet"))
-	}
 	j.Start(ctx) // its failure is the report's XX
 	return o.limits.conclude(j.Wait())
 }
@@ -142,6 +154,8 @@ func (o *runOpts) request() (job.Request, error) {
 	req.TTY = o.tty
 	req.Env = os.Environ()
 	req.UserName = callerName()
+	req.CallerUID, req.CallerGID = os.Getuid(), os.Getgid()
+	req.SlotDir = idmap.DefaultStateDir(os.Getenv("XDG_RUNTIME_DIR"), req.CallerUID)
 	req.Stdin, req.Stdout, req.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if v := os.Getenv("CLOSET_DB_READER"); v != "" {
 		req.DBReader = v // sqlite: skip the direct b-tree reader

@@ -27,7 +27,7 @@ func openStore(root string) (*closure.Store, error) {
 	}
 	// CLOSET_DB_READER=sqlite skips the direct b-tree reader: a way round
 	// a reader bug, and how the tests exercise SQLite's path end to end.
-	s, err := closure.Open(closure.Options{Root: root, SQLOnly: os.Getenv("CLOSET_DB_READER") == "sqlite"})
+	s, err := closure.Open(closure.Options{Root: root, SQLOnly: os.Getenv("CLOSET_DB_READER") == "sqlite", Env: os.Environ()})
 	if err != nil {
 		return nil, withCode(exitcode.Store, err)
 	}

@@ -2,16 +2,19 @@
 // process limit, CPU accounting, the peak memory and the OOM count, and a
 // way to kill every process in it.
 //
-// closet only ever creates cgroups beneath the cgroup it runs in (per
-// hierarchy, as /proc/self/cgroup names it), and only ever places its own
-// job's init there. It never moves itself or any other process.
+// closet only ever creates cgroups beneath the cgroup it was started in
+// (per hierarchy, as /proc/self/cgroup names it), and only ever places its
+// own job's init there. The one process it ever moves is itself: on v2,
+// into a leaf beneath its own cgroup (LeafName), so that its cgroup may
+// enable controllers for the jobs' cgroups.
 //
 // Two kinds of host are served:
 //
 //   - cgroup v2 with delegation: the caller's cgroup lists the controllers
 //     in cgroup.controllers and the caller may write it (systemd-run --user
-//     --scope -p Delegate=yes, or a service with Delegate=yes). The job's
-//     cgroup is created there and the init is cloned straight into it
+//     --scope -p Delegate=yes, or a service with Delegate=yes). closet
+//     moves itself into a leaf there when it must, the job's cgroup is
+//     created beside it, and the init is cloned straight into it
 //     (CLONE_INTO_CGROUP, see FD).
 //   - cgroup v1 (or the v1 hierarchies of a hybrid host) where closet may
 //     create a child of its own cgroup, which in practice means root. v1 has
@@ -149,11 +152,12 @@ func New(h Host, req Request) (*Group, error) {
 		if !hy.v2 {
 			continue
 		}
-		avail := v2Available(hy.own, want)
+		base := v2Base(hy.own)
+		avail := v2Available(base, want)
 		if len(avail) == 0 {
 			break
 		}
-		if err := g.makeV2(hy.own, req, avail); err != nil {
+		if err := g.makeV2(base, req, avail); err != nil {
 			for _, c := range avail {
 				g.why[c] = err.Error()
 				delete(g.mech, c)
@@ -205,6 +209,10 @@ func New(h Host, req Request) (*Group, error) {
 	return g, nil
 }
 
+// mkdirCgroup makes a cgroup directory; tests of a fake tree add the
+// interface files the kernel would.
+var mkdirCgroup = func(dir string) error { return os.Mkdir(dir, 0o755) }
+
 // v2Available lists the wanted controllers closet's own v2 cgroup can hand
 // to a child: listed in cgroup.controllers, with cgroup.procs and
 // cgroup.subtree_control writable by the caller (delegation). CPU
@@ -229,9 +237,8 @@ func v2Available(own string, want map[string]bool) []string {
 
 func (g *Group) makeV2(own string, req Request, avail []string) error {
 	// The controllers must be on in our own subtree_control. Turning them on
-	// fails (EBUSY) when our cgroup holds processes and is not the root:
-	// closet then needs a delegated cgroup with them already enabled, since
-	// it does not move itself.
+	// fails (EBUSY) while our cgroup holds processes: closet then moves
+	// itself into a leaf (enableSubtree).
 	sub := strings.Fields(readString(filepath.Join(own, "cgroup.subtree_control")))
 	var enable []string
 	for _, c := range avail {
@@ -239,13 +246,11 @@ func (g *Group) makeV2(own string, req Request, avail []string) error {
 			enable = append(enable, "+"+c)
 		}
 	}
-	if len(enable) > 0 {
-		if err := os.WriteFile(filepath.Join(own, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0); err != nil {
-			return fmt.Errorf("cgroup v2 %s: enable %s: %w (run closet in a delegated cgroup whose cgroup.subtree_control already enables them)", own, strings.Join(enable, " "), err)
-		}
+	if err := enableSubtree(own, enable, os.Getpid()); err != nil {
+		return fmt.Errorf("cgroup v2 %s: enable %s: %w", own, strings.Join(enable, " "), err)
 	}
 	dir := filepath.Join(own, req.Name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := mkdirCgroup(dir); err != nil {
 		return fmt.Errorf("cgroup v2: %w", err)
 	}
 	g.v2 = dir

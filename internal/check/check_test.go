@@ -36,14 +36,14 @@ var knownHoles = map[string]string{
 // limit (no cgroup could be delegated to the test user); closet's own
 // words in the evidence say so.
 var limitHoles = map[string]string{
-	"fork-bomb":         "no pids limit without a cgroup: --pids is cgroup-only (no RLIMIT_NPROC fallback)",
-	"memory-bomb-memfd": "without a memory cgroup --memory is RLIMIT_AS, which memory outside the address space (memfd, tmpfs, shm) escapes",
+	"fork-bomb": "no pids limit without a cgroup: --pids is cgroup-only (no RLIMIT_NPROC fallback)",
 }
 
 // limitFlag is the closet run flag each resource attack relies on.
 var limitFlag = map[string]string{
 	"fork-bomb": "pids", "memory-bomb": "memory", "memory-bomb-memfd": "memory",
 	"fill-tmp": "tmp-size", "fill-dev-shm": "memory", "fill-home": "memory", "flood-output": "output",
+	"sysv-shm-bomb": "memory", "fill-scratch": "tmp-size", "inotify-store": "memory",
 }
 
 // noCgroup is what the evidence holds when closet had no cgroup to use.
@@ -110,6 +110,19 @@ func viewRoot(t *testing.T) string {
 // report.
 func runCheck(t *testing.T, args ...string) (*check.Report, int, string) {
 	t.Helper()
+	return runCheckCgroups(t, true, args...)
+}
+
+// runCheckCgroups is runCheck, with delegated cgroups or without (then
+// --memory falls back to RLIMIT_AS, as for a user nobody delegated any).
+func runCheckCgroups(t *testing.T, delegate bool, args ...string) (*check.Report, int, string) {
+	t.Helper()
+	return runCheckHome(t, delegate, "/nonexistent", args...)
+}
+
+// runCheckHome is runCheckCgroups with $HOME set to home.
+func runCheckHome(t *testing.T, delegate bool, home string, args ...string) (*check.Report, int, string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run closet as uid nobody")
 	}
@@ -118,14 +131,14 @@ func runCheck(t *testing.T, args ...string) (*check.Report, int, string) {
 	}
 	bin := closetBinary(t)
 	cmd := exec.Command(bin, append([]string{"check", "--json"}, args...)...)
-	if procs := delegateCgroups(t); len(procs) > 0 {
+	if procs := delegateCgroups(t); delegate && len(procs) > 0 {
 		// The shell, already uid nobody, moves itself into the delegated
 		// cgroups and becomes closet check.
 		script := `while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"`
 		cmd = exec.Command("/bin/sh", append(append(append([]string{"-c", script, "sh"}, procs...), "--"), cmd.Args...)...)
 	}
 	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "USER=nobody", "TMPDIR=/tmp"}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home, "USER=nobody", "TMPDIR=/tmp"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -163,6 +176,7 @@ func TestBattery(t *testing.T) {
 		"inherited-fds", "i386-int80", "x32-syscall", "io_uring", "userfaultfd", "keyctl",
 		"setuid-chmod", "af-alg", "mount", "unshare", "hardlink-store", "symlink-race-share",
 		"fork-bomb", "memory-bomb", "memory-bomb-memfd", "fill-tmp", "fill-dev-shm", "fill-home", "flood-output",
+		"sysv-shm-bomb", "fill-scratch", "inotify-store",
 	} {
 		if _, ok := rep.Find(name); !ok {
 			t.Errorf("attack %s did not run", name)
@@ -266,5 +280,86 @@ func TestNegativeControlSeccompOff(t *testing.T) {
 	}
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
+	}
+}
+
+// TestHardeningAttacks runs the attacks of issues 9 and 10 as nobody and
+// wants each refused: memory outside the address space (memfd, SysV
+// segments) under --memory without a memory cgroup, the three scratch
+// mounts sharing one --tmp-size, inotify in a grading configuration,
+// sysctl writes, the job's own $HOME, and int 0x80 (not applicable on a
+// kernel without IA32 emulation, proved by a control outside).
+func TestHardeningAttacks(t *testing.T) {
+	names := []string{"memory-bomb-memfd", "sysv-shm-bomb", "fill-scratch", "inotify-store", "proc-sys-write", "host-files", "i386-int80"}
+	t.Run("cgroups", func(t *testing.T) { hardeningAttacks(t, true, names) })
+	// Without a memory cgroup, --memory is RLIMIT_AS: memfd and SysV
+	// memory must be refused by the filter instead.
+	t.Run("rlimit", func(t *testing.T) {
+		rep := hardeningAttacks(t, false, []string{"memory-bomb-memfd", "sysv-shm-bomb"})
+		for _, n := range []string{"memory-bomb-memfd", "sysv-shm-bomb"} {
+			if r, _ := rep.Find(n); !strings.Contains(r.Evidence, "EPERM") && !strings.Contains(r.Evidence, "memory limit") {
+				t.Errorf("%s: want a refusal (EPERM) or ML, got %s", n, r.Evidence)
+			}
+		}
+	})
+}
+
+func hardeningAttacks(t *testing.T, delegate bool, names []string) *check.Report {
+	var args []string
+	for _, n := range names {
+		args = append(args, "--only", n)
+	}
+	rep, code, stderr := runCheckCgroups(t, delegate, append(args, viewRoot(t))...)
+	for _, n := range names {
+		r, ok := rep.Find(n)
+		if !ok {
+			t.Errorf("%s did not run (stderr: %s)", n, stderr)
+			continue
+		}
+		t.Logf("%s %s: %s", r.Verdict(), n, r.Evidence)
+		switch {
+		case r.Blocked:
+		case r.Skipped && strings.Contains(r.Evidence, "not applicable"):
+		default:
+			t.Errorf("%s: %s: %s", n, r.Verdict(), r.Evidence)
+		}
+	}
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	return rep
+}
+
+// TestHostFilesOwnHome runs host-files with the caller's $HOME at the
+// path the job's own tmpfs home has inside (/home/nobody): that home is
+// the job's, not the host's, and must not count as an escape.
+func TestHostFilesOwnHome(t *testing.T) {
+	rep, code, stderr := runCheckHome(t, true, "/home/nobody", "--only", "host-files", viewRoot(t))
+	r, ok := rep.Find("host-files")
+	if !ok {
+		t.Fatalf("host-files did not run: %s", stderr)
+	}
+	t.Logf("%s: %s", r.Verdict(), r.Evidence)
+	if !r.Blocked || !strings.Contains(r.Evidence, "$HOME /home/nobody") || code != 0 {
+		t.Errorf("exit %d, %s: %s", code, r.Verdict(), r.Evidence)
+	}
+}
+
+// TestCheckWithoutRoot runs closet check with no ROOT where sh on PATH is
+// the host's (/bin/sh is not a store path here, as on Debian or Fedora
+// with Nix): the view is empty, and the check runs all the same.
+func TestCheckWithoutRoot(t *testing.T) {
+	if p, err := filepath.EvalSymlinks("/bin/sh"); err == nil && strings.HasPrefix(p, "/nix/store/") {
+		t.Skip("/bin/sh is a store path on this host")
+	}
+	rep, code, stderr := runCheck(t, "--only", "store-enumerate", "--only", "store-foreign", "--only", "fanotify")
+	for _, n := range []string{"store-enumerate", "store-foreign", "fanotify"} {
+		r, ok := rep.Find(n)
+		if !ok || !r.Blocked {
+			t.Errorf("%s: %+v (stderr %s)", n, r, stderr)
+		}
+	}
+	if code != 0 {
+		t.Errorf("exit %d: %s", code, stderr)
 	}
 }

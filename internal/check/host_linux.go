@@ -24,6 +24,8 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
+
+	"github.com/closet-sandbox/closet/internal/exitcode"
 )
 
 // Options configure a check.
@@ -114,9 +116,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		{"fork-bomb", []string{"fork-bomb"}, h.soloRun("fork-bomb")},
 		{"memory-bomb", []string{"memory-bomb"}, h.soloRun("memory-bomb")},
 		{"memory-bomb-memfd", []string{"memory-bomb-memfd"}, h.soloRun("memory-bomb-memfd")},
+		{"sysv-shm-bomb", []string{"sysv-shm-bomb"}, h.soloRun("sysv-shm-bomb")},
 		{"fill-tmp", []string{"fill-tmp"}, h.soloRun("fill-tmp")},
 		{"fill-dev-shm", []string{"fill-dev-shm"}, h.soloRun("fill-dev-shm")},
 		{"fill-home", []string{"fill-home"}, h.soloRun("fill-home")},
+		{"fill-scratch", []string{"fill-scratch"}, h.soloRun("fill-scratch")},
+		{"inotify-store", []string{"inotify-store"}, h.soloRun("inotify-store")},
 		{"flood-output", []string{"flood-output"}, h.soloRun("flood-output")},
 	}
 	for _, ph := range phases {
@@ -201,6 +206,12 @@ func (h *host) setup() error {
 	}
 	if home, err := os.UserHomeDir(); err == nil && home != "/" {
 		h.p.HostFiles = append(h.p.HostFiles, filepath.Join(home, ".ssh"), home)
+		// Inside, the job's own $HOME may be at the same path: it is
+		// judged by whether it shows any of these names.
+		ents, _ := os.ReadDir(home)
+		for _, e := range ents[:min(len(ents), 64)] {
+			h.p.HomeNames = append(h.p.HomeNames, e.Name())
+		}
 	}
 	h.p.Foreign = foreignPaths(h.o.Closure, h.o.Leak)
 
@@ -492,12 +503,35 @@ func (h *host) judgeBatch(r Result, pts *os.File) Result {
 		if len(mine) > 0 {
 			return fail("set-id files in the host's shared directory: %s", strings.Join(mine, ", "))
 		}
+	case "i386-int80":
+		out, err := exec.Command(h.o.Exe, "__attack", "int80").CombinedOutput()
+		return judgeControlled(r, string(out), err)
 	case "hardlink-store":
 		if _, err := os.Lstat(filepath.Join(h.share, "closet-check-link")); err == nil {
 			return fail("a hard link to a store file appeared in the host's shared directory")
 		}
 	}
 	return r
+}
+
+// judgeControlled judges an attack made in a child the filter should kill
+// (i386-int80) against a control: the same child run outside any sandbox.
+// Where the control does not survive either, the kernel itself lacks the
+// mechanism (int 0x80 on a kernel without IA32 emulation faults, and Go
+// crashes with exit 2), so the attack is not applicable, never ESCAPED.
+func judgeControlled(r Result, controlOut string, controlErr error) Result {
+	if strings.Contains(controlOut, "survived") && controlErr == nil {
+		return r
+	}
+	r.Blocked, r.Skipped = false, true
+	r.Evidence = fmt.Sprintf("not applicable: the same call fails outside any sandbox too (%v: %q), so this kernel lacks the mechanism; inside: %s",
+		controlErr, firstLine(controlOut), r.Evidence)
+	return r
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
 }
 
 // setIDFiles lists files under dir with a set-id bit, as the host sees them.
@@ -797,8 +831,10 @@ func (h *host) soloRun(name string) func(context.Context) error {
 			p.Cap = memCap
 		case "fill-tmp":
 			p.Cap = tmpCap
-		case "memory-bomb-memfd", "fill-dev-shm", "fill-home":
+		case "memory-bomb-memfd", "sysv-shm-bomb", "fill-dev-shm", "fill-home":
 			p.Cap = memCap
+		case "fill-scratch":
+			p.Cap, p.Budget = tmpCap, h.tmpBudget()
 		case "flood-output":
 			p.Cap, p.Chunk = floodCap, 64<<10
 		}
@@ -827,6 +863,8 @@ func (h *host) soloRun(name string) func(context.Context) error {
 			} else {
 				r.Evidence += "; host /tmp untouched"
 			}
+		case "inotify-store":
+			r.Result = judgeInotify(r.Result, inotifyControl())
 		case "flood-output":
 			if out.n >= floodCap {
 				r.Blocked = false
@@ -842,13 +880,65 @@ func (h *host) soloRun(name string) func(context.Context) error {
 	}
 }
 
+// tmpBudget is the --tmp-size the check passes, in bytes (0: none).
+func (h *host) tmpBudget() int64 {
+	for _, f := range h.o.Limits {
+		if v, ok := strings.CutPrefix(f, "--tmp-size="); ok {
+			return parseBytes(v)
+		}
+	}
+	return 0
+}
+
+// parseBytes reads the sizes limitFlags passes: bytes, or a number with
+// k, M or G and an optional "iB".
+func parseBytes(v string) int64 {
+	v = strings.TrimSuffix(strings.TrimSuffix(v, "iB"), "B")
+	mul := int64(1)
+	switch {
+	case strings.HasSuffix(v, "k"), strings.HasSuffix(v, "K"):
+		mul, v = 1<<10, v[:len(v)-1]
+	case strings.HasSuffix(v, "M"):
+		mul, v = 1<<20, v[:len(v)-1]
+	case strings.HasSuffix(v, "G"):
+		mul, v = 1<<30, v[:len(v)-1]
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n * mul
+}
+
+// inotifyControl makes an inotify instance outside any sandbox: nil when
+// this kernel has inotify, so a refusal inside is the sandbox's doing.
+func inotifyControl() error {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err
+}
+
+// judgeInotify turns a refusal into "not applicable" when the control
+// outside was refused too: a kernel without inotify has no such channel.
+func judgeInotify(r Result, control error) Result {
+	if control != nil {
+		r.Blocked, r.Skipped = false, true
+		r.Evidence = fmt.Sprintf("not applicable: inotify_init1 fails outside any sandbox too (%s), so this kernel has no inotify; inside: %s", errName(control), r.Evidence)
+	}
+	return r
+}
+
 // limitsFor picks the limit flag that bounds attack name, plus
 // --wall-time as a backstop.
 func (h *host) limitsFor(name string) []string {
 	want := map[string][]string{
 		"fork-bomb": {"--pids="}, "memory-bomb": {"--memory="}, "memory-bomb-memfd": {"--memory="},
 		"fill-tmp": {"--tmp-size="}, "fill-dev-shm": {"--tmp-size=", "--memory="}, "fill-home": {"--tmp-size=", "--memory="},
-		"flood-output": {"--output="},
+		"flood-output": {"--output="}, "sysv-shm-bomb": {"--memory="}, "fill-scratch": {"--tmp-size="},
+		// A grading configuration: --cwd none with limits.
+		"inotify-store": {"--memory="},
 	}[name]
 	var out []string
 	for _, f := range h.o.Limits {
@@ -861,7 +951,7 @@ func (h *host) limitsFor(name string) []string {
 
 type soloResult struct {
 	Result
-	refused bool // closet exited 125 or 1: the sandbox never ran
+	refused bool // closet exited Sandbox, BadInput or Usage: the sandbox never ran
 }
 
 // solo runs one resource attack with extra flags.
@@ -887,15 +977,15 @@ func (h *host) solo(ctx context.Context, name string, flags []string) (soloResul
 		return r, out, wall
 	}
 	// No result: the job was stopped before it could say, which is what a
-	// limit does (closet's 122 OL, 123 ML, 124 TO, 128+N a signal), or it
+	// limit does (closet's OL, ML, TO, or 128+N for a signal), or it
 	// never ran.
 	var ee *exec.ExitError
 	if errors.As(runErr, &ee) {
 		switch code := ee.ExitCode(); {
-		case code == 125 || code == 1 || code == 64:
+		case code == exitcode.Sandbox || code == exitcode.BadInput || code == exitcode.Usage:
 			r.refused = true
 			r.Evidence = fmt.Sprintf("closet exit %d: %s", code, errs.text())
-		case code >= 122 && code <= 124 || code > 128:
+		case code == exitcode.OL || code == exitcode.ML || code == exitcode.TO || code > exitcode.SignalBase:
 			r.Blocked = true
 			r.Evidence = fmt.Sprintf("the job was stopped before it reported (closet exit %d%s)", code, verdictOf(code))
 		default:
@@ -910,14 +1000,14 @@ func (h *host) solo(ctx context.Context, name string, flags []string) (soloResul
 
 func verdictOf(code int) string {
 	switch {
-	case code == 122:
+	case code == exitcode.OL:
 		return ": output limit"
-	case code == 123:
+	case code == exitcode.ML:
 		return ": memory limit"
-	case code == 124:
+	case code == exitcode.TO:
 		return ": time limit"
-	case code > 128:
-		return ": " + unix.SignalName(unix.Signal(code-128))
+	case code > exitcode.SignalBase:
+		return ": " + unix.SignalName(unix.Signal(code-exitcode.SignalBase))
 	}
 	return ""
 }

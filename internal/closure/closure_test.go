@@ -134,7 +134,7 @@ func TestFallbackToNixStore(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("nix-store on a single-user store needs its owner")
 	}
-	s := open(t, closure.Options{DB: filepath.Join(t.TempDir(), "missing.sqlite")})
+	s := open(t, closure.Options{DB: filepath.Join(t.TempDir(), "missing.sqlite"), Env: os.Environ()})
 	if s.Source() != "nix-store" {
 		t.Fatalf("source = %s, want nix-store", s.Source())
 	}

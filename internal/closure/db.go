@@ -8,7 +8,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -30,10 +32,46 @@ const schemaVersion = "10"
 // it with immutable=1, checking afterwards that no writer appeared meanwhile
 // (a -wal file, or a change to the main file); a read that raced one is
 // retried.
+//
+// A --store database may be hostile: ValidPaths may be a view over an
+// infinite recursive query. The backend checks that ValidPaths and Refs are
+// the tables Nix creates before it asks anything of them, and bounds every
+// query by a deadline (modernc interrupts SQLite when the context ends).
 type dbBackend struct {
 	db        *sql.DB
 	path      string
 	immutable bool
+	timeout   time.Duration
+}
+
+// sqlOptions are the SQL backend's settings, from Options.
+type sqlOptions struct {
+	timeout time.Duration
+}
+
+// defaultTimeout bounds one SQLite read where Options.Timeout is zero: a
+// valid 256 MiB database answers in about 5 s.
+const defaultTimeout = time.Minute
+
+func (o Options) sql() sqlOptions {
+	t := o.Timeout
+	if t <= 0 {
+		t = defaultTimeout
+	}
+	return sqlOptions{timeout: t}
+}
+
+// bounded returns ctx limited by the backend's deadline.
+func (b *dbBackend) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.timeout)
+}
+
+// deadline rewords a read the deadline interrupted.
+func (b *dbBackend) deadline(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("%s: SQLite did not answer within %v (a database much larger than a Nix store, or one built to never answer; raise the timeout only for a store you trust): %w", b.path, b.timeout, err)
+	}
+	return err
 }
 
 // checkSchema refuses a database of another schema version than the one
@@ -47,24 +85,24 @@ func checkSchema(path string) error {
 	return nil
 }
 
-func openDB(path string) (*dbBackend, error) {
+func openDB(path string, o sqlOptions) (*dbBackend, error) {
 	if err := checkSchema(path); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, err
 	}
-	b, err := openDSN(path, false)
+	b, err := openDSN(path, false, o)
 	if err == nil {
 		return b, nil
 	}
 	if !isReadOnlyOrCantOpen(err) || exists(path+"-wal") {
 		return nil, err
 	}
-	return openDSN(path, true)
+	return openDSN(path, true, o)
 }
 
-func openDSN(path string, immutable bool) (*dbBackend, error) {
+func openDSN(path string, immutable bool, o sqlOptions) (*dbBackend, error) {
 	q := url.Values{"mode": {"ro"}}
 	if immutable {
 		q.Set("immutable", "1")
@@ -83,13 +121,66 @@ func openDSN(path string, immutable bool) (*dbBackend, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(2)
-	b := &dbBackend{db: db, path: path, immutable: immutable}
-	var n int
-	if err := db.QueryRow("SELECT count(*) FROM ValidPaths WHERE id = 1").Scan(&n); err != nil {
+	b := &dbBackend{db: db, path: path, immutable: immutable, timeout: o.timeout}
+	if err := b.checkTables(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return b, nil
+}
+
+// nixTables are the tables this package queries and the columns it reads,
+// in Nix's order.
+var nixTables = []struct {
+	name string
+	cols []string
+}{
+	{"ValidPaths", []string{"id", "path", "hash", "registrationtime", "deriver", "narsize"}},
+	{"Refs", []string{"referrer", "reference"}},
+}
+
+// checkTables refuses a database whose ValidPaths or Refs is not a plain
+// table with Nix's columns: a view or a virtual table runs code of the
+// database's author on every read. It reads only sqlite_schema and the
+// tables' declared columns, neither of which runs that code.
+func (b *dbBackend) checkTables() error {
+	ctx, cancel := b.bounded(context.Background())
+	defer cancel()
+	for _, t := range nixTables {
+		var typ, def string
+		err := b.db.QueryRowContext(ctx, "SELECT type, coalesce(sql, '') FROM sqlite_schema WHERE name = ? COLLATE NOCASE", t.name).Scan(&typ, &def)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%s: no table %s: not a Nix database", b.path, t.name)
+		}
+		if err != nil {
+			return b.deadline(ctx, fmt.Errorf("%s: read the schema: %w", b.path, err))
+		}
+		norm := strings.Join(strings.Fields(strings.ToUpper(def)), " ")
+		if typ != "table" || !strings.HasPrefix(norm, "CREATE TABLE") {
+			return fmt.Errorf("%s: %s is a %s (%.60q), not the table Nix creates: refusing to query it", b.path, t.name, typ, def)
+		}
+		rows, err := b.db.QueryContext(ctx, "SELECT lower(name) FROM pragma_table_info(?)", t.name)
+		if err != nil {
+			return b.deadline(ctx, fmt.Errorf("%s: read the columns of %s: %w", b.path, t.name, err))
+		}
+		var cols []string
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				rows.Close()
+				return err
+			}
+			cols = append(cols, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return b.deadline(ctx, err)
+		}
+		if len(cols) < len(t.cols) || !slices.Equal(cols[:len(t.cols)], t.cols) {
+			return fmt.Errorf("%s: %s has columns %v, Nix's has %v: not a Nix database", b.path, t.name, cols, t.cols)
+		}
+	}
+	return nil
 }
 
 func isReadOnlyOrCantOpen(err error) bool {
@@ -154,6 +245,8 @@ func pathArgs(ps []storepath.Path) []any {
 }
 
 func (b *dbBackend) valid(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error) {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	found := make(map[string]bool, len(paths))
 	err := b.consistent(func() error {
 		rows, err := b.db.QueryContext(ctx,
@@ -172,7 +265,7 @@ func (b *dbBackend) valid(ctx context.Context, paths []storepath.Path) ([]storep
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, err
+		return nil, b.deadline(ctx, err)
 	}
 	var bad []storepath.Path
 	for _, p := range paths {
@@ -195,6 +288,8 @@ const closureCTE = `WITH RECURSIVE closure(id) AS (
 `
 
 func (b *dbBackend) closure(ctx context.Context, roots []storepath.Path, refs bool) ([]Info, error) {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
 	var infos []Info
 	err := b.consistent(func() error {
 		infos = infos[:0]
@@ -253,7 +348,7 @@ func (b *dbBackend) closure(ctx context.Context, roots []storepath.Path, refs bo
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, err
+		return nil, b.deadline(ctx, err)
 	}
 	for i := range infos {
 		sortPaths(infos[i].References)

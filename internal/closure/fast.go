@@ -3,6 +3,7 @@ package closure
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/closet-sandbox/closet/internal/closure/sqlitefile"
 	"github.com/closet-sandbox/closet/internal/storepath"
@@ -16,13 +17,19 @@ import (
 // reports (a page it cannot parse, a database that kept changing during
 // the read) sends that question to the SQL backend, opened on first need.
 // It never guesses.
+//
+// It is safe for concurrent use: sqlitefile.DB serialises its reads, and
+// mu guards the SQL backend opened on first need.
 type fastBackend struct {
 	f    *sqlitefile.DB
 	path string
-	sql  *dbBackend
+	opts sqlOptions
+
+	mu  sync.Mutex
+	sql *dbBackend
 }
 
-func openFast(path string) (*fastBackend, error) {
+func openFast(path string, opts sqlOptions) (*fastBackend, error) {
 	if err := checkSchema(path); err != nil {
 		return nil, err
 	}
@@ -30,13 +37,15 @@ func openFast(path string) (*fastBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fastBackend{f: f, path: path}, nil
+	return &fastBackend{f: f, path: path, opts: opts}, nil
 }
 
 func (b *fastBackend) name() string { return "database" }
 
 func (b *fastBackend) close() error {
 	b.f.Close()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.sql != nil {
 		return b.sql.close()
 	}
@@ -45,10 +54,12 @@ func (b *fastBackend) close() error {
 
 // slow is the SQL backend, for what the fast path could not answer.
 func (b *fastBackend) slow(why error) (*dbBackend, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.sql != nil {
 		return b.sql, nil
 	}
-	s, err := openDB(b.path)
+	s, err := openDB(b.path, b.opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: direct read failed (%v), and SQLite: %w", b.path, why, err)
 	}
@@ -87,9 +98,12 @@ func (b *fastBackend) closure(ctx context.Context, roots []storepath.Path, refs 
 		}
 		return s.closure(ctx, roots, refs)
 	}
-	byID := make(map[int64]storepath.Path, len(rows))
-	for _, r := range rows {
-		byID[r.ID] = storepath.Path(r.Path)
+	var byID map[int64]storepath.Path
+	if refs {
+		byID = make(map[int64]storepath.Path, len(rows))
+		for _, r := range rows {
+			byID[r.ID] = storepath.Path(r.Path)
+		}
 	}
 	infos := make([]Info, len(rows))
 	for i, r := range rows {

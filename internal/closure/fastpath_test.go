@@ -125,10 +125,11 @@ func TestFastClosureEqualsSQL(t *testing.T) {
 // on a read-only connection: the host database is never opened for
 // writing) and opens the copy read-write in WAL mode without automatic
 // checkpoints. The connection stays open, so the WAL stays.
-func copyDB(t *testing.T) (string, *sql.DB) {
+func copyDB(t testing.TB) (string, *sql.DB) {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "db.sqlite")
-	ro, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Path: hostDB, RawQuery: "mode=ro"}).String())
+	// Other Nix processes may be writing the host database: wait for them.
+	ro, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Path: hostDB, RawQuery: "mode=ro&_pragma=busy_timeout(30000)"}).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func copyDB(t *testing.T) (string, *sql.DB) {
 	return dst, rw
 }
 
-func walSize(t *testing.T, db string) int64 {
+func walSize(t testing.TB, db string) int64 {
 	st, err := os.Stat(db + "-wal")
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func walSize(t *testing.T, db string) int64 {
 
 // addChain registers n new paths name-0 … name-(n-1), each referring to
 // the next and to itself, the last to target; returns the first.
-func addChain(t *testing.T, rw *sql.DB, name string, n int, target string) string {
+func addChain(t testing.TB, rw *sql.DB, name string, n int, target string) string {
 	t.Helper()
 	tx, err := rw.Begin()
 	if err != nil {

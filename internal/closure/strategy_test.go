@@ -54,7 +54,7 @@ func (b *dbBackend) inMemoryClosure(ctx context.Context, roots []storepath.Path)
 }
 
 func TestStrategiesAgree(t *testing.T) {
-	b, err := openDB("/nix/var/nix/db/db.sqlite")
+	b, err := openDB("/nix/var/nix/db/db.sqlite", Options{}.sql())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestStrategiesAgree(t *testing.T) {
 }
 
 func BenchmarkStrategies(b *testing.B) {
-	db, err := openDB("/nix/var/nix/db/db.sqlite")
+	db, err := openDB("/nix/var/nix/db/db.sqlite", Options{}.sql())
 	if err != nil {
 		b.Fatal(err)
 	}

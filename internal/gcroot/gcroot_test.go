@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -26,15 +25,18 @@ func TestAcquireReleaseAndSweep(t *testing.T) {
 	other := filepath.Join(dir, "auto-root")
 	os.Symlink(string(root1), other)
 
-	h, err := Acquire(store, []storepath.Path{root1, root1 + "x"})
+	h, err := Acquire(Options{StoreRoot: store, User: "closet-test-nobody"}, []storepath.Path{root1, root1 + "x"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if h.Dir != dir {
+		t.Errorf("Dir = %s, want %s", h.Dir, dir)
 	}
 	if len(h.links) != 2 {
 		t.Fatalf("%d links, want one per root", len(h.links))
 	}
 	for _, l := range h.links {
-		if target, err := os.Readlink(l); err != nil || (target != string(root1) && target != string(root1)+"x") {
+		if target, err := os.Readlink(filepath.Join(dir, l)); err != nil || (target != string(root1) && target != string(root1)+"x") {
 			t.Errorf("%s -> %q, %v", l, target, err)
 		}
 	}
@@ -45,17 +47,37 @@ func TestAcquireReleaseAndSweep(t *testing.T) {
 		t.Error("a root that is not closet's was removed")
 	}
 	h.Release()
-	for _, l := range []string{filepath.Join(dir, "closet-"+strconv.Itoa(os.Getpid())+"-0")} {
-		if _, err := os.Lstat(l); !errors.Is(err, os.ErrNotExist) {
+	h.Release() // idempotent
+	for _, l := range h.links {
+		if _, err := os.Lstat(filepath.Join(dir, l)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s survived Release", l)
 		}
 	}
+	if left := closetLinks(t, dir); len(left) != 0 {
+		t.Errorf("left after Release: %v", left)
+	}
+}
+
+// closetLinks lists closet's links in dir.
+func closetLinks(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 // A store without a GC root directory the caller may write refuses, and
 // the error names the directory to create and the flag to do without.
 func TestNoPlaceSaysWhatToDo(t *testing.T) {
-	_, err := Acquire(filepath.Join(t.TempDir(), "none"), []storepath.Path{root1})
+	_, err := Acquire(Options{StoreRoot: filepath.Join(t.TempDir(), "none"), User: "someone"}, []storepath.Path{root1})
 	if !errors.Is(err, ErrNoPlace) || !strings.Contains(err.Error(), "per-user") || !strings.Contains(err.Error(), "--no-gc-root") {
 		t.Fatalf("err = %v, want ErrNoPlace naming the directory and --no-gc-root", err)
 	}

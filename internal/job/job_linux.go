@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/gcroot"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
@@ -36,16 +38,22 @@ type Job struct {
 	warnings  []string
 
 	closureSize uint64
+	devEnv      []string // Request.Develop's environment
+	realiseDir  string   // nix's result links for realised installables
+	nix         *nixInside
+	nixListener net.Listener
+	hostID      string // "UID:GID" of the job's own host ids, or "caller"
 
 	mu      sync.Mutex // guards everything below, and serialises AddPaths
 	visible map[string]bool
 	added   []string
-	holds   []*gcroot.Hold
+	hold    *gcroot.Hold
 	state   state
 	initPid int
 	// cachedView: the job's store view is a copy of a cached one
 	// (Request.Views), which cannot grow.
 	cachedView bool
+	pending    []unix.Signal // sent while starting
 	cancel     context.CancelFunc
 	grow       viewGrower
 	relays     []func() // run after the job ended: drain and close relays
@@ -96,11 +104,9 @@ func (j *Job) Start(ctx context.Context) error {
 	failed := make(chan error, 1)
 	go j.run(ctx, started, failed)
 	select {
-	case pid := <-started:
+	case <-started:
 		j.req.Logf("target started (%v)", time.Since(t0).Round(time.Microsecond))
-		j.mu.Lock()
-		j.initPid, j.state = pid, running
-		j.mu.Unlock()
+		j.serveNix(ctx)
 		return nil
 	case err := <-failed:
 		return err
@@ -116,6 +122,7 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 	j.mu.Unlock()
 	defer cancel()
 	out, err := j.launch(ctx, started)
+	j.stopNix()
 	j.mu.Lock()
 	j.state = ended
 	relays := j.relays
@@ -137,12 +144,12 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 // launch holds the closure alive and runs the sandbox to its end.
 func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome, error) {
 	if !j.req.NoGCRoot {
-		h, err := gcroot.Acquire(j.storeRoot, j.roots)
+		h, err := gcroot.Acquire(gcroot.Options{StoreRoot: j.storeRoot, User: j.req.UserName}, j.roots)
 		if err != nil {
 			return nil, err
 		}
 		j.mu.Lock()
-		j.holds = append(j.holds, h)
+		j.hold = h
 		j.mu.Unlock()
 	}
 	dir, err := os.MkdirTemp("", "closet-root-")
@@ -152,16 +159,25 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 	defer os.Remove(dir)
 	s := *j.spec
 	s.RootDir = dir
+	ident, err := j.identity()
+	if err != nil {
+		return nil, err
+	}
+	defer ident.Release() // after every process of the job is gone
 	stdio, err := j.stdio()
 	if err != nil {
 		return nil, err
 	}
 	hooks := sandbox.Hooks{
-		Started: func(pid int) { started <- pid },
-		Console: j.req.Console,
-		Exe:     j.req.StageBinary,
+		Started:  func(pid int) { j.running(pid); started <- pid },
+		Console:  j.req.Console,
+		Exe:      j.req.StageBinary,
+		Identity: ident,
 	}
-	if j.req.Views != nil {
+	// A cached view serves jobs that run as the caller (the holder's
+	// copies were tested across user namespaces of one host uid) and
+	// whose view never grows (a copy cannot: see internal/viewcache).
+	if j.req.Views != nil && ident == nil && !j.growsView() {
 		if v, err := j.req.Views.Take(ctx, s.StoreRoot, s.Store); err == nil {
 			defer v.Close()
 			hooks.View = v
@@ -179,6 +195,52 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		}
 	}
 	return sandbox.Run(ctx, &s, stdio, hooks)
+}
+
+// growsView says whether the job's view is made to grow while it runs: the
+// Nix proxy adds what the job builds.
+func (j *Job) growsView() bool {
+	for _, m := range j.spec.Mounts {
+		if m.Why == "nix" {
+			return true
+		}
+	}
+	return false
+}
+
+// identity decides who the job is on the host (Request.HostUID) and takes
+// a slot when the job gets ids of its own. A nil Identity means the
+// caller's own ids.
+func (j *Job) identity() (*sandbox.Identity, error) {
+	var b idmap.Binds
+	var ro []string
+	for _, m := range j.spec.Mounts {
+		if m.Why == "nix" {
+			continue // the proxy's socket: private to the caller, connected to only
+		}
+		if m.Writable {
+			b.Writable = true
+		} else {
+			ro = append(ro, m.Source)
+		}
+	}
+	b.Unreadable = idmap.FirstUnreadable(ro)
+	c := sandbox.Caller{UID: j.req.CallerUID, GID: j.req.CallerGID, Name: j.req.UserName, StateDir: j.req.SlotDir}
+	ident, why, err := sandbox.ChooseIdentity(j.req.HostUID, c, b)
+	if err != nil {
+		return nil, fmt.Errorf("--host-uid %s: %w", j.req.HostUID, err)
+	}
+	j.mu.Lock()
+	if ident != nil {
+		j.hostID = fmt.Sprintf("%d:%d", ident.HostUID(), ident.HostGID())
+	} else {
+		j.hostID = "caller"
+		if why != "" {
+			j.req.Logf("the job runs as you: %s", why)
+		}
+	}
+	j.mu.Unlock()
+	return ident, nil
 }
 
 // stdio gives the job its fds 0-2. A terminal of the caller never reaches
@@ -274,8 +336,21 @@ func (j *Job) Wait() *report.Report {
 // Done is closed when the job has ended and its report is ready.
 func (j *Job) Done() <-chan struct{} { return j.done }
 
+// running marks the job started, the moment the target's execve
+// succeeded, and delivers the signals that arrived while it was starting.
+func (j *Job) running(initPid int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.initPid, j.state = initPid, running
+	for _, s := range j.pending {
+		unix.Kill(initPid, s)
+	}
+	j.pending = nil
+}
+
 // Signal sends sig to the job: the init relays it to the target's process
-// group, as a terminal would. SIGKILL ends the whole job (Kill).
+// group, as a terminal would. SIGKILL ends the whole job (Kill). A signal
+// sent while the job is starting is delivered once the target runs.
 func (j *Job) Signal(sig os.Signal) error {
 	s, ok := sig.(unix.Signal)
 	if !ok {
@@ -286,7 +361,11 @@ func (j *Job) Signal(sig os.Signal) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.state != running {
+	switch j.state {
+	case prepared, starting:
+		j.pending = append(j.pending, s)
+		return nil
+	case ended:
 		return ErrEnded
 	}
 	return unix.Kill(j.initPid, s)
@@ -355,12 +434,11 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 		// superblock (internal/viewcache): no mount point can be made.
 		return errors.New("add paths: the job runs in a copy of a cached store view, which cannot grow; start jobs that add paths without Request.Views")
 	}
-	if !j.req.NoGCRoot {
-		h, err := gcroot.Acquire(j.storeRoot, ps)
-		if err != nil {
+	if j.hold != nil {
+		// Pinned before the job can see them.
+		if err := j.hold.Add(ps); err != nil {
 			return fmt.Errorf("add paths: %w", err)
 		}
-		j.holds = append(j.holds, h)
 	}
 	if j.grow == nil {
 		return errors.New("add paths: this sandbox has no control channel to grow its view")
@@ -394,6 +472,11 @@ func (j *Job) Close() error {
 	if st == running || st == starting {
 		j.Kill()
 		<-j.done
+	} else if st == prepared {
+		j.stopNix()
+	}
+	if j.realiseDir != "" {
+		os.RemoveAll(j.realiseDir)
 	}
 	return j.st.Close()
 }
@@ -401,12 +484,9 @@ func (j *Job) Close() error {
 // release drops the GC roots once every process of the job is gone.
 func (j *Job) release() {
 	j.mu.Lock()
-	holds := j.holds
-	j.holds = nil
+	h := j.hold
 	j.mu.Unlock()
-	for _, h := range holds {
-		h.Release()
-	}
+	h.Release() // idempotent; nil-safe
 }
 
 // conclude turns the sandbox's outcome into the report.
@@ -432,7 +512,9 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 		r.Killed, r.Limit = out.Killed, out.Limit
 		r.CPUTime = rj.CPU.Seconds()
 		r.WallTime = out.Ended.Sub(out.Started).Seconds()
-		r.MaxRSS = uint64(max(res.MaxRSSKiB, 0)) * 1024
+		// The job's own processes, sampled: the target's ru_maxrss would
+		// carry the exec stage's image across execve.
+		r.MaxRSS = uint64(max(out.SampledMaxRSSKiB, 0)) * 1024
 		r.PeakMemory = out.Cgroup.PeakMemory
 		r.OOMKilled = out.Cgroup.OOMKills > 0
 		r.Output, r.OutputKept = out.Output, out.OutputKept
@@ -447,6 +529,7 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 	j.mu.Lock()
 	r.Closure = report.Closure{Hash: j.spec.ClosureHash, Paths: len(j.spec.Store), Size: j.closureSize}
 	r.AddedPaths = append([]string(nil), j.added...)
+	r.HostIdentity = j.hostID
 	j.mu.Unlock()
 	j.rep = r
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
@@ -87,6 +88,8 @@ func baseRequest(roots []string, command ...string) job.Request {
 		Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, UserName: callerName(),
 		CwdMode: "none", UID: 1000, GID: 100, TTY: "never",
 		StageBinary: stageBinary,
+		CallerUID:   os.Getuid(), CallerGID: os.Getgid(),
+		SlotDir: idmap.DefaultStateDir("", os.Getuid()),
 	}
 }
 

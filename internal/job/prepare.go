@@ -15,6 +15,7 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/resolve"
+	"github.com/closet-sandbox/closet/internal/seccomp"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
@@ -42,12 +43,16 @@ func Prepare(ctx context.Context, req Request) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite"})
+	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite", Env: req.Env})
 	if err != nil {
 		return nil, err
 	}
 	j := &Job{req: req, st: st, storeRoot: storeRoot, done: make(chan struct{})}
 	if err := j.prepare(ctx); err != nil {
+		j.stopNix()
+		if j.realiseDir != "" {
+			os.RemoveAll(j.realiseDir)
+		}
 		st.Close()
 		return nil, err
 	}
@@ -75,9 +80,34 @@ func (j *Job) prepare(ctx context.Context) error {
 	req := &j.req
 	pathVar, _ := lookupEnv(req.Env, "PATH")
 	r := &resolve.Resolver{Root: req.Store, Path: pathVar, Dir: req.Cwd}
-	roots, err := r.Roots(ctx, j.st, req.Roots)
+	ins := req.Installables
+	if ins.Env == nil {
+		ins.Env = req.Env
+	}
+	if needsNix(req) {
+		// What nix builds for the job is rooted here until Start holds
+		// the closure itself; Close removes the links.
+		dir, err := os.MkdirTemp("", "closet-realise-")
+		if err != nil {
+			return fmt.Errorf("make a directory for nix's result links: %w", err)
+		}
+		j.realiseDir, r.RootDir = dir, dir
+	}
+	roots, err := r.Resolve(ctx, j.st, req.Roots, ins)
 	if err != nil {
 		return inputErr(err)
+	}
+	if req.Develop != nil {
+		dev := *req.Develop
+		if dev.Env == nil {
+			dev.Env = req.Env
+		}
+		de, err := r.DevEnv(ctx, dev)
+		if err != nil {
+			return inputErr(err)
+		}
+		roots = append(roots, de.Roots...)
+		j.devEnv = de.Env
 	}
 	command := req.Command
 	var exe string
@@ -87,6 +117,11 @@ func (j *Job) prepare(ctx context.Context) error {
 			return err
 		}
 		command = []string{exe}
+	case len(roots) == 0 && j.exposed(command[0]):
+		// closet run --expose BIN=/p -- /p: a program brought in by
+		// --expose (closet check's attacker, any static binary) runs in
+		// an empty store view.
+		exe = command[0]
 	case len(roots) == 0:
 		// closet run -- CMD: the command names its own closure.
 		p, real, err := r.Command(command[0])
@@ -158,8 +193,43 @@ func (j *Job) prepare(ctx context.Context) error {
 	if err := j.applyLimits(s); err != nil {
 		return err
 	}
+	if req.Nix {
+		if err := j.prepareNix(ctx, s); err != nil {
+			return err
+		}
+	}
+	if s.Seccomp == seccomp.ProfileDefault && s.Grading() {
+		s.Seccomp = seccomp.ProfileGrading // no inotify: see package seccomp
+	}
 	j.spec = s
 	return nil
+}
+
+// exposed reports whether p is the target of an --expose.
+func (j *Job) exposed(p string) bool {
+	for _, a := range j.req.Expose {
+		_, dst, hasDst := strings.Cut(a, "=")
+		if !hasDst {
+			dst = a
+		}
+		if filepath.IsAbs(dst) && filepath.Clean(dst) == p {
+			return true
+		}
+	}
+	return false
+}
+
+// needsNix: some root must be realised with nix.
+func needsNix(req *Request) bool {
+	if req.Develop != nil || req.Installables.File != "" || req.Installables.Expr != "" || len(req.Installables.Args) > 0 {
+		return true
+	}
+	for _, a := range req.Roots {
+		if resolve.IsInstallable(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // inputErr keeps a store failure a store failure and makes anything else
@@ -318,6 +388,15 @@ func (j *Job) environment(s *spec.Spec, roots []storepath.Path) []string {
 				env[k] = v
 			}
 		}
+	}
+	for _, kv := range j.devEnv {
+		// The build environment, as nix develop gives it: its PATH goes
+		// in front of the roots'.
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "PATH" && env["PATH"] != "" {
+			v += ":" + env["PATH"]
+		}
+		env[k] = v
 	}
 	for _, kv := range req.SetEnv {
 		k, v, _ := strings.Cut(kv, "=")

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/closet-sandbox/closet/internal/idmap"
+	"github.com/closet-sandbox/closet/internal/nixproxy"
+	"github.com/closet-sandbox/closet/internal/resolve"
+	"github.com/closet-sandbox/closet/internal/seccomp"
 	"github.com/closet-sandbox/closet/internal/viewcache"
 )
 
@@ -23,11 +27,23 @@ type Request struct {
 	// or bash or sh from the roots' bin directories.
 	Command []string
 	Shell   string
+	// Installables are realised with the caller's own nix (so the daemon's
+	// trust rules apply to the caller) and join the roots: -f FILE -A
+	// ATTR, --expr; flake references and drv^out among Roots are found by
+	// resolve.IsInstallable and realised the same way.
+	Installables resolve.Installables
+	// Develop gives the job a build environment, as nix develop would:
+	// the derivation's input closure and its environment variables.
+	Develop *resolve.Installables
 
 	// The caller.
 	Env      []string // its environment: PATH for command names, LANG, TERM, Preserve
 	Cwd      string   // its working directory, the kernel's name for it
 	UserName string   // its user name: the GC-root directory, the job's $USER
+	// CallerUID and CallerGID are its ids, SlotDir where per-job host ids
+	// are locked (idmap.DefaultStateDir).
+	CallerUID, CallerGID int
+	SlotDir              string
 
 	// The sandbox.
 	CwdMode  string   // "rw" (default), "ro" or "none"
@@ -39,10 +55,21 @@ type Request struct {
 	UID, GID int      // the job's ids inside the sandbox (0 is root there; the CLI's default is 1000:100)
 	Network  bool     // share the host's network
 	Store    string   // a chroot store's root ("" = the host's store)
-	Seccomp  string   // "default" or "off"
+	Seccomp  string   // "default", "grading" (default without inotify; chosen by itself for a grading configuration) or "off"
 	Landlock string   // "best-effort" or "off"
 	NoGCRoot bool     // do not register the closure as GC roots
-	DBReader string   // "" (the direct reader, then SQLite) or "sqlite"
+	// HostUID chooses who the job is on the host: "auto" (a subordinate
+	// uid of its own when every bind is read-only and the host allows it,
+	// else the caller), "caller", or "subordinate" (refuse otherwise).
+	// Root's jobs always get ids of their own, never host uid 0.
+	HostUID string
+	// Nix gives the job a nix-daemon socket (closet run --nix): closet's
+	// filtering proxy of NixDaemonSocket ("" = the standard path), which
+	// answers only for paths in the job's view and adds what the job
+	// builds to it. Refused where the daemon's builds are not sandboxed.
+	Nix             bool
+	NixDaemonSocket string
+	DBReader        string // "" (the direct reader, then SQLite) or "sqlite"
 
 	// TTY chooses the job's terminal: "auto" (a pty when Stdin is a
 	// terminal and nothing needs the output through pipes), "always" or
@@ -123,6 +150,12 @@ func (r Request) withDefaults() Request {
 	if r.TTY == "" {
 		r.TTY = "auto"
 	}
+	if r.HostUID == "" {
+		r.HostUID = idmap.Auto
+	}
+	if r.NixDaemonSocket == "" {
+		r.NixDaemonSocket = nixproxy.DaemonSocket
+	}
 	if r.Logf == nil {
 		r.Logf = func(string, ...any) {}
 	}
@@ -144,8 +177,14 @@ func (r *Request) check() error {
 	}
 	oneOf("cwd", r.CwdMode, "rw", "ro", "none")
 	oneOf("tty", r.TTY, "auto", "always", "never")
-	oneOf("seccomp", r.Seccomp, "default", "off")
+	oneOf("seccomp", r.Seccomp, seccomp.ProfileDefault, seccomp.ProfileGrading, seccomp.ProfileOff)
+	if r.Seccomp != seccomp.ProfileOff {
+		if err := seccomp.Supported(); err != nil {
+			errs = append(errs, err) // fail closed, in one line
+		}
+	}
 	oneOf("landlock", r.Landlock, "best-effort", "off")
+	oneOf("host-uid", r.HostUID, idmap.Modes...)
 	if r.DBReader != "" && r.DBReader != "sqlite" {
 		errs = append(errs, fmt.Errorf("database reader %q: want sqlite, or leave it unset (CLOSET_DB_READER)", r.DBReader))
 	}

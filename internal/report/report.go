@@ -90,6 +90,9 @@ type Report struct {
 	// Limits maps each limit given to its value and the mechanism that
 	// enforced it.
 	Limits map[string]Limit `json:"limits"`
+	// HostIdentity is who the job was on the host: "UID:GID" of ids of
+	// its own (--host-uid), or "caller".
+	HostIdentity string `json:"hostIdentity,omitempty"`
 	// ClosetExit is closet's own exit code for this verdict.
 	ClosetExit int `json:"closetExit"`
 }

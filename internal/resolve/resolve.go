@@ -1,7 +1,10 @@
 // Package resolve turns what a user types into root store paths: a store
 // path or a path inside one, a symlink chain that ends in the store (a
-// profile, a result link), or a command name found on PATH whose real path
-// is in the store.
+// profile, a result link), a command name found on PATH whose real path
+// is in the store, a .drv (its input closure), and Nix installables (flake
+// outputs, DRV^OUT, -f FILE -A ATTR, --expr), which it realises with the
+// caller's own nix (installable.go). It also gives a derivation's build
+// environment for closet shell --drv/--develop (drv.go).
 //
 // Symlinks are followed one component at a time by this package, not by the
 // kernel, so that a chroot store (--store ROOT) resolves links that point at
@@ -17,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/closet-sandbox/closet/internal/storepath"
@@ -62,12 +66,35 @@ type Resolver struct {
 	Root string
 	// Path is the search path for command names (the caller's $PATH).
 	Path string
-	// Dir is the directory relative arguments are taken from ("" = cwd).
+	// Dir is the directory relative arguments are taken from ("" = cwd),
+	// and where nix runs.
 	Dir string
+	// Credential, when set, is who nix runs as (a service acting for a
+	// user; tests). Nil: as closet's caller.
+	Credential *syscall.Credential
+	// RootDir, when set, is a directory (writable by whoever runs nix)
+	// where Realise and DevEnv leave one indirect GC root link per
+	// realisation, so that nothing they return can be collected before
+	// the caller roots the job's closure; the caller removes the
+	// directory after that. Empty: no links (--no-out-link), and a garbage
+	// collection in that window could delete what was just built.
+	RootDir string
+
+	seq atomic.Uint64 // names links in RootDir
+}
+
+func (r *Resolver) sysProcAttr() *syscall.SysProcAttr {
+	if r.Credential == nil {
+		return nil
+	}
+	return &syscall.SysProcAttr{Credential: r.Credential}
 }
 
 // Roots resolves every argument, then checks the store paths are valid.
-// Either all resolve, or the first failure is returned and nothing else.
+// A .drv stands for its inputs (DrvInputs): the job gets the derivation's
+// input closure, the store its build would see. Installables
+// (IsInstallable) are not arguments here: Realise takes them. Either all
+// resolve, or the first failure is returned and nothing else.
 func (r *Resolver) Roots(ctx context.Context, v Validator, args []string) ([]storepath.Path, error) {
 	roots := make([]storepath.Path, 0, len(args))
 	for _, a := range args {
@@ -75,12 +102,18 @@ func (r *Resolver) Roots(ctx context.Context, v Validator, args []string) ([]sto
 		if err != nil {
 			return nil, err
 		}
+		ps := []storepath.Path{p}
+		if strings.HasSuffix(p.Name(), ".drv") {
+			if ps, err = r.DrvInputs(a, p); err != nil {
+				return nil, err
+			}
+		}
 		if v != nil {
-			if err := v.CheckValid(ctx, p); err != nil {
+			if err := v.CheckValid(ctx, ps...); err != nil {
 				return nil, &Error{Arg: a, Err: err}
 			}
 		}
-		roots = append(roots, p)
+		roots = append(roots, ps...)
 	}
 	return roots, nil
 }

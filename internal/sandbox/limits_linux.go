@@ -24,11 +24,12 @@ const (
 	LimitMemory = spec.LimitMemory
 	LimitPids   = spec.LimitPids
 
-	MechTimer     = spec.MechTimer
-	MechPipe      = spec.MechPipe
-	MechRlimitAS  = spec.MechRlimitAS
-	MechRlimitCPU = spec.MechRlimitCPU
-	MechProcPoll  = spec.MechProcPoll
+	MechTimer       = spec.MechTimer
+	MechPipe        = spec.MechPipe
+	MechRlimitAS    = spec.MechRlimitAS
+	MechRlimitCPU   = spec.MechRlimitCPU
+	MechRlimitNproc = spec.MechRlimitNproc
+	MechProcPoll    = spec.MechProcPoll
 )
 
 var cgroupSeq atomic.Uint64
@@ -53,12 +54,15 @@ type jobLimits struct {
 	timers  []*time.Timer
 	done    chan struct{}
 	stopped bool
+	rss     *rssSampler
+	rssKiB  int64
 }
 
 // newJobLimits creates the job's cgroups and decides, for every limit, the
 // mechanism that enforces it. It refuses (nothing has started yet) where a
-// limit cannot be enforced and no honest stand-in is allowed.
-func newJobLimits(lim spec.Limits) (*jobLimits, error) {
+// limit cannot be enforced and no honest stand-in is allowed. ownID says
+// the job runs as a host uid of its own (Identity).
+func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 	j := &jobLimits{lim: lim, enforced: map[string]string{}, rlimits: map[string]uint64{}, done: make(chan struct{})}
 	for k, v := range lim.Rlimits {
 		j.rlimits[k] = v
@@ -95,14 +99,26 @@ func newJobLimits(lim spec.Limits) (*jobLimits, error) {
 		}
 	}
 	if lim.Pids > 0 {
-		// No rlimit stand-in: RLIMIT_NPROC counts every task (thread) of the
-		// uid, closet's own init and exec stage included, so no value of it
-		// means "N processes of the job".
 		m := j.cg.Mechanism(cgroup.Pids)
-		if m == "" {
-			return fail(fmt.Errorf("--pids: no cgroup can enforce it here (%s)", j.cg.Unavailable(cgroup.Pids)))
+		switch {
+		case m != "":
+			j.enforced[LimitPids] = m
+		case ownID:
+			// RLIMIT_NPROC counts the tasks (threads included, as pids.max
+			// does) of the caller's real uid in the caller's user
+			// namespace. A job with a host uid of its own is the only
+			// holder of that uid: the init keeps the caller's as its real
+			// uid, and the exec stage sets the limit just before it
+			// becomes the target, once its other threads are about to go.
+			// So the limit is exactly the job's N tasks.
+			j.rlimits["NPROC"] = lim.Pids
+			j.enforced[LimitPids] = MechRlimitNproc
+		default:
+			// RLIMIT_NPROC would count every task of the caller's uid (its
+			// other processes, other jobs): no value of it means "N
+			// processes of the job".
+			return fail(fmt.Errorf("--pids: no cgroup can enforce it here (%s), and the job shares your host uid (with subordinate ids in /etc/subuid and newuidmap installed, a read-only job gets a uid of its own, bounded by RLIMIT_NPROC)", j.cg.Unavailable(cgroup.Pids)))
 		}
-		j.enforced[LimitPids] = m
 	}
 	if lim.CPUTime > 0 {
 		// RLIMIT_CPU is per process and in whole seconds; soft = hard, so
@@ -188,10 +204,16 @@ func (j *jobLimits) attach(initPid int) error {
 	if err := j.cg.Attach(initPid); err != nil {
 		return err
 	}
-	if j.lim.Pids > 0 {
+	if j.pidsByCgroup() {
 		return j.cg.SetPidsMax(uint64(threads(initPid)) + j.lim.Pids + setupTasks)
 	}
 	return nil
+}
+
+// pidsByCgroup: the job's task limit is a pids cgroup's, not the
+// RLIMIT_NPROC the exec stage sets.
+func (j *jobLimits) pidsByCgroup() bool {
+	return j.lim.Pids > 0 && j.enforced[LimitPids] != MechRlimitNproc
 }
 
 // setupTasks is room for the threads of closet's Go init and exec stage
@@ -200,7 +222,7 @@ const setupTasks = 32
 
 // started runs once the target's execve succeeded: the clocks start now.
 func (j *jobLimits) started(initPid int) error {
-	if j.lim.Pids > 0 {
+	if j.pidsByCgroup() {
 		// pids counts tasks. The init is a Go program with a handful of
 		// threads, and so was the exec stage until its execve; the job's
 		// allowance is set on top of the init's threads now, when the exec
@@ -216,6 +238,12 @@ func (j *jobLimits) started(initPid int) error {
 	}
 	j.mu.Lock()
 	j.initPid = initPid
+	if !j.stopped {
+		// Even where a memory cgroup holds the job: its peak is the
+		// whole job's together, closet's init included (about 2 MB of
+		// setup), while max-rss is one process's.
+		j.rss = startRSSSampler(initPid)
+	}
 	j.mu.Unlock()
 	if j.out != nil {
 		j.out.last.Store(time.Now().UnixNano())
@@ -271,6 +299,7 @@ func (j *jobLimits) stop() {
 		return
 	}
 	j.stopped = true
+	j.rssKiB = j.rss.finish()
 	for _, t := range j.timers {
 		t.Stop()
 	}
@@ -290,19 +319,10 @@ func (j *jobLimits) outWait() {
 // process of the tree once.
 func treeCPU(pid int) time.Duration {
 	var ticks uint64
-	seen := map[int]bool{}
-	stack := []int{pid}
-	for len(stack) > 0 && len(seen) < 1<<16 {
-		p := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		ps := strconv.Itoa(p)
-		b, err := os.ReadFile("/proc/" + ps + "/stat")
+	walkTree(pid, func(p int) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
 		if err != nil {
-			continue
+			return
 		}
 		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
 			f := strings.Fields(string(b[i+1:]))
@@ -313,16 +333,7 @@ func treeCPU(pid int) time.Duration {
 				}
 			}
 		}
-		tasks, _ := os.ReadDir("/proc/" + ps + "/task")
-		for _, t := range tasks {
-			c, _ := os.ReadFile("/proc/" + ps + "/task/" + t.Name() + "/children")
-			for _, x := range strings.Fields(string(c)) {
-				if n, err := strconv.Atoi(x); err == nil {
-					stack = append(stack, n)
-				}
-			}
-		}
-	}
+	})
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 

@@ -58,6 +58,11 @@ type Outcome struct {
 	// Output counts the bytes the job wrote to stdout and stderr, and
 	// OutputKept those passed on; both zero unless the output was carried.
 	Output, OutputKept uint64
+	// SampledMaxRSSKiB is the largest resident set of any one process of
+	// the job, closet's stages excluded (see MechRSSSampled): the job's
+	// max-rss. (Result.MaxRSSKiB, ru_maxrss, carries closet's exec stage;
+	// Cgroup.PeakMemory is the whole cgroup's, closet's init included.)
+	SampledMaxRSSKiB int64
 	// KillCPU is the job's CPU time when closet killed it, measured from
 	// /proc where there is no cgroup (rusage misses what the kernel reaps
 	// when a pid namespace dies).
@@ -78,6 +83,10 @@ type Hooks struct {
 	// process's own, /proc/self/exe). A program that is not closet, or
 	// not a static build of it (a race-enabled test), names one here.
 	Exe string
+	// Identity, when set, runs the job as the host uid and gid of its
+	// slot instead of the caller's (see Identity). Not a hook: it goes
+	// with the start options once Run is split.
+	Identity *Identity
 	// View is a ready store view for this job (from viewcache.Cache.Take),
 	// attached by the init instead of building one; nil: build it. The
 	// caller closes it after Run returns.
@@ -96,7 +105,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	}
 	// Limits: the cgroups exist, and every mechanism is chosen, before
 	// anything starts. The init reads the rlimits from the spec.
-	jl, err := newJobLimits(s.Limits)
+	jl, err := newJobLimits(s.Limits, hooks.Identity != nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
@@ -104,6 +113,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	defer jl.stop()
 	sent := *s
 	sent.Limits.Rlimits = jl.rlimits
+	sent.OwnHostID = hooks.Identity != nil
 	s = &sent
 	specR, specW, err := os.Pipe()
 	if err != nil {
@@ -161,6 +171,9 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		defer child.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
 	}
+	if hooks.Identity != nil {
+		hooks.Identity.prepareClone(cmd)
+	}
 	if hooks.View != nil {
 		// fd 9 whatever comes before it (nil entries are closed in the
 		// init).
@@ -210,6 +223,20 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, st.err, cloneHint(st.err))
 	}
 	begin := time.Now()
+	if hooks.Identity != nil {
+		// Before the spec is sent: the init is still blocked reading it.
+		if err := hooks.Identity.writeMaps(cmd.Process.Pid, s); err != nil {
+			cmd.Process.Kill()
+			specR.Close()
+			statusW.Close()
+			resultW.Close()
+			<-waitc
+			if jl.out != nil {
+				jl.out.abort()
+			}
+			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+	}
 	specR.Close()
 	statusW.Close()
 	resultW.Close()
@@ -278,6 +305,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	// (the kernel kills and reaps them before the init's wait returns);
 	// the output pipes reach EOF, and the cgroups are empty and removed.
 	jl.stop()
+	out.SampledMaxRSSKiB = jl.rssKiB
 	if jl.out != nil {
 		out.Output, out.OutputKept = jl.out.wait()
 	}

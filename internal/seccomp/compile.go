@@ -13,14 +13,16 @@ type sysent struct {
 	name string
 }
 
-// struct seccomp_data, as the kernel lays it out on x86_64 (little endian).
+// struct seccomp_data, as the kernel lays it out on x86_64 and aarch64 (both
+// little endian).
 const (
 	offNr   = 0
 	offArch = 4
 	offArgs = 16 // args[i] at offArgs + 8*i; its low 32 bits come first
 
-	auditArchX86_64 = 0xc000003e // AUDIT_ARCH_X86_64
-	x32Bit          = 0x40000000 // __X32_SYSCALL_BIT
+	auditArchX86_64  = 0xc000003e // AUDIT_ARCH_X86_64
+	auditArchAARCH64 = 0xc00000b7 // AUDIT_ARCH_AARCH64
+	x32Bit           = 0x40000000 // __X32_SYSCALL_BIT
 
 	// maxInstructions is the kernel's BPF_MAXINSNS.
 	maxInstructions = 4096
@@ -40,26 +42,58 @@ type leaf struct {
 	code  []bpf.Instruction
 }
 
+// arch is one native ABI the policy can be compiled for. Both have the
+// generic errno and ioctl numbers, and the same argument order for every call
+// the policy inspects, so the rules hold unchanged; only the numbers differ.
+type arch struct {
+	name  string
+	audit uint32   // AUDIT_ARCH_* of native calls; any other dies
+	table []sysent // its syscalls, in number order
+	x32   bool     // numbers with the x32 bit die too (x86_64 only)
+}
+
+var (
+	archX86_64  = &arch{name: "x86_64", audit: auditArchX86_64, table: x86_64Syscalls, x32: true}
+	archAArch64 = &arch{name: "aarch64", audit: auditArchAARCH64, table: aarch64Syscalls}
+)
+
+// archFor is the arch of a GOARCH, or nil where closet has no table.
+func archFor(goarch string) *arch {
+	switch goarch {
+	case "amd64":
+		return archX86_64
+	case "arm64":
+		return archAArch64
+	}
+	return nil
+}
+
 // compile builds the filter for native x86_64. It is portable Go: the program
 // it returns is for an x86_64 kernel whatever the build host, which is what
 // lets the tests run it in a BPF VM anywhere.
-func compile(opts Options) ([]bpf.Instruction, error) {
-	decisions, err := decide(policy(opts))
+func compile(opts Options) ([]bpf.Instruction, error) { return compileFor(archX86_64, opts) }
+
+// compileFor builds the filter for a's native calls.
+func compileFor(a *arch, opts Options) ([]bpf.Instruction, error) {
+	decisions, err := decideFor(a, policy(opts))
 	if err != nil {
 		return nil, err
 	}
-	leaves, err := layout(decisions)
+	leaves, err := layoutFor(a, decisions)
 	if err != nil {
 		return nil, err
 	}
 	prog := []bpf.Instruction{
-		// Any ABI but native x86_64 dies before its number is looked at.
+		// Any ABI but the native one dies before its number is looked at.
 		bpf.LoadAbsolute{Off: offArch, Size: 4},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: auditArchX86_64, SkipTrue: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: a.audit, SkipTrue: 1},
 		bpf.RetConstant{Val: uint32(ActionKillProcess)},
 		bpf.LoadAbsolute{Off: offNr, Size: 4},
-		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: x32Bit, SkipFalse: 1},
-		bpf.RetConstant{Val: uint32(ActionKillProcess)},
+	}
+	if a.x32 {
+		prog = append(prog,
+			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: x32Bit, SkipFalse: 1},
+			bpf.RetConstant{Val: uint32(ActionKillProcess)})
 	}
 	prog = append(prog, search(leaves)...)
 	if len(prog) > maxInstructions {
@@ -68,29 +102,41 @@ func compile(opts Options) ([]bpf.Instruction, error) {
 	return prog, nil
 }
 
-// decide maps every known syscall number to its decision, checking that each
-// group names known syscalls and that no syscall is in two groups.
-func decide(groups []group) (map[uint32]decision, error) {
-	byName := make(map[string]uint32, len(x86_64Syscalls))
-	for _, s := range x86_64Syscalls {
+// decide is decideFor x86_64.
+func decide(groups []group) (map[uint32]decision, error) { return decideFor(archX86_64, groups) }
+
+// decideFor maps every syscall number of a to its decision, checking that each
+// group names syscalls some architecture knows and that no syscall is in two
+// groups. A name a lacks (open, fork, ... on aarch64) is skipped: there is no
+// such call to decide.
+func decideFor(a *arch, groups []group) (map[uint32]decision, error) {
+	byName := make(map[string]uint32, len(a.table))
+	for _, s := range a.table {
 		byName[s.name] = s.nr
 	}
-	decisions := make(map[uint32]decision, len(x86_64Syscalls))
+	known := map[string]bool{}
+	for _, t := range []*arch{archX86_64, archAArch64} {
+		for _, s := range t.table {
+			known[s.name] = true
+		}
+	}
+	decisions := make(map[uint32]decision, len(a.table))
 	owner := map[string]string{}
 	for _, g := range groups {
 		for _, name := range g.syscalls {
-			nr, ok := byName[name]
-			if !ok {
-				return nil, fmt.Errorf("seccomp: rule %s: unknown x86_64 syscall %q", g.name, name)
+			if !known[name] {
+				return nil, fmt.Errorf("seccomp: rule %s: unknown syscall %q", g.name, name)
 			}
 			if prev, dup := owner[name]; dup {
 				return nil, fmt.Errorf("seccomp: syscall %s is in rules %s and %s", name, prev, g.name)
 			}
 			owner[name] = g.name
-			decisions[nr] = decision{clauses: g.clauses, action: g.action}
+			if nr, ok := byName[name]; ok {
+				decisions[nr] = decision{clauses: g.clauses, action: g.action}
+			}
 		}
 	}
-	for _, s := range x86_64Syscalls {
+	for _, s := range a.table {
 		if _, ok := decisions[s.nr]; !ok {
 			decisions[s.nr] = decision{action: ActionEPERM}
 		}
@@ -101,8 +147,11 @@ func decide(groups []group) (map[uint32]decision, error) {
 // layout turns the decisions into leaves covering every 32-bit number, merging
 // neighbours that just return the same action. Numbers without a decision are
 // unknown and answer ENOSYS.
-func layout(decisions map[uint32]decision) ([]leaf, error) {
-	maxNr := x86_64Syscalls[len(x86_64Syscalls)-1].nr
+func layout(decisions map[uint32]decision) ([]leaf, error) { return layoutFor(archX86_64, decisions) }
+
+// layoutFor is layout over a's numbers.
+func layoutFor(a *arch, decisions map[uint32]decision) ([]leaf, error) {
+	maxNr := a.table[len(a.table)-1].nr
 	var leaves []leaf
 	last := Action(0) // the action of the previous leaf if it is a plain return
 	for nr := uint32(0); nr <= maxNr+1; nr++ {

@@ -4,7 +4,9 @@
 //
 // # Policy
 //
-// The filter is an allowlist for native x86_64 only, seeded from Docker's default
+// The filter is an allowlist for native x86_64 (and, numbered from
+// sysnum_aarch64.go, the same policy for native aarch64, so far tested in the
+// BPF VM only), seeded from Docker's default
 // profile (moby/profiles seccomp.DefaultProfile, unprivileged case), minus what a
 // job on a shared Nix store must never do. In evaluation order:
 //
@@ -49,6 +51,17 @@
 //   - chmod, fchmod, fchmodat and fchmodat2 refuse setuid and setgid bits. Modes
 //     given at creation time (open, mknod, and openat2, whose mode sits in memory)
 //     cannot be fully filtered; nosuid mounts and no_new_privs are the backstop.
+//   - where only RLIMIT_AS holds the job's memory (no memory cgroup; the exec
+//     stage knows it by the RLIMIT_AS it sets), memfd_create, shmget and msgget
+//     are refused: RLIMIT_AS counts address space, and a memfd grown by write(2)
+//     or a SysV segment filled and detached holds memory in none. (Capping SysV
+//     memory through kernel.shmmax/shmall in the job's own IPC namespace would
+//     be gentler, but those files are writable only by uid 0 of the namespace's
+//     owner, which the job's user namespace does not map.)
+//   - the "grading" profile also refuses inotify_init and inotify_init1
+//     (fanotify_init is refused always): a job watching a store file of its
+//     closure would see, live, when other tenants' processes open it, a side
+//     channel across tenants of a shared store.
 //   - flock and OFD locks stay allowed: they may serve as a covert channel
 //     between jobs that share a store file, but cannot block the host, whose Nix
 //     locks live outside every job's view.

@@ -56,6 +56,8 @@ func helper(mode string) int {
 		err := syscall.Exec(os.Args[1], os.Args[1:], env)
 		fmt.Printf("exec %s: %v\n", os.Args[1], err)
 		return 2
+	case "profile":
+		return profileHelper()
 	case "gochild":
 		return goChild()
 	case "hello":
@@ -68,9 +70,12 @@ func helper(mode string) int {
 
 // confine does what the exec stage does last: lock the thread, set
 // no_new_privs, install the filter. On failure it exits.
-func confine() {
+func confine() { confineWith(Options{}) }
+
+// confineWith is confine with the policy for opts.
+func confineWith(opts Options) {
 	runtime.LockOSThread()
-	prog, err := Program(Options{})
+	prog, err := Program(opts)
 	if err != nil {
 		fail(err)
 	}

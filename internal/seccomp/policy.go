@@ -13,6 +13,37 @@ type Options struct {
 	// AF_NETLINK/NETLINK_ROUTE are allowed either way); it exists so that a
 	// future rule can depend on it without changing the API.
 	Network bool
+	// MemoryByRlimit is true when only RLIMIT_AS holds the job's memory (no
+	// memory cgroup): the calls that make memory outside any address space
+	// (memfd_create, SysV shared memory and message queues) are refused,
+	// since RLIMIT_AS would not see what they hold.
+	MemoryByRlimit bool
+	// Grading is the grading profile: inotify is refused, because a job
+	// watching a store file of its closure would see, live, when other
+	// tenants' processes open it.
+	Grading bool
+}
+
+// Profile names, as spec.Seccomp and --seccomp spell them.
+const (
+	ProfileDefault = "default"
+	ProfileGrading = "grading" // default, and no inotify
+	ProfileOff     = "off"
+)
+
+// OptionsFor returns the options of the named profile ("" is the default),
+// with memoryByRlimit as the caller knows it; a profile it does not know is
+// an error, never the default.
+func OptionsFor(profile string, memoryByRlimit bool) (Options, error) {
+	o := Options{MemoryByRlimit: memoryByRlimit}
+	switch profile {
+	case ProfileDefault, "":
+	case ProfileGrading:
+		o.Grading = true
+	default:
+		return Options{}, fmt.Errorf("seccomp: unknown profile %q (want %s or %s, or %s for none)", profile, ProfileDefault, ProfileGrading, ProfileOff)
+	}
+	return o, nil
 }
 
 // Action is what the filter answers: a SECCOMP_RET_* value, with the errno in
@@ -217,7 +248,7 @@ func noBits(arg int, mask uint32) cond { return cond{arg: arg, mask: mask, in: [
 
 // policy returns the groups in the order [Rules] lists them. Every syscall is in
 // at most one group; known syscalls in none answer EPERM.
-func policy(Options) []group {
+func policy(opts Options) []group {
 	refuse := func(name, reason string, syscalls ...string) group {
 		return group{name: name, syscalls: syscalls, action: ActionEPERM, reason: reason}
 	}
@@ -230,7 +261,7 @@ func policy(Options) []group {
 			reason:  "a job must not make setuid or setgid files that someone else might run, as in Nix 1.11.10",
 		}
 	}
-	return []group{
+	groups := []group{
 		refuse("io_uring", "its requests bypass seccomp, and it is a leading source of kernel exploits",
 			"io_uring_setup", "io_uring_enter", "io_uring_register"),
 		refuse("userfaultfd", "lets a job stall kernel page faults at will, the usual tool for winning kernel races",
@@ -317,11 +348,29 @@ func policy(Options) []group {
 			when:    "the persona (argument 0) is not PER_LINUX, PER_LINUX32, UNAME26 or the query 0xffffffff",
 			reason:  "other personas switch off ASLR (ADDR_NO_RANDOMIZE) or map page zero (MMAP_PAGE_ZERO); Docker allows the same values",
 		},
-		{
-			name: "allow", syscalls: allowed, action: ActionAllow,
-			reason: "Docker's default allowlist for x86_64, minus the rules above",
-		},
 	}
+	var optional []group
+	if opts.MemoryByRlimit {
+		optional = append(optional, refuse("memory-outside-rlimit",
+			"only RLIMIT_AS holds the job's memory here, and it counts address space: a memfd written with write(2), or a SysV segment or message queue filled and detached, would hold memory no limit sees",
+			"memfd_create", "shmget", "msgget"))
+	}
+	if opts.Grading {
+		optional = append(optional, refuse("inotify",
+			"the grading profile: a job watching a store file of its closure would see, live, when other tenants open it",
+			"inotify_init", "inotify_init1"))
+	}
+	drop := map[string]bool{}
+	for _, g := range optional {
+		for _, s := range g.syscalls {
+			drop[s] = true
+		}
+	}
+	allow := slices.DeleteFunc(slices.Clone(allowed), func(s string) bool { return drop[s] })
+	return append(append(groups, optional...), group{
+		name: "allow", syscalls: allow, action: ActionAllow,
+		reason: "Docker's default allowlist for x86_64, minus the rules above",
+	})
 }
 
 // Rules describes the policy for opts, in evaluation order: the ABI checks, the

@@ -90,3 +90,44 @@ func TestActionString(t *testing.T) {
 		t.Errorf("Rule.String: %q, want %q", got, want)
 	}
 }
+
+// TestOptionalRefusals checks, in the BPF VM, that each option refuses its
+// calls and leaves them allowed without it, and that Rules still names every
+// syscall once under every combination.
+func TestOptionalRefusals(t *testing.T) {
+	for _, o := range []Options{{}, {MemoryByRlimit: true}, {Grading: true}, {MemoryByRlimit: true, Grading: true}} {
+		f := newFilterFor(t, o)
+		want := func(name string, refused bool) {
+			t.Helper()
+			got := f.run(t, auditArchX86_64, nr(t, name), [6]uint64{})
+			if w := map[bool]Action{true: ActionEPERM, false: ActionAllow}[refused]; got != w {
+				t.Errorf("%+v: %s answers %v, want %v", o, name, got, w)
+			}
+		}
+		for _, s := range []string{"memfd_create", "shmget", "msgget"} {
+			want(s, o.MemoryByRlimit)
+		}
+		for _, s := range []string{"inotify_init", "inotify_init1"} {
+			want(s, o.Grading)
+		}
+		want("inotify_add_watch", false)
+		want("mmap", false)
+		seen := map[string]bool{}
+		for _, r := range Rules(o) {
+			for _, s := range r.Syscalls {
+				if seen[s] {
+					t.Errorf("%+v: %s named twice", o, s)
+				}
+				seen[s] = true
+			}
+		}
+	}
+	for _, p := range []string{"", ProfileDefault, ProfileGrading} {
+		if _, err := OptionsFor(p, false); err != nil {
+			t.Errorf("OptionsFor(%q): %v", p, err)
+		}
+	}
+	if _, err := OptionsFor("strict", false); err == nil {
+		t.Error("OptionsFor accepted an unknown profile")
+	}
+}

@@ -15,14 +15,14 @@ import (
 // caller, and the policy relies on it anyway.
 var ErrNoNewPrivs = errors.New("seccomp: no_new_privs is not set on this thread (set PR_SET_NO_NEW_PRIVS first)")
 
-// Program compiles the policy for opts into the filter Install loads. The filter
-// is for x86_64; on any other architecture Program fails rather than return a
-// filter that would kill every call.
+// Program compiles the policy for opts into the filter Install loads, for this
+// binary's architecture (x86_64 or aarch64); on any other Program fails rather
+// than return a filter that would kill every call.
 func Program(opts Options) ([]unix.SockFilter, error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("seccomp: the policy is written for amd64, not %s", runtime.GOARCH)
+	if err := Supported(); err != nil {
+		return nil, err
 	}
-	insns, err := compile(opts)
+	insns, err := compileFor(archFor(runtime.GOARCH), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -35,6 +35,16 @@ func Program(opts Options) ([]unix.SockFilter, error) {
 		prog[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
 	}
 	return prog, nil
+}
+
+// Supported is nil where the policy can be compiled for this binary's
+// architecture, and otherwise says so and what to do, in one line: closet
+// refuses to run a job rather than run it unfiltered unasked.
+func Supported() error {
+	if archFor(runtime.GOARCH) == nil {
+		return fmt.Errorf("seccomp: closet has no syscall table for %s, only for amd64 and arm64, so it cannot filter the job's system calls here; refusing to run (add --seccomp off to run without a syscall filter)", runtime.GOARCH)
+	}
+	return nil
 }
 
 // Install loads prog as a seccomp filter on the calling thread only (no TSYNC).

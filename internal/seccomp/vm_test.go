@@ -11,8 +11,7 @@ import (
 
 // Audit architecture values the tests feed the filter.
 const (
-	auditArchI386    = 0x40000003
-	auditArchAARCH64 = 0xc00000b7
+	auditArchI386 = 0x40000003
 )
 
 // abi is one way a call can reach the filter.
@@ -34,18 +33,9 @@ type filter struct {
 	vm *bpf.VM
 }
 
-func newFilter(t testing.TB) filter {
-	t.Helper()
-	prog, err := compile(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := bpf.NewVM(prog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filter{vm}
-}
+func newFilter(t testing.TB) filter { return newFilterFor(t, Options{}) }
+
+func newFilterFor(t testing.TB, opts Options) filter { return filterFor(t, archX86_64, opts) }
 
 // run evaluates one call. The VM loads words big-endian from a byte slice while
 // the kernel loads them natively from struct seccomp_data, so each 32-bit word

@@ -37,6 +37,11 @@ type Spec struct {
 	Home     string `json:"home"`
 	Hostname string `json:"hostname"`
 
+	// OwnHostID: the job runs as a host uid and gid of its own (see
+	// internal/idmap). The parent maps UID and GID to them after clone;
+	// the init takes them and drops every supplementary group.
+	OwnHostID bool `json:"ownHostId,omitempty"`
+
 	// Network shares the host's network namespace; otherwise the sandbox
 	// has its own with only lo, up.
 	Network bool `json:"network"`
@@ -147,10 +152,42 @@ func (s *Spec) Validate() error {
 			errs = append(errs, fmt.Errorf("etc file %q: a base name, please", name))
 		}
 	}
+	if err := ValidHostname(s.Hostname); err != nil {
+		errs = append(errs, err)
+	}
 	if s.UID < 0 || s.GID < 0 {
 		errs = append(errs, errors.New("negative uid or gid"))
 	}
 	return errors.Join(errs...)
+}
+
+// ValidHostname accepts 1 to 64 letters, digits, '-', '.' and '_': what
+// uname(2) holds is printed by shells and prompts on the user's terminal,
+// so it must never carry control bytes or escape sequences.
+func ValidHostname(h string) error {
+	if h == "" || len(h) > 64 {
+		return fmt.Errorf("hostname %q: want 1 to 64 characters", h)
+	}
+	for _, c := range []byte(h) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return fmt.Errorf("hostname %q: only letters, digits, '-', '.' and '_', please", h)
+		}
+	}
+	return nil
+}
+
+// Grading reports whether s is a grading configuration: the job can write
+// nothing of the host (no writable bind: --cwd none or ro, no --share) and
+// runs under limits. Such a job is someone's submission, run beside other
+// tenants', and gets the grading seccomp profile (no inotify).
+func (s *Spec) Grading() bool {
+	for _, m := range s.Mounts {
+		if m.Writable {
+			return false
+		}
+	}
+	l := s.Limits
+	return l.Memory > 0 || l.Pids > 0 || l.WallTime > 0 || l.CPUTime > 0 || l.Output > 0 || l.TmpSize > 0 || len(l.Rlimits) > 0
 }
 
 // LinkPaths are the links a spec may ask for, and the directory each
@@ -219,5 +256,8 @@ const (
 	MechPipe      = "parent-pipe"
 	MechRlimitAS  = "rlimit-as"
 	MechRlimitCPU = "rlimit-cpu"
-	MechProcPoll  = "parent-proc-poll"
+	// MechRlimitNproc holds --pids where the job has a host uid of its
+	// own (internal/idmap) and no pids cgroup.
+	MechRlimitNproc = "rlimit-nproc"
+	MechProcPoll    = "parent-proc-poll"
 )

@@ -9,7 +9,7 @@ import (
 func valid() *Spec {
 	return &Spec{
 		Version: Version, Path: "/nix/store/x-sh/bin/sh", Args: []string{"sh"},
-		Cwd: "/work", Home: "/home/u", RootDir: "/tmp/closet-root-1",
+		Cwd: "/work", Home: "/home/u", RootDir: "/tmp/closet-root-1", Hostname: "closet",
 		Mounts: []Mount{{Source: "/work", Target: "/work", Writable: true, Why: "cwd"}},
 		Etc:    map[string]string{"passwd": "u:x:1000:100::/home/u:/bin/sh\n"},
 	}
@@ -45,6 +45,11 @@ func TestValidateRefuses(t *testing.T) {
 		{"mount over proc", func(s *Spec) { s.Mounts[0].Target = "/proc/1" }, "managed by closet"},
 		{"etc traversal", func(s *Spec) { s.Etc["../x"] = "" }, "base name"},
 		{"negative uid", func(s *Spec) { s.UID = -1 }, "negative"},
+		{"hostname escape", func(s *Spec) { s.Hostname = "a\x1b]0;pwned\x07" }, "hostname"},
+		{"hostname newline", func(s *Spec) { s.Hostname = "a\nb" }, "hostname"},
+		{"hostname empty", func(s *Spec) { s.Hostname = "" }, "hostname"},
+		{"hostname long", func(s *Spec) { s.Hostname = strings.Repeat("a", 65) }, "hostname"},
+		{"hostname utf8", func(s *Spec) { s.Hostname = "caf\u00e9" }, "hostname"},
 	}
 	for _, tt := range tests {
 		s := valid()
@@ -70,4 +75,28 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal("Decode accepted a spec Validate refuses")
 		}
 	})
+}
+
+func TestValidHostnameAccepts(t *testing.T) {
+	for _, h := range []string{"closet", "a", "build-7.example.org", strings.Repeat("x", 64)} {
+		if err := ValidHostname(h); err != nil {
+			t.Errorf("%q: %v", h, err)
+		}
+	}
+}
+
+func TestGrading(t *testing.T) {
+	s := valid()
+	s.Limits.Memory = 64 << 20
+	if s.Grading() {
+		t.Error("a writable cwd bind is not a grading configuration")
+	}
+	s.Mounts[0].Writable = false
+	if !s.Grading() {
+		t.Error("read-only binds with limits should be a grading configuration")
+	}
+	s.Limits = Limits{}
+	if s.Grading() {
+		t.Error("no limits: not a grading configuration")
+	}
 }

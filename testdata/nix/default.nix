@@ -15,6 +15,11 @@
   hostPython ? "/usr/bin/python3.11",
   hostPythonLib ? "/usr/lib/python3.11",
   hostLibDir ? "/lib/x86_64-linux-gnu",
+  hostBash ? "/bin/bash",
+  hostNix ? "/usr/bin/nix",
+  # Space-separated: the libraries of hostNix that glibc does not provide
+  # (scripts/teststore passes what ldd finds).
+  hostNixLibs ? "",
 }:
 
 let
@@ -125,9 +130,20 @@ let
   python = import ./python.nix {
     inherit run hostPatchelf hostPython hostPythonLib hostLibDir;
   };
+
+  nix-client = import ./nix-client.nix {
+    inherit run hostPatchelf hostNix hostLibDir;
+    inherit (python) glibc;
+    hostNixLibs = builtins.filter (f: builtins.isString f && f != "") (builtins.split " +" hostNixLibs);
+  };
+
+  bash = import ./bash.nix {
+    inherit run hostPatchelf hostBash hostLibDir;
+    inherit (python) glibc;
+  };
 in
 {
-  inherit busybox lib app snoop busybox-link;
+  inherit busybox lib app snoop busybox-link nix-client bash;
   tenant-alice-src = tenant "alice";
   tenant-bob-src = tenant "bob";
   dag-10 = dag 10;

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -32,9 +33,12 @@ type Row struct {
 	References       []int64 // ids, ascending
 }
 
-// DB is a database file opened for reading. It is not safe for concurrent
-// use.
+// DB is a database file opened for reading. It is safe for concurrent use:
+// reads are serialised, because a read may replace the snapshot and fills
+// per-snapshot caches (the pages verify has checked). A read takes
+// milliseconds, so a lock costs less than one snapshot per goroutine would.
 type DB struct {
+	mu   sync.Mutex
 	path string
 	snap *snapshot // nil until loaded
 	st   stamp
@@ -47,14 +51,29 @@ type snapshot struct {
 	pageSize int
 	usable   int
 	nPages   uint32
-	wal      map[uint32][]byte
+	wal      *walPages // nil: no committed WAL content
 
 	validPaths, validPathsIndex, refsIndex uint32
 
 	verified []uint64 // pages whose order verify checked
 	scanned  []uint32 // pages one index scan visited
 
+	// overflowLeft bounds the overflow pages one read may follow: a
+	// hostile file can point many cells at one long chain.
+	overflowLeft int
+
 	touch func(n uint32, overflow bool) // tests: called with every page read
+}
+
+// walPages is the WAL's last committed state: where the newest committed
+// frame of each page lies in the WAL file, which is mapped, not read. A
+// build's WAL can hold hundreds of megabytes; the index is a few bytes per
+// page, and only the pages a read touches are ever loaded. While a build
+// appends commits, the next read scans only the frames added since.
+type walPages struct {
+	mm     []byte // the WAL file, mapped up to its last commit
+	nPages uint32 // the database's size after the last commit
+	scan   walScan
 }
 
 // stamp identifies the state of the main file and the WAL.
@@ -69,6 +88,17 @@ type fileStamp struct {
 	ok                 bool
 	dev, ino           uint64
 	size, mtime, ctime int64
+}
+
+// sameData says whether the files still hold what a snapshot taken at a
+// holds. Frames appended to the WAL after a commit do not change the frames
+// before it, so the WAL's size and times may move; a WAL restarted or
+// replaced changes its header (new salts) or its inode. Any change to the
+// main file (a checkpoint) counts. Reusing a snapshot for a new read needs
+// a == b instead: appended commits are new paths.
+func (a stamp) sameData(b stamp) bool {
+	return a.db == b.db && a.walHdr == b.walHdr &&
+		a.wal.ok == b.wal.ok && a.wal.dev == b.wal.dev && a.wal.ino == b.wal.ino
 }
 
 func statFile(p string) (fileStamp, error) {
@@ -114,11 +144,28 @@ func Open(path string) (*DB, error) {
 
 // Close releases the mapping.
 func (d *DB) Close() error {
-	if d.snap != nil && d.snap.mm != nil {
-		syscall.Munmap(d.snap.mm)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.release()
+	return nil
+}
+
+func (d *DB) release() {
+	if d.snap != nil {
+		d.snap.unmap()
 	}
 	d.snap = nil
-	return nil
+}
+
+func (s *snapshot) unmap() {
+	if s.mm != nil {
+		syscall.Munmap(s.mm)
+		s.mm = nil
+	}
+	if s.wal != nil && s.wal.mm != nil {
+		syscall.Munmap(s.wal.mm)
+		s.wal.mm = nil
+	}
 }
 
 const tries = 5
@@ -128,28 +175,37 @@ const tries = 5
 // read (without the -shm lock nothing stops a checkpoint from rewriting the
 // main file meanwhile). A read error with unchanged files is returned.
 func (d *DB) consistent(read func(*snapshot) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for try := 0; try < tries; try++ {
 		before, err := d.stamp()
 		if err != nil {
 			return err
 		}
+		if d.snap != nil && before != d.st && d.snap.wal != nil && before.sameData(d.st) && before.wal.size > d.st.wal.size {
+			// Commits appended to the WAL: index only those.
+			if err := guard(func() error { return d.snap.extendWAL(d.path + "-wal") }); err == nil {
+				d.st = before
+			}
+		}
 		if d.snap == nil || before != d.st {
-			d.Close()
+			d.release()
 			s, err := load(d.path)
 			if err != nil {
-				if after, _ := d.stamp(); after != before {
+				if after, _ := d.stamp(); !after.sameData(before) {
 					continue
 				}
 				return err
 			}
 			d.snap, d.st = s, before
 		}
+		d.snap.resetBudget()
 		err = guard(func() error { return read(d.snap) })
 		after, serr := d.stamp()
 		if serr != nil {
 			return serr
 		}
-		if after == before {
+		if after.sameData(before) {
 			return err
 		}
 		d.st = stamp{} // force a reload
@@ -200,7 +256,7 @@ func load(path string) (*snapshot, error) {
 	}
 	s := &snapshot{mm: mm}
 	if err := guard(func() error { return s.init(path) }); err != nil {
-		syscall.Munmap(mm)
+		s.unmap()
 		return nil, err
 	}
 	return s, nil
@@ -210,7 +266,7 @@ func (s *snapshot) init(path string) error {
 	if err := s.initHeader(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	wal, err := readWAL(path + "-wal")
+	wal, err := openWAL(path+"-wal", s.pageSize)
 	if err != nil {
 		return err
 	}
@@ -259,22 +315,21 @@ func (s *snapshot) initHeader() error {
 	return nil
 }
 
-// initWAL applies the WAL file's contents (nil: none) and reads the schema.
-func (s *snapshot) initWAL(walFile []byte) error {
-	wal, nPages, err := parseWAL(walFile, s.pageSize)
-	if err != nil {
-		return err
-	}
+// initWAL applies the WAL's committed pages (nil: none) and reads the
+// schema.
+func (s *snapshot) initWAL(wal *walPages) error {
 	if wal != nil {
-		s.wal, s.nPages = wal, nPages
+		s.wal, s.nPages = wal, wal.nPages
 	} else if int64(s.nPages)*int64(s.pageSize) > int64(len(s.mm)) {
 		return corrupt("header says %d pages, the file holds %d", s.nPages, len(s.mm)/s.pageSize)
 	}
+	s.resetBudget()
 	return s.readSchema()
 }
 
-// readWAL returns a private copy of the WAL file; nil when there is none.
-func readWAL(path string) ([]byte, error) {
+// openWAL indexes the WAL file's committed frames and maps the file; nil
+// when there is no WAL or it holds no valid commit.
+func openWAL(path string, pageSize int) (*walPages, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -283,76 +338,293 @@ func readWAL(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	sc, ok, err := newWALScan(f, fi.Size(), pageSize)
+	if err != nil || !ok {
+		return nil, err
+	}
+	// Start from the index SQLite keeps in the -shm file when it is
+	// valid for this WAL; scan (and check) only the frames after it.
+	sc.fromShm(strings.TrimSuffix(path, "-wal")+"-shm", f, fi.Size())
+	if err := sc.scan(f, sc.end, fi.Size()); err != nil || sc.at == nil {
+		return nil, err
+	}
+	w := &walPages{scan: sc}
+	return w, w.remap(f)
 }
 
-// parseWAL returns the pages of the WAL's last committed transaction and
-// the database size after it; nil when the WAL holds no valid commit. b is
-// the WAL file's contents, a private copy: the pages returned alias it.
-func parseWAL(b []byte, pageSize int) (map[uint32][]byte, uint32, error) {
-	if len(b) < 32 {
-		return nil, 0, nil
+// remap maps the WAL file up to the last commit the scan found.
+func (w *walPages) remap(f *os.File) error {
+	if w.scan.end > 1<<40 {
+		return corrupt("WAL of %d bytes", w.scan.end)
 	}
-	var order binary.ByteOrder
-	switch binary.BigEndian.Uint32(b) {
-	case 0x377f0682:
-		order = binary.LittleEndian
-	case 0x377f0683:
+	mm, err := syscall.Mmap(int(f.Fd()), 0, int(w.scan.end), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap %s: %w", f.Name(), err)
+	}
+	if w.mm != nil {
+		syscall.Munmap(w.mm)
+	}
+	w.mm, w.nPages = mm, w.scan.dbSize
+	return nil
+}
+
+// extendWAL indexes the commits appended to the WAL since the snapshot was
+// taken (its header, and so its earlier frames, unchanged): a build commits
+// every few milliseconds, and a rescan of the whole WAL per read would cost
+// time in proportion to its size.
+func (s *snapshot) extendWAL(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	w := s.wal
+	end := w.scan.end
+	if err := w.scan.scan(f, end, fi.Size()); err != nil {
+		return err
+	}
+	if w.scan.end == end {
+		return nil
+	}
+	if err := w.remap(f); err != nil {
+		return err
+	}
+	// Pages with newer frames read differently now: verify again.
+	s.nPages, s.verified = w.nPages, s.verified[:0]
+	s.resetBudget()
+	return s.readSchema()
+}
+
+// The wal-index (-shm) layout, https://www.sqlite.org/walformat.html: two
+// copies of a 48-byte header, a checkpoint record, then for each frame the
+// page it holds, in 32 KiB blocks of 4,096 frames (the first block 4,062,
+// after the headers), each followed by a hash table this reader does not
+// need.
+const (
+	shmHdrSize    = 48
+	shmIndexStart = 136
+	shmBlock      = 32768
+	shmFirstN     = 4062
+	shmN          = 4096
+)
+
+// fromShm takes the WAL's committed state from SQLite's wal-index: which
+// page each frame up to the last commit (mxFrame) holds, and the checksum
+// after it. SQLite writes the index as it commits and every reader trusts
+// it; this reader checks it against the WAL before use (the two header
+// copies equal, the header's checksum, the salts, the page size, the last
+// frame a commit whose checksum is the header's), and uses nothing from it
+// otherwise: the caller then scans the whole WAL. Each page read from the
+// WAL checks its frame header again. It leaves sc unchanged on failure.
+func (sc *walScan) fromShm(path string, wal io.ReaderAt, walSize int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var h [shmIndexStart]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		return
+	}
+	h1, h2 := h[:shmHdrSize], h[shmHdrSize:2*shmHdrSize]
+	ne := binary.NativeEndian
+	if !bytes.Equal(h1, h2) || ne.Uint32(h1) != 3007000 || h1[12] != 1 {
+		return
+	}
+	order := binary.ByteOrder(binary.LittleEndian)
+	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
 		order = binary.BigEndian
+	}
+	if c0, c1 := walChecksum(order, h1[:40], 0, 0); c0 != ne.Uint32(h1[40:]) || c1 != ne.Uint32(h1[44:]) {
+		return
+	}
+	sz := ne.Uint16(h1[14:])
+	if int(sz&0xfe00)|int(sz&1)<<16 != sc.pageSize {
+		return
+	}
+	var salts [8]byte
+	binary.BigEndian.PutUint32(salts[:], sc.salt1)
+	binary.BigEndian.PutUint32(salts[4:], sc.salt2)
+	if !bytes.Equal(h1[32:40], salts[:]) {
+		return
+	}
+	mx, nPage := int64(ne.Uint32(h1[16:])), ne.Uint32(h1[20:])
+	frame := int64(24 + sc.pageSize)
+	end := 32 + mx*frame
+	if mx == 0 || end > walSize || nPage == 0 {
+		return
+	}
+	// The last frame: a commit of nPage pages, whose checksum is the
+	// header's.
+	var fh [24]byte
+	if _, err := wal.ReadAt(fh[:], end-frame); err != nil {
+		return
+	}
+	s0, s1 := ne.Uint32(h1[24:]), ne.Uint32(h1[28:])
+	if binary.BigEndian.Uint32(fh[4:]) != nPage || binary.BigEndian.Uint32(fh[8:]) != sc.salt1 ||
+		binary.BigEndian.Uint32(fh[12:]) != sc.salt2 || binary.BigEndian.Uint32(fh[16:]) != s0 || binary.BigEndian.Uint32(fh[20:]) != s1 {
+		return
+	}
+	// The page numbers of frames 1..mx.
+	idx := make([]byte, shmOff(mx)+4)
+	if _, err := f.ReadAt(idx, 0); err != nil {
+		return
+	}
+	at := make(map[uint32]int64, min(mx, 1<<16))
+	for k := int64(1); k <= mx; k++ {
+		pg := ne.Uint32(idx[shmOff(k):])
+		if pg == 0 {
+			return
+		}
+		at[pg] = 32 + (k-1)*frame + 24
+	}
+	sc.at, sc.dbSize, sc.end, sc.s0, sc.s1 = at, nPage, end, s0, s1
+}
+
+// shmOff is where the wal-index holds frame k's page number.
+func shmOff(k int64) int64 {
+	if k <= shmFirstN {
+		return shmIndexStart + 4*(k-1)
+	}
+	j := k - shmFirstN - 1
+	return (1+j/shmN)*shmBlock + 4*(j%shmN)
+}
+
+// walChunk is how much of the WAL a scan reads at a time: the scan's
+// memory, whatever the WAL's size.
+const walChunk = 1 << 20
+
+// walScan is the state of a scan of the WAL as SQLite's recovery does it:
+// frame by frame, each frame's salts and cumulative checksum checked, up to
+// the first frame that fails; the frames up to the last commit among them
+// are the database.
+type walScan struct {
+	order        binary.ByteOrder
+	salt1, salt2 uint32
+	pageSize     int
+	s0, s1       uint32           // the checksum after the last commit
+	end          int64            // where the last commit's frame ends
+	dbSize       uint32           // the database size after it
+	at           map[uint32]int64 // page -> offset of its newest committed frame's data; nil: no commit
+}
+
+// newWALScan reads the WAL header; ok is false when it is not a valid WAL
+// (SQLite then ignores the file).
+func newWALScan(r io.ReaderAt, size int64, pageSize int) (sc walScan, ok bool, err error) {
+	if size < 32 {
+		return sc, false, nil
+	}
+	var h [32]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil {
+		return sc, false, fmt.Errorf("read the WAL header: %w", err)
+	}
+	switch binary.BigEndian.Uint32(h[:]) {
+	case 0x377f0682:
+		sc.order = binary.LittleEndian
+	case 0x377f0683:
+		sc.order = binary.BigEndian
 	default:
-		return nil, 0, nil // not a valid WAL: SQLite ignores it
+		return sc, false, nil
 	}
-	if binary.BigEndian.Uint32(b[4:]) != 3007000 {
-		return nil, 0, nil
+	if binary.BigEndian.Uint32(h[4:]) != 3007000 {
+		return sc, false, nil
 	}
-	s0, s1 := walChecksum(order, b[:24], 0, 0)
-	if s0 != binary.BigEndian.Uint32(b[24:]) || s1 != binary.BigEndian.Uint32(b[28:]) {
-		return nil, 0, nil
+	sc.s0, sc.s1 = walChecksum(sc.order, h[:24], 0, 0)
+	if sc.s0 != binary.BigEndian.Uint32(h[24:]) || sc.s1 != binary.BigEndian.Uint32(h[28:]) {
+		return sc, false, nil
 	}
-	if int(binary.BigEndian.Uint32(b[8:])) != pageSize {
+	if int(binary.BigEndian.Uint32(h[8:])) != pageSize {
 		// A valid WAL header with another page size: the database
 		// is mid-conversion; do not guess.
-		return nil, 0, corrupt("WAL page size %d, database %d", binary.BigEndian.Uint32(b[8:]), pageSize)
+		return sc, false, corrupt("WAL page size %d, database %d", binary.BigEndian.Uint32(h[8:]), pageSize)
 	}
-	salt1, salt2 := binary.BigEndian.Uint32(b[16:]), binary.BigEndian.Uint32(b[20:])
-	frame := 24 + pageSize
-	pending := map[uint32][]byte{}
-	var committed map[uint32][]byte
-	var dbSize uint32
-	for off := 32; off+frame <= len(b); off += frame {
-		fh := b[off : off+24]
-		if binary.BigEndian.Uint32(fh[8:]) != salt1 || binary.BigEndian.Uint32(fh[12:]) != salt2 {
-			break
+	sc.salt1, sc.salt2 = binary.BigEndian.Uint32(h[16:]), binary.BigEndian.Uint32(h[20:])
+	sc.pageSize, sc.end = pageSize, 32
+	return sc, true, nil
+}
+
+// scan continues from offset from (the end of the last commit, where the
+// checksum state is sc.s0, sc.s1) to size. Only walChunk bytes are held at
+// a time.
+func (sc *walScan) scan(r io.ReaderAt, from, size int64) error {
+	frame := int64(24 + sc.pageSize)
+	perChunk := max(1, walChunk/frame)
+	buf := make([]byte, min(perChunk, max(0, (size-from)/frame))*frame)
+	pending := map[uint32]int64{}
+	s0, s1 := sc.s0, sc.s1
+	for off := from; off+frame <= size; {
+		n := min(perChunk, (size-off)/frame)
+		b := buf[:n*frame]
+		if _, err := r.ReadAt(b, off); err != nil {
+			// The WAL shrank under the scan: a checkpoint restarted
+			// it. The caller's stamps see it and read again.
+			return fmt.Errorf("read the WAL at %d: %w", off, err)
 		}
-		s0, s1 = walChecksum(order, fh[:8], s0, s1)
-		s0, s1 = walChecksum(order, b[off+24:off+frame], s0, s1)
-		if s0 != binary.BigEndian.Uint32(fh[16:]) || s1 != binary.BigEndian.Uint32(fh[20:]) {
-			break
-		}
-		pg := binary.BigEndian.Uint32(fh)
-		if pg == 0 {
-			break
-		}
-		pending[pg] = b[off+24 : off+frame]
-		if n := binary.BigEndian.Uint32(fh[4:]); n != 0 {
-			// A commit: everything so far is the database.
-			if committed == nil {
-				committed = map[uint32][]byte{}
+		for i := int64(0); i < n; i++ {
+			fr := b[i*frame : (i+1)*frame]
+			if binary.BigEndian.Uint32(fr[8:]) != sc.salt1 || binary.BigEndian.Uint32(fr[12:]) != sc.salt2 {
+				return nil
 			}
-			for k, v := range pending {
-				committed[k] = v
+			s0, s1 = walChecksum(sc.order, fr[:8], s0, s1)
+			s0, s1 = walChecksum(sc.order, fr[24:], s0, s1)
+			if s0 != binary.BigEndian.Uint32(fr[16:]) || s1 != binary.BigEndian.Uint32(fr[20:]) {
+				return nil
 			}
-			clear(pending)
-			dbSize = n
+			pg := binary.BigEndian.Uint32(fr)
+			if pg == 0 {
+				return nil
+			}
+			pending[pg] = off + i*frame + 24
+			if c := binary.BigEndian.Uint32(fr[4:]); c != 0 {
+				// A commit: everything so far is the database.
+				if sc.at == nil {
+					sc.at = make(map[uint32]int64, len(pending))
+				}
+				for k, v := range pending {
+					sc.at[k] = v
+				}
+				clear(pending)
+				sc.dbSize, sc.end, sc.s0, sc.s1 = c, off+(i+1)*frame, s0, s1
+			}
 		}
+		off += n * frame
 	}
-	if committed == nil {
-		return nil, 0, nil
+	return nil
+}
+
+// parseWAL scans a whole WAL: the index of its committed pages (nil when
+// it holds no valid commit), the database size after the last commit, and
+// where that commit's frame ends.
+func parseWAL(r io.ReaderAt, size int64, pageSize int) (at map[uint32]int64, dbSize uint32, end int64, err error) {
+	sc, ok, err := newWALScan(r, size, pageSize)
+	if err != nil || !ok {
+		return nil, 0, 0, err
 	}
-	return committed, dbSize, nil
+	if err := sc.scan(r, 32, size); err != nil {
+		return nil, 0, 0, err
+	}
+	return sc.at, sc.dbSize, sc.end, nil
 }
 
 func walChecksum(order binary.ByteOrder, b []byte, s0, s1 uint32) (uint32, uint32) {
+	if order == binary.LittleEndian {
+		// The common case (x86 and ARM writers), without the interface
+		// call per word: the scan of a build's WAL is bound by this loop.
+		for len(b) >= 8 {
+			s0 += binary.LittleEndian.Uint32(b) + s1
+			s1 += binary.LittleEndian.Uint32(b[4:]) + s0
+			b = b[8:]
+		}
+		return s0, s1
+	}
 	for i := 0; i+8 <= len(b); i += 8 {
 		s0 += order.Uint32(b[i:]) + s1
 		s1 += order.Uint32(b[i+4:]) + s0
@@ -368,19 +640,43 @@ func (s *snapshot) page(n uint32) (page, error) {
 	if s.touch != nil {
 		s.touch(n, false)
 	}
-	data, ok := s.wal[n]
-	if !ok {
-		off := int64(n-1) * int64(s.pageSize)
-		if off+int64(s.pageSize) > int64(len(s.mm)) {
-			return page{}, corrupt("page %d beyond the file", n)
-		}
-		data = s.mm[off : off+int64(s.pageSize)]
+	data, err := s.pageData(n)
+	if err != nil {
+		return page{}, err
 	}
 	hdr := 0
 	if n == 1 {
 		hdr = 100
 	}
 	return parsePage(data, s.usable, hdr)
+}
+
+// resetBudget allows one read to follow every overflow page of the file
+// four times over (a legitimate read follows each chain about once).
+func (s *snapshot) resetBudget() { s.overflowLeft = 4*int(s.nPages) + 4096 }
+
+// pageData returns page n's bytes: the newest committed WAL frame's, or the
+// main file's.
+func (s *snapshot) pageData(n uint32) ([]byte, error) {
+	if s.wal != nil {
+		if off, ok := s.wal.scan.at[n]; ok {
+			if off < 56 || off+int64(s.pageSize) > int64(len(s.wal.mm)) {
+				return nil, corrupt("WAL frame of page %d beyond the WAL", n)
+			}
+			// The frame must still be the one indexed: its page and
+			// this WAL generation's salts.
+			fh := s.wal.mm[off-24 : off]
+			if binary.BigEndian.Uint32(fh) != n || binary.BigEndian.Uint32(fh[8:]) != s.wal.scan.salt1 || binary.BigEndian.Uint32(fh[12:]) != s.wal.scan.salt2 {
+				return nil, corrupt("WAL frame of page %d no longer holds it", n)
+			}
+			return s.wal.mm[off : off+int64(s.pageSize)], nil
+		}
+	}
+	off := int64(n-1) * int64(s.pageSize)
+	if off+int64(s.pageSize) > int64(len(s.mm)) {
+		return nil, corrupt("page %d beyond the file", n)
+	}
+	return s.mm[off : off+int64(s.pageSize)], nil
 }
 
 // payload returns a cell's complete payload, following its overflow chain.
@@ -394,7 +690,8 @@ func (s *snapshot) payload(l local) ([]byte, error) {
 	out := make([]byte, 0, l.size)
 	out = append(out, l.head...)
 	next := l.overflow
-	var chain []uint32
+	// A set, not a list: chains run to hundreds of thousands of pages.
+	chain := make(map[uint32]struct{}, min((l.size-len(l.head))/(s.usable-4)+1, 1<<16))
 	for len(out) < l.size {
 		if next == 0 || next > s.nPages {
 			return nil, corrupt("overflow page %d", next)
@@ -402,19 +699,16 @@ func (s *snapshot) payload(l local) ([]byte, error) {
 		if s.touch != nil {
 			s.touch(next, true)
 		}
-		if slices.Contains(chain, next) {
+		if _, ok := chain[next]; ok {
 			return nil, corrupt("overflow chain loops at page %d", next)
 		}
-		chain = append(chain, next)
-		var data []byte
-		if d, ok := s.wal[next]; ok {
-			data = d
-		} else {
-			off := int64(next-1) * int64(s.pageSize)
-			if off+int64(s.pageSize) > int64(len(s.mm)) {
-				return nil, corrupt("overflow page %d beyond the file", next)
-			}
-			data = s.mm[off : off+int64(s.pageSize)]
+		chain[next] = struct{}{}
+		if s.overflowLeft--; s.overflowLeft < 0 {
+			return nil, corrupt("one read followed more overflow pages than the database holds several times over")
+		}
+		data, err := s.pageData(next)
+		if err != nil {
+			return nil, err
 		}
 		n := min(s.usable-4, l.size-len(out))
 		out = append(out, data[4:4+n]...)

@@ -1,6 +1,7 @@
 package sqlitefile
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -383,7 +384,7 @@ func FuzzPage(f *testing.F) {
 			}
 		}
 		varint(data)
-		parseWAL(data, 512)
+		parseWAL(bytes.NewReader(data), int64(len(data)), 512)
 	})
 }
 

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -44,15 +46,18 @@ func Run() {
 		fn   func(*stage.Exec) error
 	}{
 		{"new session", newSession},
+		{"take the job's uid", takeRealUID},
 		{"set rlimits", setRlimits},
 		{"chdir", enterCwd},
 		{"landlock", restrictFS},
 		{"close fds", closeFDs},
 		{"drop capabilities", dropCaps},
 		{"no_new_privs", noNewPrivs},
-		// Last: once the filter is on, the syscalls the steps above need
-		// may be refused.
+		// Once the filter is on, the syscalls the steps above need may be
+		// refused.
 		{"seccomp", installSeccomp},
+		// Last, only execve follows: see lateRlimits.
+		{"set rlimits", setLateRlimits},
 	}
 	for _, s := range steps {
 		if err := s.fn(&x); err != nil {
@@ -98,6 +103,9 @@ var rlimitNames = map[string]int{
 // raise them again.
 func setRlimits(x *stage.Exec) error {
 	for name, v := range x.Rlimits {
+		if slices.Contains(lateRlimits, name) {
+			continue // setLateRlimits, last
+		}
 		r, ok := rlimitNames[name]
 		if !ok {
 			return fmt.Errorf("unknown rlimit %s", name)
@@ -171,17 +179,54 @@ func noNewPrivs(*stage.Exec) error {
 	return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 }
 
+// installSeccomp loads the named profile. An RLIMIT_AS among the rlimits
+// means the parent found no memory cgroup and holds --memory by RLIMIT_AS
+// alone: the policy then also refuses what makes memory outside any address
+// space (memfd, SysV shared memory and message queues).
 func installSeccomp(x *stage.Exec) error {
-	switch x.Seccomp {
-	case "off":
+	if x.Seccomp == seccomp.ProfileOff {
 		return nil
-	case "default", "":
-	default:
-		return fmt.Errorf("unknown seccomp profile %q", x.Seccomp)
 	}
-	prog, err := seccomp.Program(seccomp.Options{})
+	opts, err := seccomp.OptionsFor(x.Seccomp, x.Rlimits["AS"] > 0)
+	if err != nil {
+		return err
+	}
+	prog, err := seccomp.Program(opts)
 	if err != nil {
 		return err
 	}
 	return seccomp.Install(prog)
+}
+
+// takeRealUID makes the effective uid the real one. Where the job has a
+// host uid of its own, the init took it as effective uid only, keeping
+// the caller's (unmapped) real uid, so that its threads do not count
+// against the job's RLIMIT_NPROC; the job itself must hold it as its real
+// uid too. Elsewhere both are already the same.
+func takeRealUID(*stage.Exec) error {
+	if r, e := unix.Getuid(), unix.Geteuid(); r != e {
+		// syscall's, not unix's: every thread of this process changes.
+		return syscall.Setresuid(e, e, e)
+	}
+	return nil
+}
+
+// lateRlimits are set as the last thing before execve, because this
+// stage's own Go runtime would trip them first: RLIMIT_NPROC counts its
+// threads, and RLIMIT_AS (--memory without a cgroup) can be too small for
+// its address space (fatal error: runtime: out of memory). execve leaves
+// only the calling thread and a fresh address space.
+var lateRlimits = []string{"NPROC", "AS"}
+
+func setLateRlimits(x *stage.Exec) error {
+	for _, name := range lateRlimits {
+		v, ok := x.Rlimits[name]
+		if !ok {
+			continue
+		}
+		if err := unix.Setrlimit(rlimitNames[name], &unix.Rlimit{Cur: v, Max: v}); err != nil {
+			return fmt.Errorf("RLIMIT_%s=%d: %w", name, v, err)
+		}
+	}
+	return nil
 }

@@ -5,7 +5,9 @@
 //
 // It runs in the namespaces the parent created at clone time, as the
 // sandbox's uid with CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SETPCAP held as
-// ambient capabilities over its own user namespace and nothing outside it.
+// ambient capabilities over its own user namespace and nothing outside it
+// (and CAP_SETUID and CAP_SETGID where the job has a host uid of its own,
+// see takeIdentity).
 // Every step here finishes before any job code runs.
 package initstage
 
@@ -15,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -67,6 +70,9 @@ func Run() {
 		{"protect pid 1", protect},
 		{"make mounts private", makePrivate},
 		{"open user binds", (*state).openUserBinds},
+		// After the binds are opened (as the caller, whose files they
+		// are), before anything is made in the new root.
+		{"take the job's host identity", takeIdentity},
 		{"mount root", (*state).mountRoot},
 		{"mount dev", (*state).mountDev},
 		{"open console", (*state).openConsole},
@@ -216,14 +222,33 @@ func (st *state) mountProc() error {
 }
 
 // maskedProc are the parts of /proc that speak of the host, not the
-// sandbox (keys of the caller's uid, kernel timers and symbols, hardware),
-// as runc masks them: files under /dev/null, directories under an empty,
-// read-only tmpfs.
+// sandbox (keys of the caller's uid, kernel timers and symbols, hardware,
+// the kernel's command line), as runc masks them: files under /dev/null,
+// directories under an empty, read-only tmpfs.
 var maskedProc = []string{
 	"keys", "key-users", "kcore", "timer_list", "timer_stats", "sched_debug",
 	"latency_stats", "sysrq-trigger", "acpi", "asound", "scsi", "bus", "irq", "driver",
+	"cmdline",
 }
 
+// readOnlyProc are the parts of /proc that write to the kernel rather than
+// the sandbox: sysctls are checked against the writer's uid, not its
+// capabilities, so a job whose uid is host root (or whose Landlock fence is
+// missing) could otherwise set host-wide values such as
+// kernel.core_pattern. As runc does, they are bound over themselves
+// read-only; the ones also masked above stay masked.
+var readOnlyProc = []string{"sys", "sysrq-trigger", "irq", "bus", "fs"}
+
+// maskProc hides and freezes what /proc would tell about, or let a job
+// change on, the host.
+//
+// /proc/net is not masked, with --network either: it is a link to
+// self/net, and /proc/PID/net of every process shows that process's
+// network namespace with no permission check, so no mount can hide it from
+// a job sharing the host's namespace. What it lists (socket paths and
+// addresses, the Nix daemon's included) --network already puts in reach:
+// the job can connect to the host's abstract sockets and listeners, while
+// pathname sockets stay out of its view.
 func (st *state) maskProc() error {
 	for _, name := range maskedProc {
 		p := filepath.Join(st.root, "proc", name)
@@ -235,21 +260,46 @@ func (st *state) maskProc() error {
 			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=0555")
 		} else {
 			if err = unix.Mount("/dev/null", p, "", unix.MS_BIND, ""); err == nil {
-				attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC}
-				err = unix.MountSetattr(unix.AT_FDCWD, p, 0, &attr)
+				err = readOnly(p, false)
 			}
 		}
 		if err != nil {
 			return stage.Errorf(stage.Init, "mask", "/proc/"+name, err)
 		}
 	}
+	for _, name := range readOnlyProc {
+		p := filepath.Join(st.root, "proc", name)
+		if _, err := os.Lstat(p); err != nil || slices.Contains(maskedProc, name) {
+			continue // not on this kernel, or already under a read-only mask
+		}
+		err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, "")
+		if err == nil {
+			err = readOnly(p, true)
+		}
+		if err != nil {
+			return stage.Errorf(stage.Init, "make read-only", "/proc/"+name, err)
+		}
+	}
 	return nil
+}
+
+// readOnly makes the mount at p read-only, nosuid and noexec (recursively
+// with rec): mount_setattr changes only the flags it names, so a bind keeps
+// nodev and the rest of what it had.
+func readOnly(p string, rec bool) error {
+	flags := 0
+	if rec {
+		flags = unix.AT_RECURSIVE
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC}
+	return unix.MountSetattr(unix.AT_FDCWD, p, uint(flags), &attr)
 }
 
 var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // mountDev builds a minimal /dev: binds of the harmless host nodes, a new
-// devpts instance (the job's ptys are its own), and a tmpfs /dev/shm.
+// devpts instance (the job's ptys are its own), and the mount point of
+// /dev/shm, which mountScratch fills.
 func (st *state) mountDev() error {
 	dev := filepath.Join(st.root, "dev")
 	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
@@ -271,9 +321,6 @@ func (st *state) mountDev() error {
 	}
 	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 		return stage.Errorf(stage.Init, "mount devpts", "/dev/pts", err)
-	}
-	if err := unix.Mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, st.scratchOpts("mode=1777")); err != nil {
-		return stage.Errorf(stage.Init, "mount tmpfs", "/dev/shm", err)
 	}
 	links := map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
 	for n, t := range links {
@@ -318,25 +365,65 @@ func (st *state) openConsole() error {
 	return nil
 }
 
-// mountScratch mounts the job's scratch space: /tmp and $HOME, both tmpfs
-// that vanish with the sandbox.
-func (st *state) mountScratch() error {
-	if err := unix.Mount("tmpfs", filepath.Join(st.root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, st.scratchOpts("mode=1777")); err != nil {
-		return stage.Errorf(stage.Init, "mount tmpfs", "/tmp", err)
-	}
-	home := filepath.Join(st.root, st.s.Home)
-	if err := os.MkdirAll(home, 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount("tmpfs", home, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, st.scratchOpts("mode=0700")); err != nil {
-		return stage.Errorf(stage.Init, "mount tmpfs", st.s.Home, err)
-	}
-	return nil
+// scratchDirs are the job's writable scratch directories, each a
+// subdirectory of one tmpfs: they share one size budget, so that the job
+// cannot hold TmpSize three times over by filling each.
+var scratchDirs = []struct {
+	sub, target string // target "" is $HOME
+	mode        uint32
+	flags       uint64 // extra MOUNT_ATTR_* flags
+}{
+	{"tmp", "/tmp", 0o1777, 0},
+	{"shm", "/dev/shm", 0o1777, unix.MOUNT_ATTR_NOEXEC},
+	{"home", "", 0o700, 0},
 }
 
-// scratchOpts are the mount options of a writable tmpfs (/tmp, /dev/shm,
-// $HOME): each is capped by Limits.TmpSize, so that no scratch space can
-// hold more than the job was allowed.
+// mountScratch mounts the job's scratch space: /tmp, /dev/shm and $HOME,
+// binds of three directories of one tmpfs that vanishes with the sandbox.
+// The tmpfs is mounted on a staging directory of the root and detached
+// from it once bound, so the job never sees the three side by side.
+func (st *state) mountScratch() error {
+	stg := filepath.Join(st.root, ".scratch")
+	if err := os.Mkdir(stg, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", stg, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, st.scratchOpts("mode=0700")); err != nil {
+		return stage.Errorf(stage.Init, "mount tmpfs", "scratch", err)
+	}
+	for _, d := range scratchDirs {
+		src := filepath.Join(stg, d.sub)
+		if err := os.Mkdir(src, 0o700); err != nil {
+			return err
+		}
+		// Mkdir's mode passes through the umask; the sticky bit only
+		// through chmod.
+		if err := unix.Chmod(src, d.mode); err != nil {
+			return stage.Errorf(stage.Init, "chmod", d.sub, err)
+		}
+		target := d.target
+		if target == "" {
+			target = st.s.Home
+		}
+		t := filepath.Join(st.root, target)
+		if err := os.MkdirAll(t, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(src, t, "", unix.MS_BIND, ""); err != nil {
+			return stage.Errorf(stage.Init, "bind scratch", target, err)
+		}
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | d.flags}
+		if err := unix.MountSetattr(unix.AT_FDCWD, t, 0, &attr); err != nil {
+			return stage.Errorf(stage.Init, "set flags on scratch", target, err)
+		}
+	}
+	if err := unix.Unmount(stg, unix.MNT_DETACH); err != nil {
+		return stage.Errorf(stage.Init, "detach scratch", "", err)
+	}
+	return os.Remove(stg)
+}
+
+// scratchOpts are the mount options of the scratch tmpfs: capped by
+// Limits.TmpSize, which /tmp, /dev/shm and $HOME share.
 func (st *state) scratchOpts(mode string) string {
 	if n := st.s.Limits.TmpSize; n > 0 {
 		return fmt.Sprintf("%s,size=%d", mode, n)

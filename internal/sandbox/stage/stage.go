@@ -40,6 +40,10 @@ const (
 	ResultFD = 5
 	// ConsoleFD is the init's end of the console socket (spec.TTY only).
 	ConsoleFD = 6
+	// SlotLockFD is the init's descriptor of the job's identity slot lock
+	// (spec.OwnHostID only): held until the init, the last process of the
+	// job, is gone.
+	SlotLockFD = 7
 	// ReadyFD is the exec stage's end of a pipe to the init: one byte
 	// once its Go runtime has started (see initstage's buildStoreView).
 	ReadyFD = 5

@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,27 +19,62 @@ import (
 // cliBackend asks nix-store, which goes through the daemon on multi-user
 // installs and so works where the database is hidden. It is the fallback:
 // one process per question, and an order of magnitude slower.
+//
+// It serves the host's store only. On a chroot store nix-store opens the
+// store in-process with the caller's rights, so it cannot read what SQLite
+// could not; what it can do is create a database, big-lock, an 8 MiB
+// reserved file and directories under ROOT. Reading must never write, so
+// a chroot store is refused here (Nix 2.8 has no read-only local store).
 type cliBackend struct {
-	bin  string
-	root string
+	bin string
+	env []string
+}
+
+// lookPath finds name in the PATH of env (not the process's).
+func lookPath(name string, env []string) (string, error) {
+	var path string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" || !filepath.IsAbs(dir) {
+			continue // a relative PATH entry would depend on the cwd
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s is not on PATH (%s)", name, path)
 }
 
 func newCLI(opts Options) (*cliBackend, error) {
 	if opts.NixStore == "-" {
 		return nil, errors.New("nix-store fallback disabled")
 	}
+	if opts.Root != "" {
+		return nil, fmt.Errorf("nix-store fallback refused for the chroot store %s: it would create files there (make %s readable to read the store)",
+			opts.Root, filepath.Join(opts.Root, "nix/var/nix/db/db.sqlite"))
+	}
+	if opts.Env == nil {
+		return nil, errors.New("nix-store fallback not enabled (Options.Env is nil)")
+	}
 	bin := opts.NixStore
 	if bin == "" {
 		var err error
-		if bin, err = exec.LookPath("nix-store"); err != nil {
-			return nil, errors.New("nix-store is not on PATH")
+		if bin, err = lookPath("nix-store", opts.Env); err != nil {
+			return nil, err
 		}
 	}
-	c := &cliBackend{bin: bin, root: opts.Root}
+	c := &cliBackend{bin: bin, env: opts.Env}
 	// Probe: a store nix-store cannot open fails here, not on first use.
 	// Checking a made-up path reads the database (or asks the daemon) and
 	// touches nothing on disk.
-	if _, err := c.valid(context.Background(), []storepath.Path{storepath.Dir + "/00000000000000000000000000000000-closet-probe"}); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), opts.sql().timeout)
+	defer cancel()
+	if _, err := c.valid(ctx, []storepath.Path{storepath.Dir + "/00000000000000000000000000000000-closet-probe"}); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -47,10 +84,8 @@ func (c *cliBackend) name() string { return "nix-store" }
 func (c *cliBackend) close() error { return nil }
 
 func (c *cliBackend) run(ctx context.Context, args ...string) ([]byte, error) {
-	if c.root != "" {
-		args = append([]string{"--store", c.root}, args...)
-	}
 	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd.Env = c.env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
