@@ -44,6 +44,9 @@ func main() {
 			Roots: []string{*busybox, root}, Command: []string{*busybox + "/bin/true"},
 			Env: []string{"PATH=/usr/bin:/bin"}, UserName: name, CwdMode: "none",
 			UID: 1000, GID: 100, TTY: "never", StageBinary: *closet,
+			// As the caller: what a cached view serves (a job with host
+			// ids of its own builds its view).
+			CallerUID: os.Getuid(), CallerGID: os.Getgid(), HostUID: "caller",
 			Logf: logf,
 		}
 		cold, coldStart, paths := median(ctx, *runs, req)
