@@ -175,9 +175,10 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		Identity: ident,
 	}
 	// A cached view serves jobs that run as the caller (the holder's
-	// copies were tested across user namespaces of one host uid) and
-	// whose view never grows (a copy cannot: see internal/viewcache).
-	if j.req.Views != nil && ident == nil && !j.growsView() {
+	// copies were tested across user namespaces of one host uid), whose
+	// view never grows (a copy cannot: see internal/viewcache), and whose
+	// closure is large enough to gain from it.
+	if j.req.Views != nil && ident == nil && !j.growsView() && j.req.Views.Serves(len(s.Store)) {
 		if v, err := j.req.Views.Take(ctx, s.StoreRoot, s.Store); err == nil {
 			defer v.Close()
 			hooks.View = v

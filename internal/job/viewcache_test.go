@@ -41,7 +41,7 @@ func lsStore(ctx context.Context, t *testing.T, views *viewcache.Cache, roots ..
 func TestViewCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	views, err := viewcache.New(viewcache.Options{MaxViews: 2, Exe: stageBinary})
+	views, err := viewcache.New(viewcache.Options{MaxViews: 2, MinPaths: 1, Exe: stageBinary})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestViewCache(t *testing.T) {
 func TestViewCacheClosed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	views, err := viewcache.New(viewcache.Options{Exe: stageBinary})
+	views, err := viewcache.New(viewcache.Options{MinPaths: 1, Exe: stageBinary})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestViewCacheStartTime(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	views, err := viewcache.New(viewcache.Options{Exe: stageBinary})
+	views, err := viewcache.New(viewcache.Options{MinPaths: 1, Exe: stageBinary})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestViewCacheStartTime(t *testing.T) {
 func TestViewCacheNoGrowth(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	views, err := viewcache.New(viewcache.Options{Exe: stageBinary})
+	views, err := viewcache.New(viewcache.Options{MinPaths: 1, Exe: stageBinary})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,11 @@ type Options struct {
 	// and the views count against the holder's fs.mount-max (100,000 by
 	// default; a build over it fails, and that job builds its own view).
 	MaxPaths int
+	// MinPaths is the smallest closure worth a cached view (default 64;
+	// 1: every closure). Below it building the view costs less than the
+	// round trip to the holder (measured: a 10-path start 7.3 ms built,
+	// 9.0 ms cached; 3,000 paths 47 ms built, 11 ms cached).
+	MinPaths int
 	// Exe is the static closet binary started as the holder ("": this
 	// process's own, which must call sandbox.RunStageIfAny first in main).
 	Exe string
@@ -45,7 +50,12 @@ type Cache struct {
 	done  chan struct{} // closed when the holder is gone
 	err   error         // why the holder cannot serve, once it cannot
 	stats Stats
+	// minPaths: see Options.MinPaths.
+	minPaths int
 }
+
+// Serves says whether a closure of n paths is worth a cached view.
+func (c *Cache) Serves(n int) bool { return n >= c.minPaths }
 
 // ErrClosed is returned by Take after Close.
 var ErrClosed = errors.New("view cache closed")
@@ -59,6 +69,9 @@ func New(opts Options) (*Cache, error) {
 	}
 	if opts.MaxPaths <= 0 {
 		opts.MaxPaths = 60_000
+	}
+	if opts.MinPaths <= 0 {
+		opts.MinPaths = 64
 	}
 	exe := opts.Exe
 	if exe == "" {
@@ -88,7 +101,7 @@ func New(opts Options) (*Cache, error) {
 			Setsid:      true,
 		},
 	}
-	c := &Cache{sock: mine, done: make(chan struct{})}
+	c := &Cache{sock: mine, done: make(chan struct{}), minPaths: opts.MinPaths}
 	startc := make(chan error, 1)
 	go func() {
 		// PDEATHSIG fires when the thread that forked the holder ends:
