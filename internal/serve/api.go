@@ -1,0 +1,309 @@
+package serve
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+func (s *Server) routes() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.Handle("GET /metrics", s.metrics.handler())
+	if s.cfg.WorkerOnly {
+		return m
+	}
+	m.HandleFunc("POST /v1/jobs", s.api(s.submit))
+	m.HandleFunc("GET /v1/jobs/{id}", s.api(s.getJob))
+	m.HandleFunc("GET /v1/jobs/{id}/events", s.api(s.events))
+	m.HandleFunc("DELETE /v1/jobs/{id}", s.api(s.cancel))
+	s.webRoutes(m)
+	return m
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.db.SQL.PingContext(r.Context()); err != nil {
+		httpError(w, http.StatusServiceUnavailable, "database unreachable: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	io.WriteString(w, "ok\n")
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// api wraps a handler that needs a tenant: a bearer token, checked by its
+// hash. Cookies are not accepted here, so that no other site can submit
+// jobs with a logged-in browser.
+func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, tenant string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="closet"`)
+			httpError(w, http.StatusUnauthorized, "no bearer token: send Authorization: Bearer TOKEN (closet serve token add makes one)")
+			return
+		}
+		tenant, err := tenantOf(r.Context(), s.db.SQL, tok)
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "check the token: "+err.Error())
+			return
+		}
+		if tenant == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="closet", error="invalid_token"`)
+			httpError(w, http.StatusUnauthorized, "unknown or revoked token")
+			return
+		}
+		h(w, r, tenant)
+	}
+}
+
+// checkRequest refuses what cannot run, before anything is stored.
+func (s *Server) checkRequest(req *Request) error {
+	if len(req.Roots) == 0 {
+		return errors.New("roots: give at least one store path or installable")
+	}
+	if len(req.Command) == 0 || req.Command[0] == "" {
+		return errors.New("command: give the program and its arguments, as a list")
+	}
+	for _, r := range req.Roots {
+		if r == "" || strings.HasPrefix(r, "-") || strings.ContainsRune(r, 0) {
+			return fmt.Errorf("roots: %q is not a store path or installable", r)
+		}
+	}
+	for _, a := range req.Command {
+		if strings.ContainsRune(a, 0) {
+			return errors.New("command: an argument holds a NUL byte")
+		}
+	}
+	l := req.Limits
+	if l.WallTime < 0 || l.CPUTime < 0 || l.Memory < 0 || l.Pids < 0 || l.Output < 0 {
+		return errors.New("limits: want positive numbers (seconds, bytes, a count), or leave the limit out")
+	}
+	if l.WallTime > s.cfg.MaxWall.Seconds() {
+		return fmt.Errorf("limits.wallTime: at most %g seconds on this server", s.cfg.MaxWall.Seconds())
+	}
+	if l.CPUTime > s.cfg.MaxWall.Seconds() {
+		return fmt.Errorf("limits.cpuTime: at most %g seconds on this server", s.cfg.MaxWall.Seconds())
+	}
+	if l.Memory > 0 && l.Memory < 1<<20 {
+		return errors.New("limits.memory: at least 1 MiB (1048576), in bytes")
+	}
+	_, err := parseFiles(req.Files, req.Tar, s.cfg.Files)
+	return err
+}
+
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var req Request
+	if err := dec.Decode(&req); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.cfg.MaxBody))
+			return
+		}
+		httpError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	if dec.Decode(new(json.RawMessage)) != io.EOF {
+		httpError(w, http.StatusBadRequest, "body: one JSON object, nothing after it")
+		return
+	}
+	if err := s.checkRequest(&req); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx := r.Context()
+	q, run, err := depth(ctx, s.db.SQL)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "read the queue depth: "+err.Error())
+		return
+	}
+	if q+run >= s.cfg.MaxQueue {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(q+run, s.cfg.Workers)))
+		httpError(w, http.StatusTooManyRequests, fmt.Sprintf("queue full (%d jobs): try again later", q+run))
+		return
+	}
+	raw, _ := json.Marshal(req)
+	id := newJobID()
+	if err := s.enqueue(ctx, id, tenant, string(raw)); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.metrics.submitted.Inc()
+	w.Header().Set("Location", "/v1/jobs/"+id)
+	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
+}
+
+// retryAfter guesses, in seconds, when a full queue has room again.
+func retryAfter(n int64, workers int) int {
+	return int(min(60, max(1, n/int64(10*workers))))
+}
+
+// enqueue stores the job and its River job in one transaction: a job the
+// API accepted (201) is in the queue, and one it did not is not.
+func (s *Server) enqueue(ctx context.Context, id, tenant, raw string) error {
+	tx, err := s.db.SQL.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("queue the job: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO closet_jobs (id, tenant, state, request, created_ns) VALUES ($1, $2, $3, $4, $5)`,
+		id, tenant, StateQueued, raw, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("queue the job: %w", err)
+	}
+	// MaxAttempts is large: a crash puts a job back without counting
+	// against it here; the server's own run count (MaxRuns) decides.
+	ins, err := s.client.InsertTx(ctx, tx, jobArgs{ID: id}, &river.InsertOpts{MaxAttempts: 25})
+	if err != nil {
+		return fmt.Errorf("queue the job: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE closet_jobs SET river_id = $1 WHERE id = $2`, ins.Job.ID, id); err != nil {
+		return fmt.Errorf("queue the job: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("queue the job: %w", err)
+	}
+	return nil
+}
+
+// JobView is what GET /v1/jobs/ID answers.
+type JobView struct {
+	ID       string     `json:"id"`
+	State    string     `json:"state"`
+	Verdict  string     `json:"verdict,omitempty"`
+	Runs     int64      `json:"runs"`
+	Created  time.Time  `json:"created"`
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+	*Result  `json:"result,omitempty"`
+}
+
+func viewOf(j jobRow) JobView {
+	v := JobView{ID: j.ID, State: j.State, Verdict: j.Verdict, Runs: j.Runs, Created: time.Unix(0, j.Created).UTC()}
+	if j.Started > 0 {
+		t := time.Unix(0, j.Started).UTC()
+		v.Started = &t
+	}
+	if j.Finished > 0 {
+		t := time.Unix(0, j.Finished).UTC()
+		v.Finished = &t
+		var res Result
+		if json.Unmarshal([]byte(j.Result), &res) == nil {
+			v.Result = &res
+		}
+	}
+	return v
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, tenant string) {
+	j, ok, err := getJob(r.Context(), s.db.SQL, tenant, r.PathValue("id"))
+	switch {
+	case err != nil:
+		httpError(w, http.StatusInternalServerError, "read the job: "+err.Error())
+	case !ok:
+		httpError(w, http.StatusNotFound, "no such job")
+	default:
+		writeJSON(w, http.StatusOK, viewOf(j))
+	}
+}
+
+// events streams the job's state as server-sent events: one "state" event
+// at once and one at each change; the stream ends after "done".
+func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
+	id := r.PathValue("id")
+	ctx := r.Context()
+	j, ok, err := getJob(ctx, s.db.SQL, tenant, id)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "read the job: "+err.Error())
+		return
+	}
+	if !ok {
+		httpError(w, http.StatusNotFound, "no such job")
+		return
+	}
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	last := ""
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
+	for {
+		if j.State != last {
+			b, _ := json.Marshal(viewOf(j))
+			fmt.Fprintf(w, "event: state\ndata: %s\n\n", b)
+			if fl != nil {
+				fl.Flush()
+			}
+			last = j.State
+		}
+		if j.State == StateDone {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if j, ok, err = getJob(ctx, s.db.SQL, tenant, id); err != nil || !ok {
+			return
+		}
+	}
+}
+
+// cancel: a queued job ends at once with XX "cancelled"; a running one is
+// asked to stop (its worker sees the flag within the poll interval, on
+// whichever machine it runs); a finished one stays as it is (409).
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request, tenant string) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	tx, err := s.db.SQL.BeginTx(ctx, nil)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "cancel: "+err.Error())
+		return
+	}
+	defer tx.Rollback()
+	var state string
+	var riverID int64
+	err = tx.QueryRowContext(ctx, `SELECT state, river_id FROM closet_jobs WHERE id = $1 AND tenant = $2`, id, tenant).Scan(&state, &riverID)
+	if errors.Is(err, sql.ErrNoRows) {
+		httpError(w, http.StatusNotFound, "no such job")
+		return
+	}
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "cancel: "+err.Error())
+		return
+	}
+	if state == StateDone {
+		httpError(w, http.StatusConflict, "the job has finished already")
+		return
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE closet_jobs SET cancel_requested = 1 WHERE id = $1`, id); err != nil {
+		httpError(w, http.StatusInternalServerError, "cancel: "+err.Error())
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		httpError(w, http.StatusInternalServerError, "cancel: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "state": state, "cancel": "requested"})
+}

@@ -1,0 +1,198 @@
+package serve
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+)
+
+// jobArgs is what River carries: only the id; the request lives in
+// closet_jobs, beside the verdict.
+type jobArgs struct {
+	ID string `json:"id"`
+}
+
+func (jobArgs) Kind() string { return "closet_job" }
+
+// Request is the body of POST /v1/jobs.
+type Request struct {
+	Roots          []string          `json:"roots"`
+	Command        []string          `json:"command"`
+	Stdin          string            `json:"stdin,omitempty"`
+	Files          map[string]string `json:"files,omitempty"`
+	Tar            string            `json:"tar,omitempty"` // base64 of a tar
+	Limits         Limits            `json:"limits"`
+	ExpectedStdout *string           `json:"expectedStdout,omitempty"`
+}
+
+type worker struct {
+	river.WorkerDefaults[jobArgs]
+	s *Server
+}
+
+// errAborted: the server is stopping; River keeps the job for the next start.
+var errAborted = errors.New("server stopping: the job runs again at the next start")
+
+func (w *worker) Work(ctx context.Context, rj *river.Job[jobArgs]) error {
+	s := w.s
+	id := rj.Args.ID
+	dbctx := context.WithoutCancel(ctx)
+	// Claim: a job already done (its River job was put back after a crash
+	// between our commit and River's) is not run again.
+	var state, reqJSON, tenant string
+	var runs, created int64
+	err := s.db.SQL.QueryRowContext(dbctx, `SELECT state, request, tenant, runs, created_ns FROM closet_jobs WHERE id = $1`, id).
+		Scan(&state, &reqJSON, &tenant, &runs, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // nothing to do: River completes it
+	}
+	if err != nil {
+		return fmt.Errorf("read job %s: %w", id, err)
+	}
+	if state == StateDone {
+		return nil
+	}
+	var res Result
+	if s.cancelRequested(dbctx, id) {
+		res = Result{Verdict: "XX", Message: "cancelled"}
+	} else if runs >= int64(s.cfg.MaxRuns) {
+		// It was started MaxRuns times and never finished: each time the
+		// server died under it. Running it again would likely kill the
+		// server again.
+		res = Result{Verdict: "XX", Message: fmt.Sprintf("the server stopped %d times while this job ran; it is not run again", runs)}
+	} else {
+		now := time.Now().UnixNano()
+		if _, err := s.db.SQL.ExecContext(dbctx, `UPDATE closet_jobs SET state = $1, runs = runs + 1, started_ns = $2, worker = $3 WHERE id = $4 AND state <> $5`,
+			StateRunning, now, s.workerID, id, StateDone); err != nil {
+			return fmt.Errorf("mark job %s running: %w", id, err)
+		}
+		var req Request
+		if err := json.Unmarshal([]byte(reqJSON), &req); err != nil {
+			res = Result{Verdict: "XX", Message: "stored request unreadable: " + err.Error()}
+		} else {
+			res = s.execute(ctx, id, req)
+		}
+		if ctx.Err() != nil && !s.cancelRequested(dbctx, id) {
+			// Stopping (or River's job timeout): no verdict now.
+			s.db.SQL.ExecContext(dbctx, `UPDATE closet_jobs SET state = $1 WHERE id = $2 AND state = $3`, StateQueued, id, StateRunning)
+			return errAborted
+		}
+		if res.Verdict == "OK" && req.ExpectedStdout != nil && !sameOutput(res.Stdout, *req.ExpectedStdout) {
+			res.Verdict, res.Message = "WA", "the output differs from the expected output"
+		}
+	}
+	if s.cancelRequested(dbctx, id) {
+		res.Verdict, res.Message = "XX", "cancelled"
+	}
+	return s.finish(dbctx, rj, tenant, created, res)
+}
+
+// finish writes the verdict and completes the River job in one
+// transaction: either both happen or neither does.
+func (s *Server) finish(ctx context.Context, rj *river.Job[jobArgs], tenant string, created int64, res Result) error {
+	id := rj.Args.ID
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.SQL.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("finish job %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	now := time.Now()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO closet_verdicts (job_id, tenant, verdict, result, finished_ns) VALUES ($1, $2, $3, $4, $5)`,
+		id, tenant, res.Verdict, string(raw), now.UnixNano()); err != nil {
+		return fmt.Errorf("record the verdict of %s: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE closet_jobs SET state = $1 WHERE id = $2`, StateDone, id); err != nil {
+		return fmt.Errorf("record the verdict of %s: %w", id, err)
+	}
+	if _, err := river.JobCompleteTx[riverdriver.Driver[*sql.Tx]](ctx, tx, rj); err != nil {
+		return fmt.Errorf("complete the queue's job for %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit the verdict of %s: %w", id, err)
+	}
+	s.metrics.done(tenant, res, now.Sub(time.Unix(0, created)))
+	return nil
+}
+
+func (s *Server) cancelRequested(ctx context.Context, id string) bool {
+	var c int64
+	s.db.SQL.QueryRowContext(ctx, `SELECT cancel_requested FROM closet_jobs WHERE id = $1`, id).Scan(&c)
+	return c != 0
+}
+
+// execute unpacks the submission and runs the job, watching for a cancel.
+func (s *Server) execute(ctx context.Context, id string, req Request) Result {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(s.cfg.Poll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if s.cancelRequested(ctx, id) {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	spec := Spec{Roots: req.Roots, Command: req.Command, Stdin: []byte(req.Stdin), Limits: req.Limits, Keep: s.cfg.Keep}
+	if spec.Limits.WallTime == 0 {
+		spec.Limits.WallTime = s.cfg.WallTime.Seconds()
+	}
+	if len(req.Files) > 0 || req.Tar != "" {
+		es, err := parseFiles(req.Files, req.Tar, s.cfg.Files)
+		if err != nil {
+			return Result{Verdict: "XX", Message: err.Error()}
+		}
+		dir, err := os.MkdirTemp(s.runs, "job-")
+		if err != nil {
+			return Result{Verdict: "XX", Message: "make the submission directory: " + err.Error()}
+		}
+		defer os.RemoveAll(dir)
+		sub := filepath.Join(dir, "submission")
+		if err = os.Chmod(dir, 0o755); err == nil {
+			if err = os.Mkdir(sub, 0o755); err == nil {
+				err = unpack(sub, es)
+			}
+		}
+		if err != nil {
+			return Result{Verdict: "XX", Message: err.Error()}
+		}
+		spec.Dir = sub
+	}
+	res, err := s.cfg.Runner.Run(ctx, spec)
+	if err != nil {
+		res.Verdict, res.Message = "XX", err.Error()
+	}
+	return res
+}
+
+// sameOutput compares outputs ignoring trailing whitespace on each line and
+// trailing empty lines, as graders usually do.
+func sameOutput(got, want string) bool {
+	norm := func(s string) string {
+		lines := strings.Split(s, "\n")
+		for i, l := range lines {
+			lines[i] = strings.TrimRight(l, " \t\r\f\v")
+		}
+		return strings.TrimRight(strings.Join(lines, "\n"), "\n")
+	}
+	return norm(got) == norm(want)
+}
