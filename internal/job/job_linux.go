@@ -50,10 +50,13 @@ type Job struct {
 	hold    *gcroot.Hold
 	state   state
 	initPid int
-	pending []unix.Signal // signals that came while the job was starting
-	cancel  context.CancelFunc
-	grow    viewGrower
-	relays  []func() // run after the job ended: drain and close relays
+	// cachedView: the job's store view is a copy of a cached one
+	// (Request.Views), which cannot grow.
+	cachedView bool
+	pending    []unix.Signal // signals that came while the job was starting
+	cancel     context.CancelFunc
+	grow       viewGrower
+	relays     []func() // run after the job ended: drain and close relays
 
 	done   chan struct{} // closed when the job has ended and rep is set
 	rep    *report.Report
@@ -183,7 +186,39 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 			j.mu.Unlock()
 		},
 	}
+	// A cached view serves jobs that run as the caller (the holder's
+	// copies were tested across user namespaces of one host uid), whose
+	// view never grows (a copy cannot: see internal/viewcache), and whose
+	// closure is large enough to gain from it.
+	if j.req.Views != nil && ident == nil && !j.growsView() && j.req.Views.Serves(len(s.Store)) {
+		if v, err := j.req.Views.Take(ctx, s.StoreRoot, s.Store); err == nil {
+			defer v.Close()
+			hooks.View = v
+			j.mu.Lock()
+			j.cachedView = true
+			j.mu.Unlock()
+			started := hooks.Started
+			hooks.Started = func(pid int) {
+				started(pid)
+				// The next copy, now that this job's mounts are made.
+				go j.req.Views.Refill()
+			}
+		} else {
+			j.req.Logf("view cache: %v; building the view", err)
+		}
+	}
 	return sandbox.Run(ctx, &s, stdio, hooks)
+}
+
+// growsView says whether the job's view is made to grow while it runs: the
+// Nix proxy adds what the job builds.
+func (j *Job) growsView() bool {
+	for _, m := range j.spec.Mounts {
+		if m.Why == "nix" {
+			return true
+		}
+	}
+	return false
 }
 
 // identity decides who the job is on the host (Request.HostUID) and takes
@@ -405,6 +440,11 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 		j.roots = append(j.roots, ps...)
 		j.markVisible(fresh)
 		return nil
+	}
+	if j.cachedView {
+		// Its tmpfs is shared with every copy and read-only at the
+		// superblock (internal/viewcache): no mount point can be made.
+		return errors.New("add paths: the job runs in a copy of a cached store view, which cannot grow; start jobs that add paths without Request.Views")
 	}
 	if j.hold != nil {
 		// Pinned before the job can see them.

@@ -12,6 +12,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/nixproxy"
 	"github.com/closet-sandbox/closet/internal/resolve"
 	"github.com/closet-sandbox/closet/internal/seccomp"
+	"github.com/closet-sandbox/closet/internal/viewcache"
 )
 
 // Request is everything a run needs, the calling process's state included:
@@ -95,6 +96,12 @@ type Request struct {
 	// stages ("": this process's own executable, which must then call
 	// sandbox.RunStageIfAny first thing in main).
 	StageBinary string
+
+	// Views, when set, gives the job a copy of a cached store view
+	// (warm start) instead of one bind per path; the caller creates the
+	// cache once (viewcache.New) and closes it after its jobs. A cache
+	// that cannot serve makes the job build its view as without one.
+	Views *viewcache.Cache
 
 	// Logf receives -v progress lines; nil discards them.
 	Logf func(format string, args ...any)

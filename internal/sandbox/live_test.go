@@ -79,6 +79,13 @@ func liveJob(t *testing.T, bb string, store []string, landlock, script string, g
 // liveJobControl is liveJob that also returns the job's Control, ended.
 func liveJobControl(t *testing.T, bb string, store []string, landlock, script string, grow func(*Control)) (string, string, *Outcome, *Control) {
 	t.Helper()
+	return liveJobIn(t, bb, store, nil, landlock, script, grow)
+}
+
+// liveJobIn is liveJobControl in view, a cached view's copy (Hooks.View),
+// when not nil.
+func liveJobIn(t *testing.T, bb string, store []string, view *os.File, landlock, script string, grow func(*Control)) (string, string, *Outcome, *Control) {
+	t.Helper()
 	s := &spec.Spec{
 		Version: spec.Version, Path: bb + "/bin/sh", Args: []string{"sh", "-c", script},
 		Env: []string{"PATH=" + bb + "/bin"}, Cwd: "/", UID: 1000, GID: 100, User: "u", Home: "/home/u",
@@ -95,6 +102,7 @@ func liveJobControl(t *testing.T, bb string, store []string, landlock, script st
 	var ctl *Control
 	done := make(chan struct{})
 	hooks := Hooks{
+		View:    view,
 		Control: func(c *Control) { ctl = c },
 		Started: func(int) {
 			go func() {

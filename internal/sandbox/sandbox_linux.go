@@ -90,6 +90,11 @@ type Hooks struct {
 	// slot instead of the caller's (see Identity). Not a hook: it goes
 	// with the start options once Run is split.
 	Identity *Identity
+	// View is a ready store view for this job (from viewcache.Cache.Take),
+	// attached by the init instead of building one; nil: build it. The
+	// caller closes it after Run returns. Such a view cannot grow: the
+	// init refuses what Control asks.
+	View *os.File
 }
 
 // Run builds the sandbox s describes and runs its target to the end.
@@ -188,6 +193,15 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		cmd.ExtraFiles = append(cmd.ExtraFiles, nil)
 	}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, ctlChild)
+	if hooks.View != nil {
+		// fd 9, after the control socket.
+		cmd.ExtraFiles = append(cmd.ExtraFiles, hooks.View)
+		cmd.Env = append(cmd.Env, stage.EnvView+"=1")
+		// The init attaches the view whole and never reads the list:
+		// at 10,000 paths it is 600 KB less to encode and decode. (s is
+		// this call's copy of the caller's spec.)
+		s.Store = nil
+	}
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
 	}

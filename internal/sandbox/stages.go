@@ -6,6 +6,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/initstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
+	"github.com/closet-sandbox/closet/internal/viewcache"
 )
 
 // RunStageIfAny runs a sandbox stage and never returns when this process
@@ -27,5 +28,7 @@ func RunStageIfAny() {
 		initstage.Run()
 	case os.Args[0] == stage.ExecStage && marker == stage.ExecStage:
 		execstage.Run()
+	case os.Args[0] == viewcache.Stage && marker == viewcache.Stage:
+		viewcache.RunHolder()
 	}
 }

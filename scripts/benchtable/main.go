@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -21,6 +24,9 @@ var (
 	closet   = flag.String("closet", "./closet", "the closet binary")
 	fixture  = flag.String("fixture", ".fixture", "the fixture directory")
 	runs     = flag.Int("runs", 15, "runs per measurement (the median is reported)")
+	asUser   = flag.String("user", "nobody", "when run as root, the unprivileged user every measured command runs as, in the nix-users group as a Debian Nix user is (\"root\": as root)")
+	warm     = flag.String("benchwarm", "", "the benchwarm binary (scripts/benchwarm) for the warm-start rows; \"\" skips them")
+	noBuild  = flag.Bool("no-concurrent-build", false, "skip the rows measured while nix-build registers paths")
 	bwrapMax = flag.Int("bwrap-max", 2000, "largest closure to give bubblewrap: it is quadratic (13 s at 2,000 binds) and refuses about 3,000 (its 9,000-argument cap)")
 )
 
@@ -31,7 +37,7 @@ func main() {
 	}
 	sizes := []string{"10", "100", "1000", "3000", "10000"}
 	bb := link("busybox")
-	fmt.Printf("Runs per cell: %d (median). Machine: %s\n\n", *runs, machine())
+	fmt.Printf("Runs per cell: %d (median). Machine: %s. User: %s\n\n", *runs, machine(), who())
 
 	fmt.Println("### closet closure vs nix-store -qR")
 	fmt.Println()
@@ -55,8 +61,12 @@ func main() {
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
 	dir, _ := os.MkdirTemp("", "closet-bench-")
 	defer os.RemoveAll(dir)
-	for _, n := range sizes {
+	os.Chmod(dir, 0o755) // the unprivileged user's working directory
+	for _, n := range append([]string{"1"}, sizes...) {
 		root, ok := optLink("dag-" + n)
+		if n == "1" {
+			root, ok = bb, true // busybox alone: a 1-path closure
+		}
 		if !ok {
 			continue
 		}
@@ -76,8 +86,139 @@ func main() {
 			bwCell, qbCell = ms(bw), ms(qb)
 			r1, r2 = fmt.Sprintf("%.3f", float64(c)/float64(bw)), fmt.Sprintf("%.3f", float64(c)/float64(qb))
 		}
-		fmt.Printf("| dag-%s | %d | %s | %s | %s | %s | %s |\n", n, len(paths), ms(c), bwCell, qbCell, r1, r2)
+		fmt.Printf("| %s | %d | %s | %s | %s | %s | %s |\n", name(n), len(paths), ms(c), bwCell, qbCell, r1, r2)
+		if n == "1" {
+			bw1 = bw
+		} else if n == "10" {
+			bw10 = bw
+		}
 	}
+	if *warm != "" {
+		warmStarts(bb, bw1, bw10)
+	}
+	if !*noBuild {
+		duringBuild(dir, bb)
+	}
+}
+
+// bw1, bw10: bubblewrap's times at 1 and 10 paths, the warm starts' peers.
+var bw1, bw10 time.Duration
+
+func name(n string) string {
+	if n == "1" {
+		return "busybox"
+	}
+	return "dag-" + n
+}
+
+// warmStarts prints benchwarm's rows: whole no-op jobs in one long-lived
+// process (as the service runs them), building the view per job and
+// copying a cached one.
+func warmStarts(bb string, bw1, bw10 time.Duration) {
+	fmt.Println()
+	fmt.Println("### warm starts: no-op jobs in one process, view built per job vs copied from the cache (job = Prepare + Start + Wait; Start = until the target runs)")
+	fmt.Println()
+	fmt.Printf("bubblewrap, same run: %s at 1 path, %s at 10.\n\n", ms(bw1), ms(bw10))
+	fmt.Println("| paths | job, view built | job, cached view | cached / built | Start, view built | Start, cached view | cached / built |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
+	args := []string{*warm, "-closet", *closet, "-runs", fmt.Sprint(*runs), "-busybox", bb}
+	for _, n := range []string{"10", "3000", "10000"} {
+		if root, ok := optLink("dag-" + n); ok {
+			args = append(args, root)
+		}
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = os.TempDir()
+	unprivileged(cmd)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "benchtable: benchwarm: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// duringBuild measures closet closure and closet run again while a
+// nix-build registers a few hundred new paths, against the same commands
+// idle, in the same run.
+func duringBuild(dir, bb string) {
+	root, ok := optLink("dag-3000")
+	if !ok {
+		root = link("dag-100")
+	}
+	small := link("dag-10")
+	fmt.Println()
+	fmt.Println("### while nix-build registers new paths")
+	fmt.Println()
+	idleC := median(*runs, *closet, "closure", root)
+	idleR := medianIn(dir, *runs, *closet, "run", "--cwd", "none", small, bb, "--", "true")
+	build, done, err := startBuild(400)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchtable: start the concurrent build: %v\n", err)
+		os.Exit(1)
+	}
+	var busyC, busyR time.Duration
+	var rss int64
+	for {
+		// Re-measure until the build outlived the measurements: the
+		// figures must come from while it writes.
+		busyC = median(*runs, *closet, "closure", root)
+		rss = peakRSS(*closet, "closure", root)
+		busyR = medianIn(dir, *runs, *closet, "run", "--cwd", "none", small, bb, "--", "true")
+		select {
+		case <-done:
+			fmt.Fprintln(os.Stderr, "benchtable: the build ended before the measurements did; measuring again with a larger one")
+			build, done, err = startBuild(1600)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "benchtable: %v\n", err)
+				os.Exit(1)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	wal, _ := os.Stat("/nix/var/nix/db/db.sqlite-wal")
+	build.Process.Kill()
+	<-done
+	walSize := int64(0)
+	if wal != nil {
+		walSize = wal.Size()
+	}
+	fmt.Printf("| measurement | idle | during the build | during / idle |\n")
+	fmt.Printf("|---|---:|---:|---:|\n")
+	fmt.Printf("| closet closure %s | %s | %s | %.2f |\n", filepath.Base(root)[33:], ms(idleC), ms(busyC), float64(busyC)/float64(idleC))
+	fmt.Printf("| closet run dag-10 | %s | %s | %.2f |\n", ms(idleR), ms(busyR), float64(busyR)/float64(idleR))
+	fmt.Printf("\nPeak RSS of closet closure during the build: %.1f MiB; WAL size then: %.1f MiB.\n", float64(rss)/1024, float64(walSize)/(1<<20))
+}
+
+// startBuild starts, as root (the store's writer), a nix-build of n
+// trivial derivations no store holds yet (a fresh salt), which registers
+// n new paths one by one; done is closed when it ends.
+func startBuild(n int) (*exec.Cmd, chan struct{}, error) {
+	expr := `builtins.genList (i: derivation { name = "bench-${toString i}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo SALT-${toString i} > $out" ]; }) N`
+	expr = strings.NewReplacer("SALT", fmt.Sprint(time.Now().UnixNano()), "N", fmt.Sprint(n)).Replace(expr)
+	cmd := exec.Command("nix-build", "--no-out-link", "--option", "sandbox", "false", "--option", "substituters", "", "-j", "1", "-E", expr)
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	time.Sleep(2 * time.Second) // evaluation done, builds registering
+	return cmd, done, nil
+}
+
+// peakRSS runs the command once and returns its peak resident set (KiB).
+func peakRSS(name string, args ...string) int64 {
+	cmd := exec.Command(name, args...)
+	unprivileged(cmd)
+	if err := cmd.Run(); err != nil {
+		return -1
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		return ru.Maxrss
+	}
+	return -1
 }
 
 func bwrapArgs(paths []string, bb string) []string {
@@ -102,6 +243,38 @@ func optLink(name string) (string, bool) {
 	return p, err == nil
 }
 
+// unprivileged makes cmd run as the -user when benchtable runs as root,
+// with a HOME it can use and the nix-users group (a Debian Nix user's:
+// nix-store needs it to reach the daemon).
+func unprivileged(cmd *exec.Cmd) {
+	if os.Geteuid() != 0 || *asUser == "root" {
+		return
+	}
+	u, err := user.Lookup(*asUser)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchtable: -user %s: %v\n", *asUser, err)
+		os.Exit(1)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	if g, err := user.LookupGroup("nix-users"); err == nil {
+		n, _ := strconv.Atoi(g.Gid)
+		cred.Groups = []uint32{uint32(n)}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cmd.Env = []string{"HOME=" + os.TempDir(), "PATH=" + os.Getenv("PATH"), "LANG=C.UTF-8", "USER=" + *asUser}
+}
+
+func who() string {
+	if os.Geteuid() != 0 || *asUser == "root" {
+		if u, err := user.Current(); err == nil {
+			return u.Username
+		}
+	}
+	return *asUser
+}
+
 func closureLen(root string) int { return len(strings.Fields(run("nix-store", "-qR", root))) }
 
 func run(name string, args ...string) string {
@@ -122,6 +295,7 @@ func medianIn(dir string, k int, name string, args ...string) time.Duration {
 	for i := 0; i <= k; i++ {
 		cmd := exec.Command(name, args...)
 		cmd.Dir = dir
+		unprivileged(cmd)
 		t0 := time.Now()
 		out, err := cmd.CombinedOutput()
 		d := time.Since(t0)

@@ -27,6 +27,10 @@ func Run() {
 	// seccomp filter, the Landlock domain) is set on this thread, and this
 	// thread calls execve. It is never unlocked.
 	runtime.LockOSThread()
+	// The runtime's start is over (it read /proc/self/mountinfo, which a
+	// cached view makes 10,000 lines long): the init may attach the view.
+	unix.Write(stage.ReadyFD, []byte{1})
+	unix.Close(stage.ReadyFD)
 
 	f := os.NewFile(stage.SpecFD, "exec")
 	xp, err := stage.ReadExec(f)

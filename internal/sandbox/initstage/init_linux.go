@@ -3,7 +3,8 @@
 // a synthetic /etc, the user's binds), pivots into it, starts the exec
 // stage, reaps every process of the job, grows the store view when the
 // parent asks (the live view, over stage.ControlFD), and reports how the
-// target ended.
+// target ended. On a warm start it attaches a copy of a cached view
+// (stage.ViewFD), which cannot grow, instead of building one.
 //
 // It runs in the namespaces the parent created at clone time, as the
 // sandbox's uid with CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SETPCAP held as
@@ -44,6 +45,7 @@ type state struct {
 	// finalizer of a second wrapper closes fd 4 behind init's back.
 	status *os.File
 	exec   *exec.Cmd // the exec stage, started before the mounts are done
+	ready  *os.File  // a byte from the exec stage once its runtime is up
 	execW  *os.File  // where the exec stage reads its part of the spec
 
 	// The live view: the control socket, the view and the stager thread
@@ -99,7 +101,9 @@ func Run() {
 		{"open console", (*state).openConsole},
 		// The exec stage starts here, its Go runtime's start overlapping
 		// the mounts below; it waits for its part of the spec, sent only
-		// once the root is complete and pivoted into.
+		// once the root is complete and pivoted into. (A cached store
+		// view is attached only once that start is over: see
+		// buildStoreView.)
 		{"start exec stage", (*state).startExecStage},
 		{"build store view", (*state).buildStoreView},
 		{"mount proc", (*state).mountProc},
@@ -132,6 +136,7 @@ func Run() {
 func protect(st *state) error {
 	unix.CloseOnExec(stage.ResultFD)
 	unix.CloseOnExec(stage.ControlFD)
+	unix.CloseOnExec(stage.ViewFD) // EBADF without a cached view: nothing to do
 	st.signalsDropped = make(chan struct{})
 	go func() {
 		dropSignals()
@@ -279,15 +284,39 @@ func (st *state) mountRoot() error {
 	return nil
 }
 
-// buildStoreView mounts /nix/store with exactly the closure.
+// cachedView says whether the parent passed a copy of a cached view of
+// exactly this closure (internal/viewcache) on stage.ViewFD.
+func cachedView() bool { return os.Getenv(stage.EnvView) == "1" }
+
+// buildStoreView mounts /nix/store with exactly the closure: a copy of a
+// cached view of exactly this closure when the parent passed one, else
+// one bind per path (a view that can grow).
 func (st *state) buildStoreView() (err error) {
-	st.view, err = mountview.Build(filepath.Join(st.root, "nix/store"), st.s.StoreRoot, st.s.Store)
-	return err
+	target := filepath.Join(st.root, "nix/store")
+	if !cachedView() {
+		st.ready.Close() // the exec stage's byte is for a cached view only
+		st.view, err = mountview.Build(target, st.s.StoreRoot, st.s.Store)
+		return err
+	}
+	defer unix.Close(stage.ViewFD)
+	// The exec stage's Go runtime reads /proc/self/mountinfo as it
+	// starts: after the attach that is 10,000 lines at 10,000 paths
+	// (measured: 11-30 ms). Attaching only once it is up costs the wait
+	// for its start instead. A byte or EOF (it died: the steps below
+	// report it) ends the wait.
+	st.ready.Read(make([]byte, 1))
+	st.ready.Close()
+	// st.view stays nil: a copy shares its tmpfs with every other copy
+	// and cannot grow (serveControl says so).
+	return mountview.Attach(target, stage.ViewFD)
 }
 
 // startStager starts the thread the view grows from (mountview.Stager).
+// A cached view cannot grow: no stager (and no copy of the namespace).
 func (st *state) startStager() error {
-	st.stager = mountview.StartStager(st.s.StoreRoot)
+	if !cachedView() {
+		st.stager = mountview.StartStager(st.s.StoreRoot)
+	}
 	return nil
 }
 
@@ -297,7 +326,9 @@ func (st *state) startStager() error {
 // A stager that failed does not fail the run: the job is what it would
 // have been; a request to grow its view answers why it cannot.
 func (st *state) waitStager() error {
-	st.stager.Unshared()
+	if st.stager != nil {
+		st.stager.Unshared()
+	}
 	return nil
 }
 
@@ -312,7 +343,9 @@ func (st *state) serveControl() {
 			return
 		}
 		var rep stage.ControlReply
-		if _, err := st.view.Add(st.stager, req.Add); err != nil {
+		if st.view == nil {
+			rep.Error = &stage.Error{Stage: stage.Init, Op: "add store path", Msg: "the job runs in a copy of a cached store view, which cannot grow", Hint: "start jobs that add paths without a view cache"}
+		} else if _, err := st.view.Add(st.stager, req.Add); err != nil {
 			e := stage.Errorf(stage.Init, "add store path", "", err)
 			var pe *mountview.PathError
 			if errors.As(err, &pe) {
@@ -767,6 +800,12 @@ func (st *state) startExecStage() error {
 		return err
 	}
 	defer r.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		w.Close()
+		return err
+	}
+	defer readyW.Close()
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{stage.ExecStage},
@@ -775,16 +814,17 @@ func (st *state) startExecStage() error {
 		Stdin:      os.Stdin,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{r, st.status},
+		ExtraFiles: []*os.File{r, st.status, readyW},
 	}
 	if st.tty != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = st.tty, st.tty, st.tty
 	}
 	if err := cmd.Start(); err != nil {
 		w.Close()
+		readyR.Close()
 		return stage.Errorf(stage.Init, "start exec stage", "/proc/self/exe", err)
 	}
-	st.exec, st.execW = cmd, w
+	st.exec, st.execW, st.ready = cmd, w, readyR
 	return nil
 }
 

@@ -13,22 +13,33 @@
 //	(both)   4   EOF, no bytes                               the target's execve succeeded
 //	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
 //	init     3   init -> exec    Exec (wire), then EOF       what to confine and run
+//	exec     5   exec -> init    one byte                    the exec stage's Go runtime is up
 //	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
 //	init     7   (held, no messages)         the job's identity slot lock (spec.OwnHostID)
 //	init     8   parent <-> init Control, ControlReply (JSON) grow the running view
+//	init     9   parent -> init  a detached mount tree       a cached store view to attach (EnvView=1 only)
+//
+// Every fd number is a stage's own: rows between the parent and the init
+// are the init's fds (3-9, placed by the parent at clone time), rows that
+// name the exec stage are the exec stage's (3-5, placed by the init as it
+// starts it); fd 4 is one pipe in both. The parent's ends are whatever its
+// own fds are.
 //
 // fd 4 is shared: init hands its write end to the exec stage and closes its
 // own copy, the exec stage marks it close-on-exec, so the parent's read sees
 // EOF exactly when execve replaced the exec stage with the target, and sees
 // an Error if any step before failed. The parent never waits on a timer.
 //
-// fd 8 is a stream socket, open for the whole run (fds 6 and 7 are closed
-// in the init when there is no console or no identity slot). The parent writes one Control per line
-// and reads one ControlReply per Control; the init serves them in order,
+// fd 8 is a stream socket, open for the whole run (fds 6, 7 and 9 are
+// closed or absent in the init when there is no console, no identity slot
+// or no cached view). The parent writes one Control per line and reads
+// one ControlReply per Control; the init serves them in order,
 // one at a time, once the root is pivoted into, until the target ends. The
 // parent sends whole closures minus what is already visible, references
 // first; the init checks each name, skips paths already in the view, and
 // binds the rest read-only before it replies. Its EOF means the job ended.
+// A job in a cached view (fd 9) cannot grow: the init answers every
+// Control with an Error.
 //
 // The spec and the exec stage's part cross in spec's wire form, whose
 // strings are raw bytes: paths, argv and environment need not be UTF-8
@@ -60,8 +71,16 @@ const (
 	// (spec.OwnHostID only): held until the init, the last process of the
 	// job, is gone.
 	SlotLockFD = 7
+	// ReadyFD is the exec stage's end of a pipe to the init: one byte
+	// once its Go runtime has started (see initstage's buildStoreView).
+	// It is the exec stage's fd; the init's fd 5 is ResultFD.
+	ReadyFD = 5
 	// ControlFD is the init's end of the control socket (live view).
 	ControlFD = 8
+	// ViewFD is a ready store view (a detached mount tree from
+	// internal/viewcache) that the init attaches instead of building
+	// one; present only when EnvView is set in the init's environment.
+	ViewFD = 9
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
@@ -69,6 +88,8 @@ const (
 	Init      = "closet-init"
 	ExecStage = "closet-exec"
 	EnvMarker = "_CLOSET_STAGE"
+	// EnvView, set to "1" by the parent, says fd ViewFD holds the view.
+	EnvView = "_CLOSET_VIEW"
 )
 
 // Error is a stage failure as it crosses the status pipe.

@@ -1,0 +1,183 @@
+package job_test
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/job"
+	"github.com/closet-sandbox/closet/internal/report"
+	"github.com/closet-sandbox/closet/internal/viewcache"
+)
+
+// lsStore runs ls /nix/store in a job of roots and returns what it saw.
+func lsStore(ctx context.Context, t *testing.T, views *viewcache.Cache, roots ...string) []string {
+	t.Helper()
+	bb := fixture.Path(t, "busybox")
+	req := baseRequest(append([]string{bb}, roots...), bb+"/bin/ls", "-1", "/nix/store")
+	req.Views = views
+	out, err := runJob(ctx, t, req)
+	if err != nil {
+		t.Fatalf("job: %v", err)
+	}
+	if out.report.Status != report.OK {
+		t.Fatalf("job: %s %s; stderr %s", out.report.Status, out.report.Message, out.stderr)
+	}
+	var got []string
+	for _, name := range strings.Fields(out.stdout) {
+		got = append(got, "/nix/store/"+name)
+	}
+	slices.Sort(got)
+	return got
+}
+
+// TestViewCache: jobs started from cached views see exactly their closure,
+// the second job of a closure is a hit, and the cache stays within its
+// bound, evicting the least recently used view.
+func TestViewCache(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	views, err := viewcache.New(viewcache.Options{MaxViews: 2, MinPaths: 1, Exe: stageBinary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer views.Close()
+	bb := fixture.Path(t, "busybox")
+	dag10, dag100, app := fixture.Path(t, "dag-10"), fixture.Path(t, "dag-100"), fixture.Path(t, "app")
+	for i, step := range []struct {
+		root      string
+		hit       bool
+		views     int
+		evictions int
+	}{
+		{dag10, false, 1, 0},
+		{dag10, true, 1, 0}, // a hit: the same closure
+		{dag100, false, 2, 0},
+		{dag10, true, 2, 0},   // dag-10 is now the most recently used
+		{app, false, 2, 1},    // over the bound: dag-100 goes
+		{dag10, true, 2, 1},   // still there
+		{dag100, false, 2, 2}, // built again; app goes
+	} {
+		got := lsStore(ctx, t, views, step.root)
+		if want := requisites(t, bb, step.root); !slices.Equal(got, want) {
+			t.Fatalf("step %d: the job sees %d paths, want exactly its closure of %d:\n got %v\nwant %v", i, len(got), len(want), got, want)
+		}
+		st := views.Stats()
+		if st.Hit != step.hit || st.Views != step.views || st.Evictions != step.evictions {
+			t.Errorf("step %d (%s): %+v, want hit %v, %d views, %d evictions", i, step.root, st, step.hit, step.views, step.evictions)
+		}
+	}
+}
+
+// TestViewCacheClosed: a cache that cannot serve does not stop a job, which
+// builds its view as without a cache.
+func TestViewCacheClosed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	views, err := viewcache.New(viewcache.Options{MinPaths: 1, Exe: stageBinary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	views.Close()
+	bb, dag := fixture.Path(t, "busybox"), fixture.Path(t, "dag-10")
+	if got, want := lsStore(ctx, t, views, dag), requisites(t, bb, dag); !slices.Equal(got, want) {
+		t.Fatalf("the job sees %v, want %v", got, want)
+	}
+}
+
+// TestViewCacheStartTime: starting in a cached view does not grow with the
+// closure the way building one does. Medians of a few starts per size
+// (the machine is shared: the bound is loose, the figures are logged).
+func TestViewCacheStartTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("times whole jobs")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	views, err := viewcache.New(viewcache.Options{MinPaths: 1, Exe: stageBinary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer views.Close()
+	bb := fixture.Path(t, "busybox")
+	start := func(root string, v *viewcache.Cache) time.Duration {
+		req := baseRequest([]string{bb, root}, bb+"/bin/true")
+		req.Views = v
+		j, err := job.Prepare(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer j.Close()
+		t0 := time.Now()
+		if err := j.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(t0)
+		if r := j.Wait(); r.Status != report.OK {
+			t.Fatalf("%s: %s", r.Status, r.Message)
+		}
+		return d
+	}
+	median := func(root string, v *viewcache.Cache) time.Duration {
+		var ds []time.Duration
+		for range 5 {
+			ds = append(ds, start(root, v))
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[len(ds)/2]
+	}
+	var warm, cold []time.Duration
+	sizes := []string{"dag-10", "dag-3000", "dag-10000"}
+	for _, n := range sizes {
+		root, ok := fixture.Optional(n)
+		if !ok {
+			t.Skipf("%s is not built (scripts/teststore --large)", n)
+		}
+		start(root, views) // the miss that builds the view
+		w, c := median(root, views), median(root, nil)
+		warm, cold = append(warm, w), append(cold, c)
+		t.Logf("%s: start %v in a cached view, %v building it", n, w, c)
+	}
+	// Flat: at 10,000 paths a warm start is within twice the one at 10
+	// plus 10 ms (the machine is shared), and beats building the view.
+	// Issue 11 asks for at most 15 ms at 10,000 paths: about 13 ms here
+	// on a quiet machine; before the exec stage's mountinfo read and the
+	// holder's copy were moved out of the way, 50-75 ms.
+	last := len(sizes) - 1
+	if warm[last] > 2*warm[0]+10*time.Millisecond || warm[last] >= cold[last] {
+		t.Errorf("warm starts grow with the closure: %v at 10 paths, %v at %s (building the view: %v)", warm[0], warm[last], sizes[last], cold[last])
+	}
+}
+
+// TestViewCacheNoGrowth: a job started in a cached view refuses to grow
+// (its view's tmpfs is shared by every copy) and says what to do.
+func TestViewCacheNoGrowth(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	views, err := viewcache.New(viewcache.Options{MinPaths: 1, Exe: stageBinary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer views.Close()
+	bb := fixture.Path(t, "busybox")
+	req := baseRequest([]string{bb, fixture.Path(t, "dag-10")}, bb+"/bin/sleep", "30")
+	req.Views = views
+	j, err := job.Prepare(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if err := j.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = j.AddPaths(ctx, []string{fixture.Path(t, "lib")})
+	j.Kill()
+	j.Wait()
+	if err == nil || !strings.Contains(err.Error(), "without Request.Views") {
+		t.Fatalf("AddPaths in a cached view: %v, want a refusal", err)
+	}
+}
