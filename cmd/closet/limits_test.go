@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/closet-sandbox/closet/internal/exitcode"
+	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/testutil"
@@ -75,14 +76,13 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// busyboxDir is a store path holding a static busybox and sh, ls, cat, id.
-const busyboxDir = "/nix/store/wiivr2w0dzwsjj8615d8pdipkcdqrv6l-bbdir"
+// busyboxDir is the fixture's static busybox, with every applet in bin
+// (sh, ls, cat, id, ...), built by scripts/teststore.
+var busyboxDir string
 
 func needBusybox(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(busyboxDir + "/bin/busybox"); err != nil {
-		t.Skip("the busybox fixture is not in this store")
-	}
+	busyboxDir = fixture.Path(t, "busybox")
 }
 
 // runLimited runs closet with args in dir, as nobody (or as the test's
