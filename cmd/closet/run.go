@@ -17,6 +17,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
+	"github.com/closet-sandbox/closet/internal/sandbox"
 )
 
 func init() { register(newRunCmd) }
@@ -87,6 +88,7 @@ func (o *runOpts) request() (job.Request, error) {
 	req.CallerUID, req.CallerGID = os.Getuid(), os.Getgid()
 	req.SlotDir = idmap.DefaultStateDir(os.Getenv("XDG_RUNTIME_DIR"), req.CallerUID)
 	req.Stdin, req.Stdout, req.Stderr = os.Stdin, os.Stdout, os.Stderr
+	req.StageBinary = stageBinary()
 	if v := os.Getenv("CLOSET_DB_READER"); v != "" {
 		req.DBReader = v // sqlite: skip the direct b-tree reader
 	}
@@ -110,6 +112,17 @@ func (o *runOpts) request() (job.Request, error) {
 	}
 	err := o.limits.apply(&req)
 	return req, err
+}
+
+// stageBinary is closet-stage beside this binary, when it is there and
+// safe (a smaller binary starts faster as the sandbox's init and exec
+// stages), else "": this binary re-executes itself.
+func stageBinary() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return sandbox.StageBinaryBeside(exe)
 }
 
 // callerName is the calling user's name: the job's $USER and the Nix GC

@@ -17,6 +17,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/serve"
+	"github.com/closet-sandbox/closet/internal/viewcache"
 )
 
 func init() { register(newServeCmd) }
@@ -78,8 +79,19 @@ func (f *serveFlags) run(ctx context.Context) error {
 	} else {
 		// Jobs run in this process through internal/job, each with a host
 		// uid of its own where /etc/subuid allows it.
-		f.cfg.Runner = &serve.JobRunner{User: currentUser(), UID: os.Getuid(), GID: os.Getgid(), HostUID: f.hostUID,
-			SlotDir: idmap.DefaultStateDir(os.Getenv("XDG_RUNTIME_DIR"), os.Getuid())}
+		jr := &serve.JobRunner{User: currentUser(), UID: os.Getuid(), GID: os.Getgid(), HostUID: f.hostUID,
+			SlotDir:     idmap.DefaultStateDir(os.Getenv("XDG_RUNTIME_DIR"), os.Getuid()),
+			StageBinary: stageBinary()}
+		// Warm starts: built store views kept by closure hash (jobs that
+		// run as the server's own uid; the rest build their view).
+		views, err := viewcache.New(viewcache.Options{Exe: jr.StageBinary})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "closet serve: no cached views, every job builds its own: %v\n", err)
+		} else {
+			defer views.Close()
+			jr.Views = views
+		}
+		f.cfg.Runner = jr
 	}
 	if f.verbose {
 		f.cfg.Logf = func(format string, a ...any) { fmt.Fprintf(os.Stderr, "closet serve: "+format+"\n", a...) }

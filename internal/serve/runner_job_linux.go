@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/closet-sandbox/closet/internal/job"
+	"github.com/closet-sandbox/closet/internal/viewcache"
 )
 
 // JobRunner runs each job inside the server's process through internal/job:
@@ -27,6 +28,8 @@ type JobRunner struct {
 	SlotDir string
 	// HostUID is job.Request.HostUID: "auto", "caller" or "subordinate".
 	HostUID string
+	// Views, when set, starts jobs in cached store views (warm starts).
+	Views *viewcache.Cache
 }
 
 // Run implements Runner.
@@ -55,7 +58,7 @@ func (r *JobRunner) Run(ctx context.Context, s Spec) (Result, error) {
 		Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, Cwd: "/", UserName: r.User,
 		CallerUID: r.UID, CallerGID: r.GID, SlotDir: r.SlotDir, HostUID: r.HostUID,
 		UID: 1000, GID: 100, // the job's ids inside, as closet run's defaults
-		CwdMode: "none", TTY: "never", Capture: true, StageBinary: r.StageBinary,
+		CwdMode: "none", TTY: "never", Capture: true, StageBinary: r.StageBinary, Views: r.Views,
 		Stdin: inR, Stdout: outW, Stderr: errW,
 		Limits: job.Limits{
 			WallTime: secs(s.Limits.WallTime), CPUTime: secs(s.Limits.CPUTime),
