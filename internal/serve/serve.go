@@ -238,6 +238,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	river.AddWorker(workers, &worker{s: s})
 	jobTimeout := cfg.MaxWall + time.Minute
 	s.client, err = river.NewClient(db.Driver, &river.Config{
+		// River records the client that fetched a job in attempted_by:
+		// named after this server, a silent server's fetched jobs can be
+		// found (reap).
+		ID:                riverClientID(s.workerID),
 		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}},
 		Workers:           workers,
 		FetchCooldown:     10 * time.Millisecond,
@@ -301,7 +305,28 @@ func (s *Server) heartbeat(ctx context.Context) {
 	}
 }
 
+// riverClientID names this server's River client after its worker id.
+func riverClientID(worker string) string { return "closet-" + worker }
+
 func (s *Server) reap(ctx context.Context, cutoff time.Time) error {
+	if s.db.Postgres {
+		// A job River had fetched for a server that died before marking
+		// it running: still queued for closet, running for River, fetched
+		// long ago by a client whose server is silent.
+		res, err := s.db.SQL.ExecContext(ctx, `UPDATE river_job SET state = 'available'
+			WHERE state = 'running' AND attempted_at < $1
+			AND attempted_by[array_length(attempted_by, 1)] <> $2
+			AND NOT EXISTS (SELECT 1 FROM closet_workers w
+				WHERE 'closet-' || w.id = river_job.attempted_by[array_length(river_job.attempted_by, 1)] AND w.seen_ns >= $3)
+			AND EXISTS (SELECT 1 FROM closet_jobs j WHERE j.river_id = river_job.id AND j.state = $4)`,
+			cutoff, riverClientID(s.workerID), cutoff.UnixNano(), StateQueued)
+		if err != nil {
+			return fmt.Errorf("put back a silent server's fetched jobs: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			s.cfg.Logf("put back %d job(s) fetched by a server that went silent before starting them", n)
+		}
+	}
 	rows, err := s.db.SQL.QueryContext(ctx, `SELECT j.id, j.river_id, j.worker FROM closet_jobs j
 		LEFT JOIN closet_workers w ON w.id = j.worker
 		WHERE j.state = $1 AND j.worker <> $2 AND (w.seen_ns IS NULL OR w.seen_ns < $3)`,
