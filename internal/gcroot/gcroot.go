@@ -39,6 +39,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/closet-sandbox/closet/internal/nixproxy"
 	"github.com/closet-sandbox/closet/internal/storepath"
 )
 
@@ -83,7 +84,7 @@ type Hold struct {
 	dirfd    int // -1 without a directory
 	name     string
 	links    []string // names in dirfd
-	daemon   *daemonConn
+	daemon   *nixproxy.TempRoots
 	released bool
 }
 
@@ -98,7 +99,7 @@ func Acquire(o Options, roots []storepath.Path) (*Hold, error) {
 		if fd < 0 && o.StoreRoot == "" && o.DaemonSocket != "-" {
 			// The handshake makes the daemon create the per-user
 			// directory; keep the connection in case it does not.
-			c, err := dialDaemon(o.daemonSocket())
+			c, err := nixproxy.DialTempRoots(o.daemonSocket())
 			if err != nil {
 				tried = append(tried, err.Error())
 			} else {
@@ -110,13 +111,13 @@ func Acquire(o Options, roots []storepath.Path) (*Hold, error) {
 		if fd >= 0 {
 			h.dirfd, h.Dir = fd, dir
 			if h.daemon != nil {
-				h.daemon.close()
+				h.daemon.Close()
 				h.daemon = nil
 			}
 			sweep(fd)
 		}
 	} else if o.StoreRoot == "" && o.DaemonSocket != "-" {
-		c, err := dialDaemon(o.daemonSocket())
+		c, err := nixproxy.DialTempRoots(o.daemonSocket())
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrNoPlace, err)
 		}
@@ -151,7 +152,7 @@ func (h *Hold) Add(paths []storepath.Path) error {
 	}
 	for _, p := range paths {
 		if h.daemon != nil {
-			if err := h.daemon.addTempRoot(string(p)); err != nil {
+			if err := h.daemon.Add(string(p)); err != nil {
 				return fmt.Errorf("hold %s as a temporary root of the nix-daemon: %w", p, err)
 			}
 			continue
@@ -198,7 +199,7 @@ func (h *Hold) Release() {
 		h.dirfd = -1
 	}
 	if h.daemon != nil {
-		h.daemon.close()
+		h.daemon.Close()
 		h.daemon = nil
 	}
 }

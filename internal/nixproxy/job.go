@@ -64,3 +64,38 @@ func NixConf(maxJobs, cores uint64) string {
 	b.WriteString("fallback = false\n")
 	return b.String()
 }
+
+// TempRoots is a connection to the nix-daemon that holds temporary GC
+// roots: the daemon keeps every path added on it alive until the
+// connection closes. Opening one also makes Nix 2.8's daemon create the
+// caller's per-user GC-root directory (its handshake does). internal/gcroot
+// uses it for a user who cannot write a root directory.
+type TempRoots struct{ a *anchor }
+
+// DialTempRoots connects to the daemon at socket and greets it.
+func DialTempRoots(socket string) (*TempRoots, error) {
+	c, err := DialUnix(socket)()
+	if err != nil {
+		return nil, err
+	}
+	dc, err := greetDaemon(c, maxVersion)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("greeting the nix-daemon at %s: %w", socket, err)
+	}
+	return &TempRoots{a: &anchor{dc: dc, rooted: map[string]bool{}}}, nil
+}
+
+// Add holds path (and, as Nix does for a temporary root, its closure) for
+// the connection's life. Safe for concurrent use.
+func (t *TempRoots) Add(path string) error {
+	t.a.mu.Lock()
+	defer t.a.mu.Unlock()
+	if err := t.a.addTempRoot(path); err != nil {
+		return fmt.Errorf("the nix-daemon refused a temporary GC root for %s: %w", path, err)
+	}
+	return nil
+}
+
+// Close drops the roots.
+func (t *TempRoots) Close() error { return t.a.close() }
