@@ -13,11 +13,11 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/closet-sandbox/closet/internal/sandbox"
+	"github.com/closet-sandbox/closet/internal/sandbox/stages"
 )
 
 func main() {
-	sandbox.RunStageIfAny()
+	stages.RunIfAny()
 	fmt.Fprintln(os.Stderr, "closet-stage: the sandbox's stages, started by closet only")
 	os.Exit(2)
 }

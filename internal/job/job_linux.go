@@ -429,7 +429,7 @@ func (j *Job) AddPaths(ctx context.Context, paths []string) error {
 	}
 	// References first: the job never sees a path whose references are
 	// missing.
-	fresh := sandbox.ReferencesFirst(c.Paths, func(p storepath.Path) bool { return j.visible[string(p)] })
+	fresh := closure.ReferencesFirst(c.Paths, func(p storepath.Path) bool { return j.visible[string(p)] })
 	if len(fresh) == 0 {
 		return nil
 	}

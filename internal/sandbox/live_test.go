@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/closet-sandbox/closet/internal/closure"
 	"io"
 	"os"
 	"os/exec"
@@ -64,7 +65,7 @@ func asNobody(t *testing.T) bool {
 // closureOf is the closure of roots, references before referrers.
 func closureOf(t *testing.T, roots ...string) []string {
 	t.Helper()
-	return ReferencesFirst(testutil.Closure(t, roots...).Paths, nil)
+	return closure.ReferencesFirst(testutil.Closure(t, roots...).Paths, nil)
 }
 
 // liveJob runs script in a sandbox whose view starts as store, calls

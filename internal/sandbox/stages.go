@@ -1,34 +1,10 @@
 package sandbox
 
-import (
-	"os"
-
-	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
-	"github.com/closet-sandbox/closet/internal/sandbox/initstage"
-	"github.com/closet-sandbox/closet/internal/sandbox/stage"
-	"github.com/closet-sandbox/closet/internal/viewcache"
-)
+import "github.com/closet-sandbox/closet/internal/sandbox/stages"
 
 // RunStageIfAny runs a sandbox stage and never returns when this process
 // was re-executed as one; otherwise it returns at once. Every program that
 // starts sandboxes (closet, and the test binaries that drive jobs in
 // process) calls it first thing in main: the parent re-executes its own
-// binary as the init and exec stages.
-//
-// A stage is named twice, by argv[0] and by an environment marker, so that
-// neither a user who calls the binary closet-init nor a stray variable
-// starts one alone.
-func RunStageIfAny() {
-	if len(os.Args) == 0 {
-		return
-	}
-	marker := os.Getenv(stage.EnvMarker)
-	switch {
-	case os.Args[0] == stage.Init && marker == stage.Init:
-		initstage.Run()
-	case os.Args[0] == stage.ExecStage && marker == stage.ExecStage:
-		execstage.Run()
-	case os.Args[0] == viewcache.Stage && marker == viewcache.Stage:
-		viewcache.RunHolder()
-	}
-}
+// binary as the stages (see package stages).
+func RunStageIfAny() { stages.RunIfAny() }

@@ -284,6 +284,18 @@ func (st *state) mountRoot() error {
 	return nil
 }
 
+// waitExecStage waits, once, for the exec stage's byte: its Go runtime
+// (and, in a cgo build, the dynamic loader before it) is up. A byte or
+// EOF (it died: the steps after report it) ends the wait.
+func (st *state) waitExecStage() {
+	if st.ready == nil {
+		return
+	}
+	st.ready.Read(make([]byte, 1))
+	st.ready.Close()
+	st.ready = nil
+}
+
 // cachedView says whether the parent passed a copy of a cached view of
 // exactly this closure (internal/viewcache) on stage.ViewFD.
 func cachedView() bool { return os.Getenv(stage.EnvView) == "1" }
@@ -294,7 +306,6 @@ func cachedView() bool { return os.Getenv(stage.EnvView) == "1" }
 func (st *state) buildStoreView() (err error) {
 	target := filepath.Join(st.root, "nix/store")
 	if !cachedView() {
-		st.ready.Close() // the exec stage's byte is for a cached view only
 		st.view, err = mountview.Build(target, st.s.StoreRoot, st.s.Store)
 		return err
 	}
@@ -304,8 +315,7 @@ func (st *state) buildStoreView() (err error) {
 	// (measured: 11-30 ms). Attaching only once it is up costs the wait
 	// for its start instead. A byte or EOF (it died: the steps below
 	// report it) ends the wait.
-	st.ready.Read(make([]byte, 1))
-	st.ready.Close()
+	st.waitExecStage()
 	// st.view stays nil: a copy shares its tmpfs with every other copy
 	// and cannot grow (serveControl says so).
 	return mountview.Attach(target, stage.ViewFD)
@@ -768,6 +778,11 @@ func (st *state) loopbackUp() error {
 // makes the root tmpfs read-only. After this the host's filesystem is out
 // of reach for good: nothing of it is mounted and nothing references it.
 func (st *state) pivotRoot() error {
+	// The exec stage must be up before the host's tree goes: a binary
+	// built with cgo has its shared libraries loaded by the host's dynamic
+	// loader after execve, which the new root does not hold. Its start
+	// overlapped every mount above, so the wait is usually none.
+	st.waitExecStage()
 	if err := unix.Fchdir(st.rootFD); err != nil {
 		return err
 	}

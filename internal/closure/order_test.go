@@ -1,4 +1,4 @@
-package sandbox
+package closure_test
 
 import (
 	"slices"
@@ -19,12 +19,12 @@ func TestReferencesFirst(t *testing.T) {
 		{Path: p("11111111111111111111111111111lib"), References: []storepath.Path{p("11111111111111111111111111111lib"), p("2222222222222222222222222222base")}},
 		{Path: p("2222222222222222222222222222base")},
 	}
-	got := ReferencesFirst(infos, nil)
+	got := closure.ReferencesFirst(infos, nil)
 	want := []string{string(p("2222222222222222222222222222base")), string(p("11111111111111111111111111111lib")), string(p("00000000000000000000000000000app"))}
 	if !slices.Equal(got, want) {
 		t.Errorf("ReferencesFirst = %v, want %v", got, want)
 	}
-	got = ReferencesFirst(infos, func(q storepath.Path) bool { return q == p("2222222222222222222222222222base") })
+	got = closure.ReferencesFirst(infos, func(q storepath.Path) bool { return q == p("2222222222222222222222222222base") })
 	if !slices.Equal(got, want[1:]) {
 		t.Errorf("with base visible: %v, want %v", got, want[1:])
 	}
