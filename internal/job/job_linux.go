@@ -53,6 +53,7 @@ type Job struct {
 	// cachedView: the job's store view is a copy of a cached one
 	// (Request.Views), which cannot grow.
 	cachedView bool
+	warmHit    bool          // the copy came from a view already cached
 	pending    []unix.Signal // signals that came while the job was starting
 	cancel     context.CancelFunc
 	grow       viewGrower
@@ -191,11 +192,11 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 	// view never grows (a copy cannot: see internal/viewcache), and whose
 	// closure is large enough to gain from it.
 	if j.req.Views != nil && ident == nil && !j.growsView() && j.req.Views.Serves(len(s.Store)) {
-		if v, err := j.req.Views.Take(ctx, s.StoreRoot, s.Store); err == nil {
+		if v, hit, err := j.req.Views.TakeHit(ctx, s.StoreRoot, s.Store); err == nil {
 			defer v.Close()
 			hooks.View = v
 			j.mu.Lock()
-			j.cachedView = true
+			j.cachedView, j.warmHit = true, hit
 			j.mu.Unlock()
 			started := hooks.Started
 			hooks.Started = func(pid int) {
@@ -542,6 +543,7 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 	r.Closure = report.Closure{Hash: j.spec.ClosureHash, Paths: len(j.spec.Store), Size: j.closureSize}
 	r.AddedPaths = append([]string(nil), j.added...)
 	r.HostIdentity = j.hostID
+	r.WarmView = j.warmHit
 	j.mu.Unlock()
 	j.rep = r
 }

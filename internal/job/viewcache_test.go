@@ -16,6 +16,13 @@ import (
 
 // lsStore runs ls /nix/store in a job of roots and returns what it saw.
 func lsStore(ctx context.Context, t *testing.T, views *viewcache.Cache, roots ...string) []string {
+	got, _ := lsStoreWarm(ctx, t, views, roots...)
+	return got
+}
+
+// lsStoreWarm is lsStore, and whether the report says the job started in
+// a view already cached (a hit).
+func lsStoreWarm(ctx context.Context, t *testing.T, views *viewcache.Cache, roots ...string) ([]string, bool) {
 	t.Helper()
 	bb := fixture.Path(t, "busybox")
 	req := baseRequest(append([]string{bb}, roots...), bb+"/bin/ls", "-1", "/nix/store")
@@ -32,7 +39,7 @@ func lsStore(ctx context.Context, t *testing.T, views *viewcache.Cache, roots ..
 		got = append(got, "/nix/store/"+name)
 	}
 	slices.Sort(got)
-	return got
+	return got, out.report.WarmView
 }
 
 // TestViewCache: jobs started from cached views see exactly their closure,
@@ -62,7 +69,10 @@ func TestViewCache(t *testing.T) {
 		{dag10, true, 2, 1},   // still there
 		{dag100, false, 2, 2}, // built again; app goes
 	} {
-		got := lsStore(ctx, t, views, step.root)
+		got, warm := lsStoreWarm(ctx, t, views, step.root)
+		if warm != step.hit {
+			t.Errorf("step %d: the report's warmView is %v, want %v (a hit)", i, warm, step.hit)
+		}
 		if want := requisites(t, bb, step.root); !slices.Equal(got, want) {
 			t.Fatalf("step %d: the job sees %d paths, want exactly its closure of %d:\n got %v\nwant %v", i, len(got), len(want), got, want)
 		}

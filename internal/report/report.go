@@ -90,6 +90,9 @@ type Report struct {
 	// Limits maps each limit given to its value and the mechanism that
 	// enforced it.
 	Limits map[string]Limit `json:"limits"`
+	// WarmView: the job's store view was a copy of one already cached for
+	// an earlier job of the same closure (a warm start).
+	WarmView bool `json:"warmView,omitempty"`
 	// HostIdentity is who the job was on the host: "UID:GID" of ids of
 	// its own (--host-uid), or "caller".
 	HostIdentity string `json:"hostIdentity,omitempty"`

@@ -31,7 +31,7 @@ func newMetrics(s *Server) *metrics {
 	m.setup = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "closet_serve_setup_seconds", Help: "Time a job's run took beyond the job's own wall time (resolve, closure, sandbox).", Buckets: buckets})
 	m.run = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "closet_serve_run_seconds", Help: "Jobs' own wall time.", Buckets: buckets})
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "closet_serve_submit_to_verdict_seconds", Help: "From acceptance to the verdict's commit.", Buckets: buckets})
-	m.warmHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "closet_serve_warm_view_hits_total", Help: "Jobs run in a warm view (0 until the job layer keeps views)."})
+	m.warmHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "closet_serve_warm_view_hits_total", Help: "Jobs started in a warm view: a copy of a cached store view of the same closure (closures of 64 paths or more)."})
 	gauge := func(name, help, state string) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

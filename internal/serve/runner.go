@@ -48,7 +48,7 @@ type Result struct {
 	StdoutTruncated bool    `json:"stdoutTruncated,omitempty"`
 	StderrTruncated bool    `json:"stderrTruncated,omitempty"`
 	// WarmView says the job ran in a view kept from an earlier job with the
-	// same closure (always false until the job layer keeps warm views).
+	// same closure (the job layer's view cache; closures of 64 paths or more).
 	WarmView bool `json:"warmView,omitempty"`
 }
 

@@ -109,6 +109,7 @@ func (r *JobRunner) Run(ctx context.Context, s Spec) (Result, error) {
 		Verdict: rep.Status, Message: rep.Message, ExitCode: rep.ExitCode, Signal: rep.Signal,
 		CPUTime: rep.CPUTime, WallTime: rep.WallTime, MaxRSS: rep.MaxRSS, SetupTime: setup,
 		Stdout: out.buf.String(), Stderr: errb.buf.String(), StdoutTruncated: out.more, StderrTruncated: errb.more,
+		WarmView: rep.WarmView,
 	}
 	if ctx.Err() != nil {
 		return res, ctx.Err()

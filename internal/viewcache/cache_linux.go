@@ -134,11 +134,18 @@ func New(opts Options) (*Cache, error) {
 // builds the view first (as long as a cold start's mounts); a hit costs a
 // round trip and no mount work in the caller's path.
 func (c *Cache) Take(ctx context.Context, storeRoot string, paths []string) (*os.File, error) {
+	f, _, err := c.TakeHit(ctx, storeRoot, paths)
+	return f, err
+}
+
+// TakeHit is Take, and whether the copy came from a view already cached
+// (a warm start) rather than one built for this take.
+func (c *Cache) TakeHit(ctx context.Context, storeRoot string, paths []string) (*os.File, bool, error) {
 	k := key(storeRoot, paths)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
-		return nil, c.err
+		return nil, false, c.err
 	}
 	// shutdown, not close, wakes a recvmsg blocked on the socket.
 	stop := context.AfterFunc(ctx, func() { unix.Shutdown(int(c.sock.Fd()), unix.SHUT_RDWR) })
@@ -148,19 +155,19 @@ func (c *Cache) Take(ctx context.Context, storeRoot string, paths []string) (*os
 		rep, fd, err = c.ask(request{Key: k, StoreRoot: storeRoot, Paths: paths})
 	}
 	if err != nil {
-		return nil, c.broken(ctx, err)
+		return nil, false, c.broken(ctx, err)
 	}
 	c.stats = rep.Stats
 	if rep.Err != "" {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return nil, fmt.Errorf("view cache: %s", rep.Err)
+		return nil, false, fmt.Errorf("view cache: %s", rep.Err)
 	}
 	if fd < 0 {
-		return nil, c.broken(ctx, errors.New("reply without a view"))
+		return nil, false, c.broken(ctx, errors.New("reply without a view"))
 	}
-	return os.NewFile(uintptr(fd), "view"), nil
+	return os.NewFile(uintptr(fd), "view"), rep.Hit, nil
 }
 
 // Refill asks the holder to make the spare copies taken since the last
