@@ -169,13 +169,7 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		// running afterwards); signals that came before (the target's
 		// output can arrive first) are delivered now, not dropped.
 		Started: func(pid int) {
-			j.mu.Lock()
-			j.initPid, j.state = pid, running
-			for _, sig := range j.pending {
-				unix.Kill(pid, sig)
-			}
-			j.pending = nil
-			j.mu.Unlock()
+			j.running(pid)
 			started <- pid
 		},
 		Console:  j.req.Console,
@@ -350,8 +344,10 @@ func (j *Job) Wait() *report.Report {
 // Done is closed when the job has ended and its report is ready.
 func (j *Job) Done() <-chan struct{} { return j.done }
 
-// running marks the job started, the moment the target's execve
-// succeeded, and delivers the signals that arrived while it was starting.
+// running marks the job started the moment the parent learns the target's
+// execve succeeded, not when Start returns (a job that ends at once must
+// not be marked running afterwards), and delivers the signals that came
+// while it was starting (the target's output can arrive first).
 func (j *Job) running(initPid int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
