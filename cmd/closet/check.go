@@ -125,7 +125,8 @@ func checkOptions(cmd *cobra.Command, args, leak []string) (check.Options, error
 		// The view of sh from the store, where PATH has one; else (sh is
 		// the host's, as on Debian or Fedora with Nix) an empty view, with
 		// closet's own static binary as the only program.
-		r := &resolve.Resolver{Path: os.Getenv("PATH")}
+		wd, _ := os.Getwd()
+		r := &resolve.Resolver{Path: os.Getenv("PATH"), Dir: wd}
 		if p, _, err := r.Command("sh"); err == nil {
 			roots = []storepath.Path{p}
 		}

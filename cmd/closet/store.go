@@ -37,7 +37,8 @@ func openStore(root string) (*closure.Store, error) {
 // resolveRoots resolves the user's arguments against s and maps failures
 // to exit codes: bad input 1, an unreadable store 2.
 func resolveRoots(ctx context.Context, s *closure.Store, root string, args []string) ([]storepath.Path, error) {
-	r := &resolve.Resolver{Root: root, Path: os.Getenv("PATH")}
+	wd, _ := os.Getwd()
+	r := &resolve.Resolver{Root: root, Path: os.Getenv("PATH"), Dir: wd}
 	roots, err := r.Roots(ctx, s, args)
 	if err != nil {
 		return nil, storeErrCode(err)

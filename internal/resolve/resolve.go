@@ -66,7 +66,7 @@ type Resolver struct {
 	Root string
 	// Path is the search path for command names (the caller's $PATH).
 	Path string
-	// Dir is the directory relative arguments are taken from ("" = cwd),
+	// Dir is the caller's working directory: relative arguments are taken from it ("" = /),
 	// and where nix runs.
 	Dir string
 	// Credential, when set, is who nix runs as (a service acting for a
@@ -207,9 +207,11 @@ func (r *Resolver) abs(p string) string {
 	if filepath.IsAbs(p) {
 		return p
 	}
+	// The caller's working directory comes in Dir: this package never
+	// reads the process's own (many jobs run in one process).
 	dir := r.Dir
 	if dir == "" {
-		dir, _ = os.Getwd()
+		dir = "/"
 	}
 	return filepath.Join(dir, p)
 }
