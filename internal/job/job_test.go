@@ -32,15 +32,7 @@ import (
 // inside the sandbox may no longer reach.
 func TestMain(m *testing.M) {
 	sandbox.RunStageIfAny()
-	if code, ok := testutil.RerunUnprivileged(); ok {
-		os.Exit(code)
-	}
-	bin, err := testutil.BuildBinary()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	stageBinary = bin
+	stageBinary = testutil.StagesUnprivileged()
 	os.Exit(m.Run())
 }
 

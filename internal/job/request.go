@@ -12,6 +12,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/nixproxy"
 	"github.com/closet-sandbox/closet/internal/resolve"
 	"github.com/closet-sandbox/closet/internal/seccomp"
+	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/viewcache"
 )
 
@@ -191,8 +192,8 @@ func (r *Request) check() error {
 	if r.UID < 0 || r.GID < 0 || r.UID > 65535 || r.GID > 65535 {
 		errs = append(errs, fmt.Errorf("--uid %d --gid %d: want ids from 0 to 65535", r.UID, r.GID))
 	}
-	if !validHostname(r.Hostname) {
-		errs = append(errs, fmt.Errorf("--hostname %q: want 1 to 64 letters, digits, '-' and '.'", r.Hostname))
+	if err := spec.ValidHostname(r.Hostname); err != nil {
+		errs = append(errs, fmt.Errorf("--%w", err))
 	}
 	for _, e := range r.SetEnv {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n") {
@@ -222,23 +223,6 @@ func (r *Request) check() error {
 // capture: the job's output must go through closet's pipes.
 func (r *Request) capture() bool {
 	return r.Capture || r.Limits.Output > 0 || r.Limits.SilentTime > 0
-}
-
-// validHostname allows what a host name may hold: no spaces, no slashes,
-// and no control characters that a terminal would act on when a prompt
-// shows the name.
-func validHostname(h string) bool {
-	if h == "" || len(h) > 64 {
-		return false
-	}
-	for _, c := range []byte(h) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // lookupEnv finds name in env, the last one winning as in a shell.

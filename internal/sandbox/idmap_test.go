@@ -408,8 +408,8 @@ func TestPidsWithoutCgroupByNproc(t *testing.T) {
 	_, wait := startHelper(t, bin, u, helperJob{Busybox: bb, Script: script, HostUID: idmap.Subordinate, StateDir: stateDir(t, u),
 		Pids: 5, Count: true, Landlock: "best-effort"})
 	r := wait()
-	if r.Enforced[LimitPids] != MechRlimitNproc {
-		t.Skipf("pids enforced by %q here, not the rlimit this test is about", r.Enforced[LimitPids])
+	if r.Enforced[spec.LimitPids] != spec.MechRlimitNproc {
+		t.Skipf("pids enforced by %q here, not the rlimit this test is about", r.Enforced[spec.LimitPids])
 	}
 	if r.Count > 5 || r.Count < 3 {
 		t.Errorf("at most %d processes of the job's uid during the storm, want 3..5 (--pids 5)", r.Count)

@@ -15,23 +15,6 @@ import (
 	"github.com/closet-sandbox/closet/internal/spec"
 )
 
-// Limit and mechanism names are the spec's: the report reads them too.
-const (
-	LimitWall   = spec.LimitWall
-	LimitCPU    = spec.LimitCPU
-	LimitSilent = spec.LimitSilent
-	LimitOutput = spec.LimitOutput
-	LimitMemory = spec.LimitMemory
-	LimitPids   = spec.LimitPids
-
-	MechTimer       = spec.MechTimer
-	MechPipe        = spec.MechPipe
-	MechRlimitAS    = spec.MechRlimitAS
-	MechRlimitCPU   = spec.MechRlimitCPU
-	MechRlimitNproc = spec.MechRlimitNproc
-	MechProcPoll    = spec.MechProcPoll
-)
-
 var cgroupSeq atomic.Uint64
 
 // jobLimits is the parent's side of one run's limits: the cgroups, the
@@ -88,12 +71,12 @@ func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 	if lim.Memory > 0 {
 		switch m := j.cg.Mechanism(cgroup.Memory); {
 		case m != "":
-			j.enforced[LimitMemory] = m
+			j.enforced[spec.LimitMemory] = m
 		case lim.Fallback == "rlimit":
 			// Not the same limit: RLIMIT_AS caps each process's address
 			// space, not the job's resident memory. Reports say so.
 			j.rlimits["AS"] = lim.Memory
-			j.enforced[LimitMemory] = MechRlimitAS
+			j.enforced[spec.LimitMemory] = spec.MechRlimitAS
 		default:
 			return fail(fmt.Errorf("--memory: no cgroup can enforce it here (%s)", j.cg.Unavailable(cgroup.Memory)))
 		}
@@ -102,7 +85,7 @@ func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 		m := j.cg.Mechanism(cgroup.Pids)
 		switch {
 		case m != "":
-			j.enforced[LimitPids] = m
+			j.enforced[spec.LimitPids] = m
 		case ownID:
 			// RLIMIT_NPROC counts the tasks (threads included, as pids.max
 			// does) of the caller's real uid in the caller's user
@@ -112,7 +95,7 @@ func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 			// becomes the target, once its other threads are about to go.
 			// So the limit is exactly the job's N tasks.
 			j.rlimits["NPROC"] = lim.Pids
-			j.enforced[LimitPids] = MechRlimitNproc
+			j.enforced[spec.LimitPids] = spec.MechRlimitNproc
 		default:
 			// RLIMIT_NPROC would count every task of the caller's uid (its
 			// other processes, other jobs): no value of it means "N
@@ -126,29 +109,29 @@ func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 		// the whole job and is polled.
 		secs := uint64(math.Ceil(lim.CPUTime.Seconds()))
 		j.rlimits["CPU"] = secs
-		j.enforced[LimitCPU] = MechRlimitCPU
+		j.enforced[spec.LimitCPU] = spec.MechRlimitCPU
 		// The parent polls the whole job's CPU time and trips first: from
 		// the cgroup where there is one, else from /proc, summing the
 		// process tree below the init. The rlimit, a second later, is the
 		// backstop.
 		j.rlimits["CPU"] = secs + 1
-		m := MechProcPoll
+		m := spec.MechProcPoll
 		if c := j.cg.Mechanism(cgroup.CPU); c != "" {
 			m = c
 		}
-		j.enforced[LimitCPU] = m + "+" + MechRlimitCPU
+		j.enforced[spec.LimitCPU] = m + "+" + spec.MechRlimitCPU
 	}
 	if lim.WallTime > 0 {
-		j.enforced[LimitWall] = MechTimer
+		j.enforced[spec.LimitWall] = spec.MechTimer
 	}
 	if lim.SilentTime > 0 {
-		j.enforced[LimitSilent] = MechTimer + "+" + MechPipe
+		j.enforced[spec.LimitSilent] = spec.MechTimer + "+" + spec.MechPipe
 	}
 	if lim.Output > 0 {
-		j.enforced[LimitOutput] = MechPipe
+		j.enforced[spec.LimitOutput] = spec.MechPipe
 	}
 	if lim.Output > 0 || lim.Capture || lim.SilentTime > 0 {
-		o, err := newOutputs(lim.Output, func() { j.trip(LimitOutput) })
+		o, err := newOutputs(lim.Output, func() { j.trip(spec.LimitOutput) })
 		if err != nil {
 			return fail(err)
 		}
@@ -213,7 +196,7 @@ func (j *jobLimits) attach(initPid int) error {
 // pidsByCgroup: the job's task limit is a pids cgroup's, not the
 // RLIMIT_NPROC the exec stage sets.
 func (j *jobLimits) pidsByCgroup() bool {
-	return j.lim.Pids > 0 && j.enforced[LimitPids] != MechRlimitNproc
+	return j.lim.Pids > 0 && j.enforced[spec.LimitPids] != spec.MechRlimitNproc
 }
 
 // setupTasks is room for the threads of closet's Go init and exec stage
@@ -249,7 +232,7 @@ func (j *jobLimits) started(initPid int) error {
 		j.out.last.Store(time.Now().UnixNano())
 	}
 	if d := j.lim.WallTime; d > 0 {
-		j.timers = append(j.timers, time.AfterFunc(d, func() { j.trip(LimitWall) }))
+		j.timers = append(j.timers, time.AfterFunc(d, func() { j.trip(spec.LimitWall) }))
 	}
 	if j.lim.CPUTime > 0 || j.lim.SilentTime > 0 {
 		go j.watch()
@@ -278,13 +261,13 @@ func (j *jobLimits) watch() {
 				used = treeCPU(j.initPid) - j.proc0
 			}
 			if used > j.lim.CPUTime {
-				j.trip(LimitCPU)
+				j.trip(spec.LimitCPU)
 				return
 			}
 		}
 		if d := j.lim.SilentTime; d > 0 && j.out != nil {
 			if time.Since(time.Unix(0, j.out.last.Load())) > d {
-				j.trip(LimitSilent)
+				j.trip(spec.LimitSilent)
 				return
 			}
 		}

@@ -42,8 +42,8 @@ type Outcome struct {
 	// process of the job was gone.
 	Started, Ended time.Time
 
-	// Limit names the limit that ended the job (LimitWall, LimitCPU,
-	// LimitSilent, LimitOutput, LimitMemory), or "".
+	// Limit names the limit that ended the job (spec.LimitWall, spec.LimitCPU,
+	// spec.LimitSilent, spec.LimitOutput, spec.LimitMemory), or "".
 	Limit string
 	// Killed: closet (or the kernel's OOM killer) ended the job. When the
 	// init itself was killed, Result holds the init's end and resource
@@ -337,7 +337,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	}
 	out.Limit, out.KillCPU = jl.limitHit()
 	if out.Limit == "" && out.Cgroup.OOMKills > 0 {
-		out.Limit = LimitMemory
+		out.Limit = spec.LimitMemory
 	}
 	out.Killed = out.Limit != ""
 	if len(resBytes) == 0 {

@@ -251,3 +251,21 @@ func copyFile(src, dst string) error {
 	}
 	return os.WriteFile(dst, b, 0o755)
 }
+
+// StagesUnprivileged is TestMain's set-up for a package that starts
+// sandboxes in process: as root it reruns the test binary as nobody and
+// exits with the child's code (RerunUnprivileged); otherwise it builds the
+// static closet binary the sandboxes' stages start from and returns its
+// path. Under -race the test binary itself needs cgo and the host's
+// dynamic loader, so it cannot be a stage. It exits when the build fails.
+func StagesUnprivileged() string {
+	if code, ok := RerunUnprivileged(); ok {
+		os.Exit(code)
+	}
+	bin, err := BuildBinary()
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(2)
+	}
+	return bin
+}

@@ -38,15 +38,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	if code, ok := testutil.RerunUnprivileged(); ok {
-		os.Exit(code)
-	}
-	bin, err := testutil.BuildBinary()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	stageBinary = bin
+	stageBinary = testutil.StagesUnprivileged()
 	os.Exit(m.Run())
 }
 
