@@ -19,7 +19,6 @@ import (
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
-	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/storepath"
@@ -597,7 +596,7 @@ func confinement(s *spec.Spec) report.Confinement {
 		c.Network = "host"
 	}
 	if s.Landlock != "off" {
-		if abi := execstage.LandlockABI(); abi > 0 {
+		if abi := sandbox.LandlockABI(); abi > 0 {
 			c.Landlock = fmt.Sprintf("abi %d", abi)
 		} else {
 			c.Landlock = "unavailable"
