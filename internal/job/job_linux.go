@@ -521,7 +521,7 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 		r.CPUTime = rj.CPU.Seconds()
 		r.WallTime = out.Ended.Sub(out.Started).Seconds()
 		// The job's own processes, sampled: the target's ru_maxrss would
-		// carry the exec stage's image across execve.
+		// carry the init's image (it was forked from it) across execve.
 		r.MaxRSS = uint64(max(out.SampledMaxRSSKiB, 0)) * 1024
 		r.PeakMemory = out.Cgroup.PeakMemory
 		r.OOMKilled = out.Cgroup.OOMKills > 0

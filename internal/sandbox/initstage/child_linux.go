@@ -105,8 +105,8 @@ type launch struct {
 func forkTarget(l *launch) (pid int, err syscall.Errno) {
 	runtimeBeforeFork()
 	// A plain fork (no CLONE_VM): the child gets a copy of this stack, so
-	// this frame and the next may be used by both (see the package doc of
-	// start_linux.go for why not vfork).
+	// this frame and the next may be used by both (see target_linux.go
+	// for why not vfork).
 	r, _, errno := syscall.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
 	if errno != 0 || r != 0 {
 		runtimeAfterFork()
