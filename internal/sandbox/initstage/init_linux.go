@@ -45,6 +45,8 @@ type state struct {
 	// finalizer of a second wrapper closes fd 4 behind init's back.
 	status *os.File
 	target *launch // what the target's child needs, prepared after pivot_root
+	// seccomp delivers the compiled filter, once.
+	seccomp chan compiledFilter
 
 	// The live view: the control socket, the view and the stager thread
 	// that clones later paths from the store.
@@ -77,6 +79,13 @@ func Run() {
 		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
 	}
 	st.s, st.rootFD = s, -1
+	// The seccomp program depends on the spec alone: compiled on another
+	// thread while the root is built (prepareTarget takes it).
+	st.seccomp = make(chan compiledFilter, 1)
+	go func() {
+		prog, err := seccompProgram(s.Seccomp, s.Limits.Rlimits["AS"] > 0)
+		st.seccomp <- compiledFilter{prog, err}
+	}()
 
 	// The order matters: nothing the job can touch exists before the root
 	// is complete and pivoted into, and every user-named path is opened

@@ -122,11 +122,19 @@ func (st *state) prepareTarget() error {
 		return stage.Errorf(stage.Init, "drop capabilities", "/proc/sys/kernel/cap_last_cap", err)
 	}
 	l.capHdr.Version = unix.LINUX_CAPABILITY_VERSION_3
-	if l.fprog, err = seccompProgram(s.Seccomp, s.Limits.Rlimits["AS"] > 0); err != nil {
-		return stage.Errorf(stage.Init, "seccomp", "", err)
+	f := <-st.seccomp
+	if f.err != nil {
+		return stage.Errorf(stage.Init, "seccomp", "", f.err)
 	}
+	l.fprog = f.prog
 	st.target = l
 	return nil
+}
+
+// compiledFilter is seccompProgram's answer.
+type compiledFilter struct {
+	prog *unix.SockFprog
+	err  error
 }
 
 // seccompProgram compiles the named profile (nil for "off"). An RLIMIT_AS
