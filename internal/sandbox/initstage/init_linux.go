@@ -785,8 +785,8 @@ func (st *state) pivotRoot() error {
 	return nil
 }
 
-// runAndReap starts the target, then reaps every process until it ends, and reports the target's end on the
-// result pipe. When it returns, init exits, and the kernel kills whatever
+// runAndReap starts the target, then reaps every process until it ends,
+// and reports the target's end on the result pipe. When it returns, init exits, and the kernel kills whatever
 // else is left in the pid namespace before the parent's wait on init
 // returns: nothing outlives the target.
 func (st *state) runAndReap() int {
