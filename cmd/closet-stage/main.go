@@ -1,5 +1,5 @@
-// Command closet-stage is closet's sandbox stages (the init, the exec stage
-// and the view holder) alone, without the command line, the service or
+// Command closet-stage is closet's sandbox stages (the init and the view
+// holder) alone, without the command line, the service or
 // their dependencies: each stage is a fresh process that pays the package
 // initialisation and the page faults of the binary it runs from, and the
 // closet binary with `closet serve` linked in costs about twice this one

@@ -13,8 +13,9 @@ import (
 
 // TestCgoBuildRunsJobs builds closet as a plain `go build` does on a host
 // with a C compiler (CGO_ENABLED=1: dynamically linked against the host's
-// libc), and runs a job with it as an unprivileged user: the stages start
-// before pivot_root, so they find the host's loader. closet check, whose
+// libc), and runs a job with it as an unprivileged user: the init starts,
+// and loads its libraries, before pivot_root; the target is its fork, so
+// nothing of closet is loaded after the host's tree is gone. closet check, whose
 // attacker runs inside a finished sandbox, refuses it in one line.
 func TestCgoBuildRunsJobs(t *testing.T) {
 	cc, err := exec.Command("go", "env", "CC").Output()

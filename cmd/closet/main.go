@@ -2,7 +2,7 @@
 // it needs. See README.md and docs/design.md.
 //
 // main does two things, in this order: it dispatches to a sandbox stage when
-// the binary was re-executed as one (the init or the exec stage), and only
+// the binary was re-executed as one (the init or the view holder), and only
 // otherwise builds the cobra command line. Stage dispatch comes first so that
 // a stage never pays for, or is confused by, the CLI.
 package main

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
-	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
+	"github.com/closet-sandbox/closet/internal/sandbox"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/testutil"
 )
@@ -513,7 +513,7 @@ func TestReportRecordsConfinement(t *testing.T) {
 	bb := fixture.Path(t, "busybox")
 	dir := testutil.TempDir(t)
 	wantLandlock := "unavailable"
-	if abi := execstage.LandlockABI(); abi > 0 {
+	if abi := sandbox.LandlockABI(); abi > 0 {
 		wantLandlock = fmt.Sprintf("abi %d", abi)
 	}
 	for _, tt := range []struct {

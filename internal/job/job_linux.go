@@ -19,7 +19,6 @@ import (
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/sandbox"
-	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/storepath"
@@ -522,7 +521,7 @@ func (j *Job) conclude(out *sandbox.Outcome, runErr error) {
 		r.CPUTime = rj.CPU.Seconds()
 		r.WallTime = out.Ended.Sub(out.Started).Seconds()
 		// The job's own processes, sampled: the target's ru_maxrss would
-		// carry the exec stage's image across execve.
+		// carry the init's image (it was forked from it) across execve.
 		r.MaxRSS = uint64(max(out.SampledMaxRSSKiB, 0)) * 1024
 		r.PeakMemory = out.Cgroup.PeakMemory
 		r.OOMKilled = out.Cgroup.OOMKills > 0
@@ -597,7 +596,7 @@ func confinement(s *spec.Spec) report.Confinement {
 		c.Network = "host"
 	}
 	if s.Landlock != "off" {
-		if abi := execstage.LandlockABI(); abi > 0 {
+		if abi := sandbox.LandlockABI(); abi > 0 {
 			c.Landlock = fmt.Sprintf("abi %d", abi)
 		} else {
 			c.Landlock = "unavailable"

@@ -23,7 +23,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
-// TestMain: this test binary is also the sandbox's init and exec stages
+// TestMain: this test binary is also the sandbox's init
 // (the parent re-executes itself), and runs its tests as nobody when
 // started as root.
 //

@@ -14,8 +14,8 @@ import (
 func (j *Job) applyLimits(s *spec.Spec) error {
 	l := j.req.Limits
 	if l.OpenFiles > 0 && l.OpenFiles < 16 {
-		// The exec stage opens a few files of its own (Landlock, seccomp)
-		// after the rlimits are set.
+		// The target's dynamic loader and libc open a few files as it
+		// starts, under the limit.
 		return badf("--open-files %d: want at least 16 (leave the flag out for no limit)", l.OpenFiles)
 	}
 	if l.Memory > 0 && l.Memory < 1<<20 {

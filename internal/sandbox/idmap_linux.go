@@ -27,8 +27,8 @@ import (
 // reading. The init then drops every supplementary group (newgidmap
 // leaves setgroups allowed), takes the gid, and the uid as its effective
 // and saved uid (its real uid stays the caller's, so its own threads do
-// not count against the job's RLIMIT_NPROC); the exec stage takes the uid
-// as its real uid too before it becomes the target.
+// not count against the job's RLIMIT_NPROC); the target's child takes the
+// uid as its real uid too before its execve.
 type Identity struct {
 	Slot *idmap.Slot
 	// Helper is "newuidmap" or "direct"; NewUIDMap and NewGIDMap are the
@@ -66,7 +66,7 @@ func (i *Identity) prepareClone(cmd *exec.Cmd) {
 	sys := cmd.SysProcAttr
 	sys.UidMappings, sys.GidMappings = nil, nil
 	sys.GidMappingsEnableSetgroups = false
-	// Dropped with every other capability in the exec stage.
+	// Dropped with every other capability by the target's child.
 	sys.AmbientCaps = append(sys.AmbientCaps, unix.CAP_SETUID, unix.CAP_SETGID)
 	for len(cmd.ExtraFiles) < stage.SlotLockFD-3 {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, nil)

@@ -453,8 +453,8 @@ func TestRootCallerJobIsNotHostRoot(t *testing.T) {
 
 // max-rss counts the job's processes only: a shell that does nothing
 // shows about what the same shell shows outside closet (sampled the same
-// way), not closet's exec stage image that ru_maxrss carries across
-// execve; and a job that holds 100 MB shows at least that.
+// way), not the image of closet's init (the target is its fork) that
+// ru_maxrss carries across execve; and a job that holds 100 MB shows at least that.
 func TestMaxRSSCountsTheJobOnly(t *testing.T) {
 	var u *user.User
 	if os.Geteuid() == 0 {
@@ -482,7 +482,7 @@ func TestMaxRSSCountsTheJobOnly(t *testing.T) {
 	if r.SampledKiB <= 0 || r.SampledKiB > out+margin {
 		t.Errorf("sh -c %q: max-rss %d KiB inside, %d KiB outside: want within %d KiB", idle, r.SampledKiB, out, margin)
 	}
-	t.Logf("sh -c %q: %d KiB (ru_maxrss, which carries closet's exec stage: %d KiB); outside %d KiB", idle, r.SampledKiB, r.RusageKiB, out)
+	t.Logf("sh -c %q: %d KiB (ru_maxrss, which carries closet's init: %d KiB); outside %d KiB", idle, r.SampledKiB, r.RusageKiB, out)
 
 	_, wait = startHelper(t, bin, u, helperJob{Busybox: bb, Script: "true", HostUID: idmap.Caller, StateDir: stateDir(t, u), Landlock: "best-effort"})
 	r = wait()

@@ -91,8 +91,8 @@ func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 			// does) of the caller's real uid in the caller's user
 			// namespace. A job with a host uid of its own is the only
 			// holder of that uid: the init keeps the caller's as its real
-			// uid, and the exec stage sets the limit just before it
-			// becomes the target, once its other threads are about to go.
+			// uid, and the target's child (one thread, forked from the
+			// init) sets the limit on itself just before its execve.
 			// So the limit is exactly the job's N tasks.
 			j.rlimits["NPROC"] = lim.Pids
 			j.enforced[spec.LimitPids] = spec.MechRlimitNproc
@@ -194,22 +194,21 @@ func (j *jobLimits) attach(initPid int) error {
 }
 
 // pidsByCgroup: the job's task limit is a pids cgroup's, not the
-// RLIMIT_NPROC the exec stage sets.
+// RLIMIT_NPROC the target's child sets.
 func (j *jobLimits) pidsByCgroup() bool {
 	return j.lim.Pids > 0 && j.enforced[spec.LimitPids] != spec.MechRlimitNproc
 }
 
-// setupTasks is room for the threads of closet's Go init and exec stage
-// while the sandbox is built.
+// setupTasks is room for the threads of closet's Go init, and its fork of
+// the target, while the sandbox is built.
 const setupTasks = 32
 
 // started runs once the target's execve succeeded: the clocks start now.
 func (j *jobLimits) started(initPid int) error {
 	if j.pidsByCgroup() {
 		// pids counts tasks. The init is a Go program with a handful of
-		// threads, and so was the exec stage until its execve; the job's
-		// allowance is set on top of the init's threads now, when the exec
-		// stage has become the target (which is one of the N).
+		// threads; the job's allowance is set on top of them now, when
+		// the init's fork has become the target (which is one of the N).
 		if err := j.cg.SetPidsMax(uint64(threads(initPid)) + j.lim.Pids); err != nil {
 			return err
 		}

@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
-	"github.com/closet-sandbox/closet/internal/sandbox/execstage"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/spec"
 	"github.com/closet-sandbox/closet/internal/testutil"
@@ -339,7 +338,7 @@ echo "--end"`
 	if out.Result.Code != 0 {
 		t.Fatalf("job exit %d\nstdout: %s\nstderr: %s", out.Result.Code, stdout, stderr)
 	}
-	t.Logf("added %d paths one by one in %v: %v per path (LandlockABI %d)", len(add), elapsed, elapsed/time.Duration(len(add)), execstage.LandlockABI())
+	t.Logf("added %d paths one by one in %v: %v per path (LandlockABI %d)", len(add), elapsed, elapsed/time.Duration(len(add)), LandlockABI())
 	sec := sections(stdout)
 	if n := strings.TrimSpace(sec["count"]); n != strconv.Itoa(len(all)) {
 		t.Errorf("the job sees %s store paths, want %d", n, len(all))

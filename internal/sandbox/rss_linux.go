@@ -12,7 +12,7 @@ import (
 // peak resident set of a process's own image, reset by execve) of any
 // process of the job, sampled from /proc by the parent. It counts the job's processes only; ru_maxrss does
 // not: it carries the image before execve across it, and the target's
-// image before execve is closet's exec stage, a Go program of ~6 MB. A
+// image before execve is a fork of closet's init, a Go program of some MB. A
 // process that ends less than one sampling period after its peak may be
 // missed (the figure is then a lower bound); 0 means nothing was seen.
 const MechRSSSampled = "sampled-vmhwm"
@@ -38,7 +38,7 @@ type rssSampler struct {
 
 // startRSSSampler starts sampling the job below initPid (the init itself,
 // closet's, is not counted); call it once the target has started, so the
-// exec stage's image is gone.
+// init's forked image is gone from it.
 func startRSSSampler(initPid int) *rssSampler {
 	r := &rssSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	r.sample(initPid)

@@ -60,7 +60,8 @@ type Outcome struct {
 	Output, OutputKept uint64
 	// SampledMaxRSSKiB is the largest resident set of any one process of
 	// the job, closet's stages excluded (see MechRSSSampled): the job's
-	// max-rss. (Result.MaxRSSKiB, ru_maxrss, carries closet's exec stage;
+	// max-rss. (Result.MaxRSSKiB, ru_maxrss, carries the init's image,
+	// which the target was forked from;
 	// Cgroup.PeakMemory is the whole cgroup's, closet's init included.)
 	SampledMaxRSSKiB int64
 	// KillCPU is the job's CPU time when closet killed it, measured from
@@ -156,7 +157,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 			// pivot_root, bringing lo up, rooting the live view's stager
 			// thread at the store (chroot), capping the job's per-user
 			// kernel quotas in its own user namespace (sys_resource), and
-			// dropping the bounding set in the exec stage. They are gone
+			// dropping the bounding set in the target's child. They are gone
 			// before the target runs.
 			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT, unix.CAP_SYS_RESOURCE},
 			Pdeathsig:   unix.SIGKILL,

@@ -82,11 +82,13 @@
 //
 // # Installing
 //
-// [Install] is the last confinement step of the exec stage, on its locked OS
-// thread, right before execve: everything before it (Landlock, dropping
-// capabilities, closing fds) needs calls the filter refuses or would be
-// needlessly constrained by it, and everything after it runs under it. It applies
-// to the calling thread only (no TSYNC): the other Go runtime threads vanish at
-// execve, and the new program inherits the filter of the thread that called
+// The filter is the last confinement step of the target, right before the late
+// rlimits and execve: everything before it (Landlock, dropping capabilities,
+// closing fds) needs calls the filter refuses or would be needlessly constrained
+// by it, and everything after it runs under it. closet's init compiles [Program]
+// and its forked child loads it with a raw seccomp(2) (initstage's
+// confineAndExec); [Install] does the same on the calling thread for a Go caller
+// on a locked OS thread (the kernel tests). It applies to the calling thread only
+// (no TSYNC), and the new program inherits the filter of the thread that called
 // execve. no_new_privs must already be set, so no privilege is needed.
 package seccomp

@@ -68,7 +68,7 @@ func helper(mode string) int {
 	return 2
 }
 
-// confine does what the exec stage does last: lock the thread, set
+// confine does what the target's child does last: lock the thread, set
 // no_new_privs, install the filter. On failure it exits.
 func confine() { confineWith(Options{}) }
 

@@ -85,7 +85,7 @@ type Mount struct {
 
 // Limits are the job's resource limits; zero means none.
 type Limits struct {
-	// Rlimits applied in the exec stage, by name (e.g. "NOFILE") to the
+	// Rlimits the target sets on itself before execve, by name (e.g. "NOFILE") to the
 	// soft=hard value.
 	Rlimits map[string]uint64 `json:"rlimits,omitempty"`
 	// TmpSize caps each writable tmpfs: /tmp, /dev/shm, $HOME (bytes).

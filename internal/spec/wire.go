@@ -12,15 +12,14 @@ import (
 	"strings"
 )
 
-// The wire form is how the spec (and the exec stage's part of it) crosses
-// from one closet process to the next: a small binary encoding whose
+// The wire form is how the spec crosses from the parent to the init: a small binary encoding whose
 // strings are the bytes as they are. JSON would replace every byte that is
 // not UTF-8 with U+FFFD, and a path, an argument or a variable that differs
 // by one byte is another one: a cwd /tmp/x/\xff would be bound from
 // /tmp/x/\xef\xbf\xbd, a directory anyone can create. encoding/gob keeps
 // bytes too, but its package initialisation alone costs a quarter to half a
-// millisecond in each of the three processes of a run, two of them on the
-// path to the target's start.
+// millisecond in each Go process of a run, both on the path to the
+// target's start.
 //
 // The form: a magic, a fingerprint of the value's type layout (both sides
 // are the same closet source, but a stage binary can be another build:

@@ -18,8 +18,8 @@ import (
 // caller's, nix-users among them: newgidmap leaves setgroups allowed),
 // takes the gid, and takes the uid as effective and saved uid: files it
 // makes belong to the job, while its real uid stays the caller's, so that
-// its own threads do not count against the job's RLIMIT_NPROC. The exec
-// stage takes the uid as its real uid too.
+// its own threads do not count against the job's RLIMIT_NPROC. The target
+// takes the uid as its real uid too (confineAndExec).
 func takeIdentity(st *state) error {
 	if !st.s.OwnHostID {
 		return nil

@@ -1,7 +1,8 @@
 // Package initstage is pid 1 of the sandbox. It builds the sandbox's root
 // from the spec (a tmpfs, the store view, /proc, a minimal /dev, /tmp, HOME,
-// a synthetic /etc, the user's binds), pivots into it, starts the exec
-// stage, reaps every process of the job, grows the store view when the
+// a synthetic /etc, the user's binds), pivots into it, forks the target
+// (which confines itself and execve's, with no Go runtime of its own: see
+// confineAndExec), reaps every process of the job, grows the store view when the
 // parent asks (the live view, over stage.ControlFD), and reports how the
 // target ended. On a warm start it attaches a copy of a cached view
 // (stage.ViewFD), which cannot grow, instead of building one.
@@ -19,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -44,9 +44,9 @@ type state struct {
 	// status is the status pipe, held in one *os.File so that no
 	// finalizer of a second wrapper closes fd 4 behind init's back.
 	status *os.File
-	exec   *exec.Cmd // the exec stage, started before the mounts are done
-	ready  *os.File  // a byte from the exec stage once its runtime is up
-	execW  *os.File  // where the exec stage reads its part of the spec
+	target *launch // what the target's child needs, prepared after pivot_root
+	// seccomp delivers the compiled filter, once.
+	seccomp chan compiledFilter
 
 	// The live view: the control socket, the view and the stager thread
 	// that clones later paths from the store.
@@ -79,6 +79,13 @@ func Run() {
 		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
 	}
 	st.s, st.rootFD = s, -1
+	// The seccomp program depends on the spec alone: compiled on another
+	// thread while the root is built (prepareTarget takes it).
+	st.seccomp = make(chan compiledFilter, 1)
+	go func() {
+		prog, err := seccompProgram(s.Seccomp, s.Limits.Rlimits["AS"] > 0)
+		st.seccomp <- compiledFilter{prog, err}
+	}()
 
 	// The order matters: nothing the job can touch exists before the root
 	// is complete and pivoted into, and every user-named path is opened
@@ -99,12 +106,6 @@ func Run() {
 		{"mount root", (*state).mountRoot},
 		{"mount dev", (*state).mountDev},
 		{"open console", (*state).openConsole},
-		// The exec stage starts here, its Go runtime's start overlapping
-		// the mounts below; it waits for its part of the spec, sent only
-		// once the root is complete and pivoted into. (A cached store
-		// view is attached only once that start is over: see
-		// buildStoreView.)
-		{"start exec stage", (*state).startExecStage},
 		{"build store view", (*state).buildStoreView},
 		{"mount proc", (*state).mountProc},
 		{"cap user quotas", (*state).capUserQuotas},
@@ -116,6 +117,8 @@ func Run() {
 		{"bring up lo", (*state).loopbackUp},
 		{"wait for stager", (*state).waitStager},
 		{"pivot root", (*state).pivotRoot},
+		// In the sandbox's root: the Landlock rules bind to its inodes.
+		{"prepare the target", (*state).prepareTarget},
 	}
 	for _, step := range steps {
 		if err := step.fn(st); err != nil {
@@ -156,8 +159,8 @@ var relayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, 
 // a kill(2)'d SIGSEGV, SIGALRM, SIGXCPU...) that handler ends the process.
 // A job that could kill init would turn its own failure into closet's
 // (XX) where Landlock cannot scope signals. Notify-and-drop rather than
-// signal.Ignore: an ignored disposition would be inherited by the exec
-// stage and, for some signals, by the target itself.
+// signal.Ignore: an ignored disposition would be inherited by the target
+// across fork and execve, while a handled one is reset to the default.
 //
 // Left alone: SIGKILL and SIGSTOP (the kernel drops them from inside the
 // namespace), SIGCHLD (init waits for children), the job-control stops
@@ -284,18 +287,6 @@ func (st *state) mountRoot() error {
 	return nil
 }
 
-// waitExecStage waits, once, for the exec stage's byte: its Go runtime
-// (and, in a cgo build, the dynamic loader before it) is up. A byte or
-// EOF (it died: the steps after report it) ends the wait.
-func (st *state) waitExecStage() {
-	if st.ready == nil {
-		return
-	}
-	st.ready.Read(make([]byte, 1))
-	st.ready.Close()
-	st.ready = nil
-}
-
 // cachedView says whether the parent passed a copy of a cached view of
 // exactly this closure (internal/viewcache) on stage.ViewFD.
 func cachedView() bool { return os.Getenv(stage.EnvView) == "1" }
@@ -310,12 +301,8 @@ func (st *state) buildStoreView() (err error) {
 		return err
 	}
 	defer unix.Close(stage.ViewFD)
-	// The exec stage's Go runtime reads /proc/self/mountinfo as it
-	// starts: after the attach that is 10,000 lines at 10,000 paths
-	// (measured: 11-30 ms). Attaching only once it is up costs the wait
-	// for its start instead. A byte or EOF (it died: the steps below
-	// report it) ends the wait.
-	st.waitExecStage()
+	// No process started after this reads /proc/self/mountinfo (10,000
+	// lines at 10,000 paths): the target is forked, not a Go program.
 	// st.view stays nil: a copy shares its tmpfs with every other copy
 	// and cannot grow (serveControl says so).
 	return mountview.Attach(target, stage.ViewFD)
@@ -396,7 +383,7 @@ var userQuotas = map[string]string{
 
 // capUserQuotas writes userQuotas, after /proc is mounted and before
 // /proc/sys goes read-only. It needs CAP_SYS_RESOURCE over the job's user
-// namespace, which the exec stage drops with the rest. A kernel without
+// namespace, which the target drops with the rest. A kernel without
 // these files has no such quota to share.
 func (st *state) capUserQuotas() error {
 	for name, v := range userQuotas {
@@ -523,7 +510,7 @@ func (st *state) mountDev() error {
 
 // openConsole allocates the job's pty from the sandbox's own devpts
 // instance and sends its master end to the parent, which relays it. The
-// slave becomes the exec stage's stdin, stdout and stderr and, after its
+// slave becomes the target's stdin, stdout and stderr and, after its
 // setsid, its controlling terminal.
 func (st *state) openConsole() error {
 	if !st.s.TTY {
@@ -778,11 +765,6 @@ func (st *state) loopbackUp() error {
 // makes the root tmpfs read-only. After this the host's filesystem is out
 // of reach for good: nothing of it is mounted and nothing references it.
 func (st *state) pivotRoot() error {
-	// The exec stage must be up before the host's tree goes: a binary
-	// built with cgo has its shared libraries loaded by the host's dynamic
-	// loader after execve, which the new root does not hold. Its start
-	// overlapped every mount above, so the wait is usually none.
-	st.waitExecStage()
 	if err := unix.Fchdir(st.rootFD); err != nil {
 		return err
 	}
@@ -803,65 +785,27 @@ func (st *state) pivotRoot() error {
 	return nil
 }
 
-// startExecStage starts the exec stage early. It blocks reading its spec
-// pipe, so no step of it runs before runAndReap sends the spec after
-// pivot_root. Its cwd is "/" so that pivot_root moves its root and cwd to
-// the new root with init's: it keeps no reference to the host's tree but
-// its own executable, which it drops at execve. Should init fail before
-// then, the kernel kills it with the rest of the pid namespace.
-func (st *state) startExecStage() error {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		w.Close()
-		return err
-	}
-	defer readyW.Close()
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       []string{stage.ExecStage},
-		Env:        []string{stage.EnvMarker + "=" + stage.ExecStage},
-		Dir:        "/",
-		Stdin:      os.Stdin,
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{r, st.status, readyW},
-	}
-	if st.tty != nil {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = st.tty, st.tty, st.tty
-	}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		readyR.Close()
-		return stage.Errorf(stage.Init, "start exec stage", "/proc/self/exe", err)
-	}
-	st.exec, st.execW, st.ready = cmd, w, readyR
-	return nil
-}
-
-// runAndReap hands the exec stage its part of the spec, then reaps every
-// process until the target ends, and reports the target's end on the
-// result pipe. When it returns, init exits, and the kernel kills whatever
+// runAndReap starts the target, then reaps every process until it ends,
+// and reports the target's end on the result pipe. When it returns, init exits, and the kernel kills whatever
 // else is left in the pid namespace before the parent's wait on init
 // returns: nothing outlives the target.
 func (st *state) runAndReap() int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, relayed...)
-	// Only the exec stage holds the status pipe from here on: its execve
-	// closes it, and that EOF tells the parent the target started.
-	st.status.Close()
+	// The init survives the signals it does not relay before any job
+	// code runs.
 	<-st.signalsDropped
-	stage.WriteExec(st.execW, st.execSpec())
-	st.execW.Close()
-	target := st.exec.Process.Pid
+	target, err := st.startTarget()
+	if err != nil {
+		// A child that failed has exited; the init's exit ends the rest.
+		stage.Fail(stage.Errorf(stage.Init, "start the target", "", err))
+	}
+	// EOF on the status pipe tells the parent the target started.
+	st.status.Close()
 	go st.serveControl()
 	go func() {
-		// To the target's process group, as a terminal would: the exec
-		// stage made the target a session and group leader.
+		// To the target's process group, as a terminal would: the child
+		// made the target a session and group leader.
 		for s := range sigs {
 			if unix.Kill(-target, s.(unix.Signal)) != nil {
 				unix.Kill(target, s.(unix.Signal))
@@ -895,26 +839,4 @@ func (st *state) runAndReap() int {
 	}
 	stage.WriteJSON(os.NewFile(stage.ResultFD, "result"), res)
 	return 0
-}
-
-// execSpec is the exec stage's part of the spec.
-func (st *state) execSpec() *stage.Exec {
-	s := st.s
-	e := &stage.Exec{
-		Path: s.Path, Args: s.Args, Env: s.Env, Cwd: s.Cwd, TTY: s.TTY,
-		Seccomp: s.Seccomp, Rlimits: s.Limits.Rlimits,
-		Landlock: s.Landlock != "off",
-	}
-	if e.Landlock {
-		e.LandlockRO = []string{"/nix/store", "/proc", "/etc", "/bin", "/usr", "/dev"}
-		e.LandlockRW = []string{"/tmp", "/dev/shm", "/dev/pts", "/dev/null", "/dev/zero", "/dev/full", "/dev/tty", s.Home}
-		for _, m := range s.Mounts {
-			if m.Writable {
-				e.LandlockRW = append(e.LandlockRW, m.Target)
-			} else {
-				e.LandlockRO = append(e.LandlockRO, m.Target)
-			}
-		}
-	}
-	return e
 }

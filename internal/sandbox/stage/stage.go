@@ -1,34 +1,29 @@
-// Package stage owns the protocol between closet's three processes: the
-// parent (closet run, on the host), the init stage (pid 1 of the sandbox)
-// and the exec stage (which becomes the target). It holds the fd numbers,
-// the messages, and the typed error that crosses a pipe as JSON and still
+// Package stage owns the protocol between closet's two processes: the
+// parent (closet run, on the host) and the init stage (pid 1 of the
+// sandbox, which forks the target). It holds the fd numbers, the
+// messages, and the typed error that crosses a pipe as JSON and still
 // matches errors.Is(err, unix.EPERM) on the other side.
 //
-// The protocol, in order:
+// The protocol, in order (every fd is the init's, placed by the parent at
+// clone time; the parent's ends are whatever its own fds are):
 //
-//	who      fd  direction       message                     meaning
-//	parent   3   parent -> init  spec.Spec (wire), then EOF  the sandbox to build
-//	init     4   init -> parent  Error (JSON)                setup failed; nothing ran
-//	exec     4   exec -> parent  Error (JSON)                confinement or execve failed
-//	(both)   4   EOF, no bytes                               the target's execve succeeded
-//	init     5   init -> parent  Result (JSON)               the target ended (after EOF on 4)
-//	init     3   init -> exec    Exec (wire), then EOF       what to confine and run
-//	exec     5   exec -> init    one byte                    the exec stage's Go runtime is up
-//	init     6   init -> parent  pty master (SCM_RIGHTS)     with spec.TTY, before EOF on 4
-//	init     7   (held, no messages)         the job's identity slot lock (spec.OwnHostID)
-//	init     8   parent <-> init Control, ControlReply (JSON) grow the running view
-//	init     9   parent -> init  a detached mount tree       a cached store view to attach (EnvView=1 only)
+//	fd  direction       message                      meaning
+//	3   parent -> init  spec.Spec (wire), then EOF   the sandbox to build
+//	4   init -> parent  Error (JSON)                 setup, confinement or execve failed; nothing ran
+//	4   EOF, no bytes                                the target's execve succeeded
+//	5   init -> parent  Result (JSON)                the target ended (after EOF on 4)
+//	6   init -> parent  pty master (SCM_RIGHTS)      with spec.TTY, before EOF on 4
+//	7   (held, no messages)                          the job's identity slot lock (spec.OwnHostID)
+//	8   parent <-> init Control, ControlReply (JSON) grow the running view
+//	9   parent -> init  a detached mount tree        a cached store view to attach (EnvView=1 only)
 //
-// Every fd number is a stage's own: rows between the parent and the init
-// are the init's fds (3-9, placed by the parent at clone time), rows that
-// name the exec stage are the exec stage's (3-5, placed by the init as it
-// starts it); fd 4 is one pipe in both. The parent's ends are whatever its
-// own fds are.
-//
-// fd 4 is shared: init hands its write end to the exec stage and closes its
-// own copy, the exec stage marks it close-on-exec, so the parent's read sees
-// EOF exactly when execve replaced the exec stage with the target, and sees
-// an Error if any step before failed. The parent never waits on a timer.
+// The target is the init's child, forked with a raw clone once the root is
+// pivoted into; it confines itself and execve's with no Go runtime of its
+// own, and reports a failed step to the init on a close-on-exec pipe of
+// their own (a step number and an errno). The init holds fd 4 until that
+// pipe says the execve succeeded (EOF) and then closes it, or turns the
+// failure into the step's Error on fd 4. The parent never waits on a
+// timer.
 //
 // fd 8 is a stream socket, open for the whole run (fds 6, 7 and 9 are
 // closed or absent in the init when there is no console, no identity slot
@@ -41,10 +36,9 @@
 // A job in a cached view (fd 9) cannot grow: the init answers every
 // Control with an Error.
 //
-// The spec and the exec stage's part cross in spec's wire form, whose
-// strings are raw bytes: paths, argv and environment need not be UTF-8
-// (JSON would change them). Errors and results are JSON: no byte of them
-// is acted on.
+// The spec crosses in spec's wire form, whose strings are raw bytes:
+// paths, argv and environment need not be UTF-8 (JSON would change them).
+// Errors and results are JSON: no byte of them is acted on.
 package stage
 
 import (
@@ -56,8 +50,6 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/closet-sandbox/closet/internal/spec"
 )
 
 // File descriptors as the stages see them (ExtraFiles start at 3).
@@ -71,10 +63,6 @@ const (
 	// (spec.OwnHostID only): held until the init, the last process of the
 	// job, is gone.
 	SlotLockFD = 7
-	// ReadyFD is the exec stage's end of a pipe to the init: one byte
-	// once its Go runtime has started (see initstage's buildStoreView).
-	// It is the exec stage's fd; the init's fd 5 is ResultFD.
-	ReadyFD = 5
 	// ControlFD is the init's end of the control socket (live view).
 	ControlFD = 8
 	// ViewFD is a ready store view (a detached mount tree from
@@ -86,7 +74,6 @@ const (
 // Stage names; each is both argv[0] and the value of EnvMarker.
 const (
 	Init      = "closet-init"
-	ExecStage = "closet-exec"
 	EnvMarker = "_CLOSET_STAGE"
 	// EnvView, set to "1" by the parent, says fd ViewFD holds the view.
 	EnvView = "_CLOSET_VIEW"
@@ -147,21 +134,6 @@ func Errorf(stage, op, path string, err error) *Error {
 	return e
 }
 
-// Exec is what the init hands the exec stage.
-type Exec struct {
-	Path    string            `json:"path"`
-	Args    []string          `json:"args"`
-	Env     []string          `json:"env"`
-	Cwd     string            `json:"cwd"`
-	TTY     bool              `json:"tty"`
-	Seccomp string            `json:"seccomp"`
-	Rlimits map[string]uint64 `json:"rlimits,omitempty"`
-	// Landlock is off, or the paths to allow: read-only and read-write.
-	Landlock   bool     `json:"landlock"`
-	LandlockRO []string `json:"landlockRO,omitempty"`
-	LandlockRW []string `json:"landlockRW,omitempty"`
-}
-
 // Control asks the init to add store paths to the running job's view.
 type Control struct {
 	Add []string `json:"add"`
@@ -184,22 +156,6 @@ type Result struct {
 	MaxRSSKiB int64 `json:"maxRSSKiB"`
 }
 
-// WriteExec writes the exec stage's part of the spec in the wire form
-// (spec.EncodeBinary): its paths, argv and environment cross as the bytes
-// they are.
-func WriteExec(w io.Writer, x *Exec) error {
-	return spec.EncodeBinary(w, x)
-}
-
-// ReadExec reads what WriteExec wrote.
-func ReadExec(r io.Reader) (*Exec, error) {
-	var x Exec
-	if err := spec.DecodeBinary(r, &x); err != nil {
-		return nil, err
-	}
-	return &x, nil
-}
-
 // WriteJSON writes v to fd and does not close it.
 func WriteJSON(f *os.File, v any) error {
 	return json.NewEncoder(f).Encode(v)
@@ -214,9 +170,7 @@ func ReadStatus(r io.Reader) error {
 	if len(b) == 0 {
 		return nil
 	}
-	// The first message is the cause: when init fails after starting the
-	// exec stage, the exec stage sees its spec pipe close and may report
-	// that too, after init's own message.
+	// One message: the init writes the first failure and exits.
 	var e Error
 	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&e); err != nil {
 		return fmt.Errorf("stage status: unreadable message %q", b)

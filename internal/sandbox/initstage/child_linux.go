@@ -1,0 +1,264 @@
+package initstage
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The target is a child of the init forked with a raw clone, not a second
+// Go program: between the fork and execve it runs confineAndExec only,
+// which makes raw system calls on what prepareTarget laid out in memory
+// beforehand, and allocates nothing. The pattern is the one of Go's own
+// syscall.forkAndExecInChild1: the runtime's fork hooks around the clone,
+// one function with loops over prepared arrays in the child.
+
+// The runtime's fork hooks, as package syscall uses them around its own
+// fork: BeforeFork blocks every signal on this thread and keeps the
+// runtime from preempting or growing its stack; AfterForkInChild resets
+// the handlers the runtime installed to their defaults and restores the
+// signal mask, which execve then hands the target.
+
+//go:linkname runtimeBeforeFork syscall.runtime_BeforeFork
+func runtimeBeforeFork()
+
+//go:linkname runtimeAfterFork syscall.runtime_AfterFork
+func runtimeAfterFork()
+
+//go:linkname runtimeAfterForkInChild syscall.runtime_AfterForkInChild
+func runtimeAfterForkInChild()
+
+// Steps of the child, in the order it takes them; a failure crosses the
+// error pipe as its step, errno and an index into the step's array.
+const (
+	stepConsole uint32 = iota
+	stepSession
+	stepUID
+	stepRlimits
+	stepChdir
+	stepCwdOutside
+	stepLandlock
+	stepCloseFDs
+	stepBoundingSet
+	stepAmbient
+	stepCapset
+	stepNoNewPrivs
+	stepSeccompNNP
+	stepSeccomp
+	stepLateRlimits
+	stepExecve
+	numSteps
+)
+
+// childFailure is what the child writes on the error pipe before it exits.
+type childFailure struct {
+	step  uint32
+	errno uint32
+	index uint32
+}
+
+// rlimitSet is one resource limit to set, soft and hard alike.
+type rlimitSet struct {
+	name     string
+	resource uintptr
+	lim      unix.Rlimit
+}
+
+// launch is everything the child needs, prepared by the init (see
+// prepareTarget) so that the child only reads it: C strings, pointer
+// arrays and numbers.
+type launch struct {
+	path *byte   // the target, NUL-terminated
+	argv []*byte // NUL-terminated strings, then nil
+	envv []*byte
+	cwd  *byte
+	// cwdBuf receives getcwd's answer in the child (its own copy of it).
+	cwdBuf []byte
+	// tty is the pty slave to make fds 0-2 and the controlling terminal,
+	// or -1.
+	tty int
+	// uid, when setUID, becomes the real, effective and saved uid.
+	setUID bool
+	uid    uintptr
+	// rlimits are set early; late ones last before execve (lateRlimits).
+	rlimits, late []rlimitSet
+	// landlockFD is a Landlock ruleset to restrict the child to, or -1.
+	landlockFD    int
+	landlockFlags uint32
+	// lastCap is the highest capability number the kernel knows.
+	lastCap uintptr
+	capHdr  unix.CapUserHeader
+	capData [2]unix.CapUserData
+	// fprog is the seccomp filter, or nil for none.
+	fprog *unix.SockFprog
+	// errPipe is the write end of the error pipe (close-on-exec).
+	errPipe int
+}
+
+// forkTarget forks the child that becomes the target and returns its pid;
+// an error is the clone's own. The child's failures come on l.errPipe.
+//
+//go:noinline
+//go:norace
+//go:nocheckptr
+func forkTarget(l *launch) (pid int, err syscall.Errno) {
+	runtimeBeforeFork()
+	// A plain fork (no CLONE_VM): the child gets a copy of this stack, so
+	// this frame and the next may be used by both (see target_linux.go
+	// for why not vfork).
+	r, _, errno := syscall.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+	if errno != 0 || r != 0 {
+		runtimeAfterFork()
+		return int(r), errno
+	}
+	runtimeAfterForkInChild()
+	confineAndExec(l)
+	return 0, 0 // never reached
+}
+
+// confineAndExec is the child: it confines itself in the order below and
+// execve's the target, or writes which step failed on the error pipe and
+// exits. Only this thread exists in the child, so per-thread and
+// per-process attributes are the same here, and none reaches the init.
+//
+// It must not allocate, grow its stack, or call anything but raw system
+// calls: the other threads of the runtime are not in the child, and the
+// runtime's locks may be held by them forever (hence nosplit, norace).
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func confineAndExec(l *launch) {
+	var (
+		f     childFailure
+		errno syscall.Errno
+		r     uintptr
+		i     int
+		c     uintptr
+	)
+	// The console: the pty slave becomes stdin, stdout and stderr.
+	if l.tty >= 0 {
+		f.step = stepConsole
+		for i = 0; i < 3; i++ {
+			if _, _, errno = syscall.RawSyscall(unix.SYS_DUP3, uintptr(l.tty), uintptr(i), 0); errno != 0 {
+				goto fail
+			}
+		}
+	}
+	// A session of its own: TIOCSTI and job-control signals cannot reach
+	// the terminal closet was started from. With a pty, the pty becomes
+	// its controlling terminal.
+	f.step = stepSession
+	if _, _, errno = syscall.RawSyscall(unix.SYS_SETSID, 0, 0, 0); errno != 0 {
+		goto fail
+	}
+	if l.tty >= 0 {
+		if _, _, errno = syscall.RawSyscall(unix.SYS_IOCTL, 0, unix.TIOCSCTTY, 0); errno != 0 {
+			goto fail
+		}
+	}
+	// The job's uid as its real uid too (see takeIdentity).
+	if l.setUID {
+		f.step = stepUID
+		if _, _, errno = syscall.RawSyscall(unix.SYS_SETRESUID, l.uid, l.uid, l.uid); errno != 0 {
+			goto fail
+		}
+	}
+	f.step = stepRlimits
+	if f.index, errno = setRlimits(l.rlimits); errno != 0 {
+		goto fail
+	}
+	// The job's directory, which must lie inside the root: a directory
+	// reachable only through a stale reference to the old root reads as
+	// "(unreachable)...", not "/...".
+	f.step = stepChdir
+	if _, _, errno = syscall.RawSyscall(unix.SYS_CHDIR, uintptr(unsafe.Pointer(l.cwd)), 0, 0); errno != 0 {
+		goto fail
+	}
+	if _, _, errno = syscall.RawSyscall(unix.SYS_GETCWD, uintptr(unsafe.Pointer(&l.cwdBuf[0])), uintptr(len(l.cwdBuf)), 0); errno != 0 {
+		goto fail
+	}
+	if l.cwdBuf[0] != '/' {
+		f.step = stepCwdOutside
+		goto fail
+	}
+	// Landlock: before the capability drop, since without no_new_privs
+	// enforcing needs CAP_SYS_ADMIN.
+	if l.landlockFD >= 0 {
+		f.step = stepLandlock
+		if _, _, errno = syscall.RawSyscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(l.landlockFD), uintptr(l.landlockFlags), 0); errno != 0 {
+			goto fail
+		}
+	}
+	// Every descriptor above stderr closes at execve; the error pipe stays
+	// usable until then, which is how the init learns the target started.
+	f.step = stepCloseFDs
+	if _, _, errno = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 3, ^uintptr(0), unix.CLOSE_RANGE_CLOEXEC); errno != 0 {
+		goto fail
+	}
+	// Capabilities: the bounding set (needs CAP_SETPCAP, so first), the
+	// ambient set, then effective, permitted and inheritable.
+	f.step = stepBoundingSet
+	for c = 0; c <= l.lastCap; c++ {
+		f.index = uint32(c)
+		if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0, 0, 0, 0); errno != 0 && errno != unix.EINVAL {
+			goto fail
+		}
+	}
+	f.index = 0
+	f.step = stepAmbient
+	if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0); errno != 0 {
+		goto fail
+	}
+	f.step = stepCapset
+	if _, _, errno = syscall.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&l.capHdr)), uintptr(unsafe.Pointer(&l.capData[0])), 0); errno != 0 {
+		goto fail
+	}
+	f.step = stepNoNewPrivs
+	if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
+		goto fail
+	}
+	// seccomp last but the late rlimits: the filter allows what is left
+	// (prlimit64 on itself, write, exit, execve).
+	if l.fprog != nil {
+		f.step = stepSeccompNNP
+		if r, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0); errno != 0 || r != 1 {
+			goto fail
+		}
+		f.step = stepSeccomp
+		if _, _, errno = syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(l.fprog))); errno != 0 {
+			goto fail
+		}
+	}
+	f.step = stepLateRlimits
+	if f.index, errno = setRlimits(l.late); errno != 0 {
+		goto fail
+	}
+	f.step = stepExecve
+	_, _, errno = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(l.path)), uintptr(unsafe.Pointer(&l.argv[0])), uintptr(unsafe.Pointer(&l.envv[0])))
+
+fail:
+	f.errno = uint32(errno)
+	syscall.RawSyscall(unix.SYS_WRITE, uintptr(l.errPipe), uintptr(unsafe.Pointer(&f)), unsafe.Sizeof(f))
+	for {
+		syscall.RawSyscall(unix.SYS_EXIT_GROUP, 253, 0, 0)
+	}
+}
+
+// setRlimits sets each limit of rs on the calling process (prlimit64 on
+// pid 0, which the seccomp policy allows), soft and hard alike, so the job
+// cannot raise them again. It returns the index of the one that failed.
+// It runs in the child: see confineAndExec.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func setRlimits(rs []rlimitSet) (uint32, syscall.Errno) {
+	for i := range rs {
+		if _, _, errno := syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, rs[i].resource, uintptr(unsafe.Pointer(&rs[i].lim)), 0, 0, 0); errno != 0 {
+			return uint32(i), errno
+		}
+	}
+	return 0, 0
+}
