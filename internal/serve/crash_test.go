@@ -40,7 +40,7 @@ func startProc(t *testing.T, args ...string) *serverProc {
 	testutil.EnsureGCRootDir(t)
 	addr := freeAddr(t)
 	p := &serverProc{url: "http://" + addr, logs: &bytes.Buffer{}}
-	p.cmd = exec.Command(testutil.Binary(t), append([]string{"serve", "--listen", addr, "--heartbeat", "200ms", "-v"}, args...)...)
+	p.cmd = exec.Command(closetBin(t), append([]string{"serve", "--listen", addr, "--heartbeat", "200ms", "-v"}, args...)...)
 	// As the unprivileged user (when root): the server then runs its jobs
 	// in its own process through internal/job (JobRunner).
 	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
@@ -78,7 +78,7 @@ func (p *serverProc) kill() {
 
 func tokenCLI(t *testing.T, tenant string, dbArgs ...string) string {
 	t.Helper()
-	cmd := exec.Command(testutil.Binary(t), append(append([]string{"serve", "token", "add"}, dbArgs...), tenant)...)
+	cmd := exec.Command(closetBin(t), append(append([]string{"serve", "token", "add"}, dbArgs...), tenant)...)
 	testutil.Unprivileged(cmd)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -245,7 +245,7 @@ func openDirect(t *testing.T, data, database string) *sql.DB {
 func TestTokenCLI(t *testing.T) {
 	data := testutil.TempDir(t)
 	run := func(args ...string) (string, int) {
-		cmd := exec.Command(testutil.Binary(t), append([]string{"serve", "token"}, args...)...)
+		cmd := exec.Command(closetBin(t), append([]string{"serve", "token"}, args...)...)
 		testutil.Unprivileged(cmd)
 		out, err := cmd.CombinedOutput()
 		code := 0
