@@ -49,10 +49,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// api wraps a handler that needs a tenant: a bearer token, checked by its
+// api wraps a handler that needs a token: a bearer token, checked by its
 // hash. Cookies are not accepted here, so that no other site can submit
 // jobs with a logged-in browser.
-func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, tenant string)) http.HandlerFunc {
+func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, p principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || tok == "" {
@@ -60,17 +60,17 @@ func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, tenant strin
 			httpError(w, http.StatusUnauthorized, "no bearer token: send Authorization: Bearer TOKEN (closet serve token add makes one)")
 			return
 		}
-		tenant, err := tenantOf(r.Context(), s.db.SQL, tok)
+		p, err := whoIs(r.Context(), s.db.SQL, tok)
 		if err != nil {
 			httpError(w, http.StatusInternalServerError, "check the token: "+err.Error())
 			return
 		}
-		if tenant == "" {
+		if p.Name == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="closet", error="invalid_token"`)
 			httpError(w, http.StatusUnauthorized, "unknown or revoked token")
 			return
 		}
-		h(w, r, tenant)
+		h(w, r, p)
 	}
 }
 
@@ -109,7 +109,14 @@ func (s *Server) checkRequest(req *Request) error {
 	return err
 }
 
-func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, p principal) {
+	if p.Operator {
+		// An operator watches every tenant; a job belongs to a tenant, whose
+		// counts, quota of the queue and 404 fence it falls under.
+		httpError(w, http.StatusForbidden, "an operator token cannot submit jobs: submit with a tenant's token (closet serve token add TENANT)")
+		return
+	}
+	tenant := p.Name
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
@@ -214,8 +221,8 @@ func viewOf(j jobRow) JobView {
 	return v
 }
 
-func (s *Server) getJob(w http.ResponseWriter, r *http.Request, tenant string) {
-	j, ok, err := getJob(r.Context(), s.db.SQL, tenant, r.PathValue("id"))
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p principal) {
+	j, ok, err := getJob(r.Context(), s.db.SQL, p, r.PathValue("id"))
 	switch {
 	case err != nil:
 		httpError(w, http.StatusInternalServerError, "read the job: "+err.Error())
@@ -228,10 +235,10 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, tenant string) {
 
 // events streams the job's state as server-sent events: one "state" event
 // at once and one at each change; the stream ends after "done".
-func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
+func (s *Server) events(w http.ResponseWriter, r *http.Request, p principal) {
 	id := r.PathValue("id")
 	ctx := r.Context()
-	j, ok, err := getJob(ctx, s.db.SQL, tenant, id)
+	j, ok, err := getJob(ctx, s.db.SQL, p, id)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "read the job: "+err.Error())
 		return
@@ -264,7 +271,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 			return
 		case <-t.C:
 		}
-		if j, ok, err = getJob(ctx, s.db.SQL, tenant, id); err != nil || !ok {
+		if j, ok, err = getJob(ctx, s.db.SQL, p, id); err != nil || !ok {
 			return
 		}
 	}
@@ -273,7 +280,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 // cancel: a queued job ends at once with XX "cancelled"; a running one is
 // asked to stop (its worker sees the flag within the poll interval, on
 // whichever machine it runs); a finished one stays as it is (409).
-func (s *Server) cancel(w http.ResponseWriter, r *http.Request, tenant string) {
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request, p principal) {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	tx, err := s.db.SQL.BeginTx(ctx, nil)
@@ -284,7 +291,8 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request, tenant string) {
 	defer tx.Rollback()
 	var state string
 	var riverID int64
-	err = tx.QueryRowContext(ctx, `SELECT state, river_id FROM closet_jobs WHERE id = $1 AND tenant = $2`, id, tenant).Scan(&state, &riverID)
+	c := (&conds{}).and("id = $%d", id).visibleTo(p, "tenant")
+	err = tx.QueryRowContext(ctx, `SELECT state, river_id FROM closet_jobs`+c.where(), c.args...).Scan(&state, &riverID)
 	if errors.Is(err, sql.ErrNoRows) {
 		httpError(w, http.StatusNotFound, "no such job")
 		return

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -282,5 +283,15 @@ func TestTokenCLI(t *testing.T) {
 	}
 	if out, code := run("add", "--data", data, "../etc"); code != 1 || !strings.Contains(out, "tenant") {
 		t.Errorf("bad tenant: %d %q", code, out)
+	}
+	// An operator's token: listed with its role, never the token.
+	out, code = run("add", "--operator", "--data", data, "ops")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	op := lines[len(lines)-1]
+	if code != 0 || !strings.HasPrefix(op, "closet_") || !strings.Contains(out, "operator ops") {
+		t.Fatalf("add --operator: %d %q", code, out)
+	}
+	if out, _ := run("list", "--data", data); !strings.Contains(out, "ROLE") || !regexp.MustCompile(`(?m)^[0-9a-f]{12}\s+operator\s+ops\s`).MatchString(out) || strings.Contains(out, op) {
+		t.Errorf("list with an operator: %q", out)
 	}
 }
