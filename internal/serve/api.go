@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -139,14 +140,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, p principal) {
 		return
 	}
 	ctx := r.Context()
-	q, run, err := depth(ctx, s.db.SQL)
+	n, err := s.queueLen.get(ctx, s.db.SQL)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "read the queue depth: "+err.Error())
 		return
 	}
-	if q+run >= s.cfg.MaxQueue {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(q+run, s.cfg.Workers)))
-		httpError(w, http.StatusTooManyRequests, fmt.Sprintf("queue full (%d jobs): try again later", q+run))
+	if n >= s.cfg.MaxQueue {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(n, s.cfg.Workers)))
+		httpError(w, http.StatusTooManyRequests, fmt.Sprintf("queue full (%d jobs): try again later", n))
 		return
 	}
 	raw, _ := json.Marshal(req)
@@ -158,6 +159,39 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, p principal) {
 	s.metrics.submitted.Inc()
 	w.Header().Set("Location", "/v1/jobs/"+id)
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
+}
+
+// queueLen is the queue depth (queued and running, every machine) as the
+// submissions see it: read from the database at most every queueLenTTL,
+// and counting this server's own submissions in between, so that a burst
+// does not add a count over the jobs table to every submission. Other
+// machines' submissions show at the next read.
+type queueLen struct {
+	mu sync.Mutex
+	at time.Time
+	n  int64
+}
+
+const queueLenTTL = 100 * time.Millisecond
+
+func (q *queueLen) get(ctx context.Context, db *sql.DB) (int64, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if time.Since(q.at) < queueLenTTL {
+		return q.n, nil
+	}
+	queued, running, err := depth(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	q.n, q.at = queued+running, time.Now()
+	return q.n, nil
+}
+
+func (q *queueLen) add(n int64) {
+	q.mu.Lock()
+	q.n += n
+	q.mu.Unlock()
 }
 
 // retryAfter guesses, in seconds, when a full queue has room again.
@@ -173,22 +207,22 @@ func (s *Server) enqueue(ctx context.Context, id, tenant, raw string) error {
 		return fmt.Errorf("queue the job: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO closet_jobs (id, tenant, state, request, created_ns) VALUES ($1, $2, $3, $4, $5)`,
-		id, tenant, StateQueued, raw, time.Now().UnixNano()); err != nil {
-		return fmt.Errorf("queue the job: %w", err)
-	}
 	// MaxAttempts is large: a crash puts a job back without counting
-	// against it here; the server's own run count (MaxRuns) decides.
+	// against it here; the server's own run count (MaxRuns) decides. The
+	// River job first, so that the job's row is written once, with its
+	// River id; no worker sees either before the commit.
 	ins, err := s.client.InsertTx(ctx, tx, jobArgs{ID: id}, &river.InsertOpts{MaxAttempts: 25})
 	if err != nil {
 		return fmt.Errorf("queue the job: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE closet_jobs SET river_id = $1 WHERE id = $2`, ins.Job.ID, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO closet_jobs (id, tenant, state, request, created_ns, river_id) VALUES ($1, $2, $3, $4, $5, $6)`,
+		id, tenant, StateQueued, raw, time.Now().UnixNano(), ins.Job.ID); err != nil {
 		return fmt.Errorf("queue the job: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("queue the job: %w", err)
 	}
+	s.queueLen.add(1)
 	return nil
 }
 
