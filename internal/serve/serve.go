@@ -188,6 +188,7 @@ type Server struct {
 	metrics  *metrics
 	lock     *os.File
 	queueLen queueLen
+	running  runningJobs
 	// workerID names this server in closet_workers and on the jobs it runs.
 	workerID string
 	// runs holds the submissions being run: mode 0711, so that a job's
@@ -412,6 +413,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hbCtx, hbStop := context.WithCancel(ctx)
 	defer hbStop()
 	go s.heartbeat(hbCtx)
+	go s.watchCancels(hbCtx)
 	var hs *http.Server
 	errc := make(chan error, 1)
 	if ln != nil {

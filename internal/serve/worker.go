@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -148,25 +149,84 @@ func (s *Server) cancelRequested(ctx context.Context, id string) bool {
 	return c != 0
 }
 
-// execute unpacks the submission and runs the job, watching for a cancel.
+// runningJobs are the jobs this server runs, with what stops each.
+type runningJobs struct {
+	mu sync.Mutex
+	m  map[string]context.CancelFunc
+}
+
+func (r *runningJobs) add(id string, cancel context.CancelFunc) {
+	r.mu.Lock()
+	if r.m == nil {
+		r.m = map[string]context.CancelFunc{}
+	}
+	r.m[id] = cancel
+	r.mu.Unlock()
+}
+
+func (r *runningJobs) remove(id string) {
+	r.mu.Lock()
+	delete(r.m, id)
+	r.mu.Unlock()
+}
+
+func (r *runningJobs) cancel(id string) {
+	r.mu.Lock()
+	if f := r.m[id]; f != nil {
+		f()
+	}
+	r.mu.Unlock()
+}
+
+func (r *runningJobs) empty() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m) == 0
+}
+
+// watchCancels stops this server's running jobs whose cancel was requested
+// (DELETE, on any machine): one query every Poll for all of them, none
+// while nothing runs.
+func (s *Server) watchCancels(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.running.empty() {
+			continue
+		}
+		rows, err := s.db.SQL.QueryContext(ctx, `SELECT id FROM closet_jobs WHERE state = $1 AND worker = $2 AND cancel_requested <> 0`, StateRunning, s.workerID)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.cfg.Logf("look for cancelled jobs: %v", err)
+			}
+			continue
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if rows.Scan(&id) == nil {
+				ids = append(ids, id)
+			}
+		}
+		rows.Close()
+		for _, id := range ids {
+			s.running.cancel(id)
+		}
+	}
+}
+
+// execute unpacks the submission and runs the job; watchCancels stops it
+// when a cancel is requested.
 func (s *Server) execute(ctx context.Context, id string, req Request) Result {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		t := time.NewTicker(s.cfg.Poll)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if s.cancelRequested(ctx, id) {
-					cancel()
-					return
-				}
-			}
-		}
-	}()
+	s.running.add(id, cancel)
+	defer s.running.remove(id)
 	spec := Spec{Roots: req.Roots, Command: req.Command, Stdin: []byte(req.Stdin), Limits: req.Limits, Keep: s.cfg.Keep}
 	if spec.Limits.WallTime == 0 {
 		spec.Limits.WallTime = s.cfg.WallTime.Seconds()
