@@ -52,12 +52,13 @@ func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n"
 func closetBin(t testing.TB) string { return filepath.Join(binDir(t), "closet") }
 
 // TestServeDispatch: `closet serve` is closet-serve beside closet (its help,
-// its flags); without closet-serve, closet says where it looked and what to
-// install, and --help still teaches.
+// its flags), else closet-serve on PATH; without either, closet says where
+// it looked and what to install, and --help still teaches.
 func TestServeDispatch(t *testing.T) {
+	path := "/usr/bin:/bin"
 	run := func(bin string, args ...string) (string, int) {
 		cmd := exec.Command(bin, args...)
-		cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
+		cmd.Env = []string{"PATH=" + path, "LANG=C.UTF-8"}
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); ok {
 			return string(out), ee.ExitCode()
@@ -82,6 +83,7 @@ func TestServeDispatch(t *testing.T) {
 	}
 	// closet alone, and no closet-serve on PATH.
 	alone := testutil.TempDir(t)
+	path = alone
 	raw, err := os.ReadFile(filepath.Join(dir, "closet"))
 	if err != nil {
 		t.Fatal(err)
@@ -107,5 +109,10 @@ func TestServeDispatch(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(alone, "closet.db")); err == nil {
 		t.Error("closet serve without closet-serve made a database")
+	}
+	// Not beside closet, but on PATH: found there.
+	path = dir
+	if out, code := run(lone, "serve", "--help"); code != 0 || !strings.Contains(out, "--workers") {
+		t.Errorf("closet serve --help with closet-serve on PATH: %d\n%s", code, out)
 	}
 }
