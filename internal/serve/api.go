@@ -268,10 +268,15 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p principal) {
 }
 
 // events streams the job's state as server-sent events: one "state" event
-// at once and one at each change; the stream ends after "done".
+// at once and one at each change; the stream ends after "done". The
+// server's one poll of watched states (watchStates) says when to read the
+// job again.
 func (s *Server) events(w http.ResponseWriter, r *http.Request, p principal) {
 	id := r.PathValue("id")
 	ctx := r.Context()
+	// Watch first: a change between the read and the watch is not missed.
+	changed, stop := s.states.watch(id)
+	defer stop()
 	j, ok, err := getJob(ctx, s.db.SQL, p, id)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "read the job: "+err.Error())
@@ -286,8 +291,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p principal) {
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	last := ""
-	t := time.NewTicker(s.cfg.Poll)
-	defer t.Stop()
 	for {
 		if j.State != last {
 			b, _ := json.Marshal(viewOf(j))
@@ -303,7 +306,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p principal) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case state := <-changed:
+			if state == last {
+				continue
+			}
 		}
 		if j, ok, err = getJob(ctx, s.db.SQL, p, id); err != nil || !ok {
 			return

@@ -1,11 +1,16 @@
 package serve
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // pageAs fetches a page of the web UI with a login cookie for tok.
@@ -144,4 +149,71 @@ func TestTokensBeforeRoles(t *testing.T) {
 			t.Errorf("an old token: %+v %v", p, err)
 		}
 	})
+}
+
+// TestEventStreams: many event streams at once, two on one job, are all
+// served by the server's one poll of watched states: each sees its job's
+// states in order and ends after done with the verdict.
+func TestEventStreams(t *testing.T) {
+	backends(t, func(t *testing.T, db string) {
+		ts := startServer(t, db, nil)
+		tok := ts.token(t, "alice")
+		const n = 12
+		ids := make([]string, n)
+		for i := range ids {
+			code, id, body := ts.submit(t, tok, sh(t, "sleep 0.2; echo "+strconv.Itoa(i)))
+			if code != 201 {
+				t.Fatalf("submit: %d %s", code, body)
+			}
+			ids[i] = id
+		}
+		streams := append(ids, ids[0])
+		got := make([][]string, len(streams))
+		var wg sync.WaitGroup
+		for i, id := range streams {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("GET", ts.URL+"/v1/jobs/"+id+"/events", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer resp.Body.Close()
+				for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+					if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+						var v JobView
+						json.Unmarshal([]byte(d), &v)
+						got[i] = append(got[i], v.State+":"+v.Verdict+":"+strings.TrimSpace(stdoutOf(v)))
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		order := map[string]int{StateQueued: 0, StateRunning: 1, StateDone: 2}
+		for i, g := range got {
+			want := i % n
+			if len(g) == 0 || g[len(g)-1] != "done:OK:"+strconv.Itoa(want) {
+				t.Errorf("stream %d (job %s): %q, want it to end with done:OK:%d", i, streams[i], g, want)
+				continue
+			}
+			for k := 1; k < len(g); k++ {
+				if order[strings.Split(g[k-1], ":")[0]] >= order[strings.Split(g[k], ":")[0]] {
+					t.Errorf("stream %d: states out of order or repeated: %q", i, g)
+				}
+			}
+		}
+		if ids := ts.states.ids(); len(ids) != 0 {
+			t.Errorf("%d jobs still watched after their streams ended", len(ids))
+		}
+	})
+}
+
+func stdoutOf(v JobView) string {
+	if v.Result == nil {
+		return ""
+	}
+	return v.Stdout
 }

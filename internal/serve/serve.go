@@ -189,6 +189,7 @@ type Server struct {
 	lock     *os.File
 	queueLen queueLen
 	running  runningJobs
+	states   stateWatch
 	// workerID names this server in closet_workers and on the jobs it runs.
 	workerID string
 	// runs holds the submissions being run: mode 0711, so that a job's
@@ -414,6 +415,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer hbStop()
 	go s.heartbeat(hbCtx)
 	go s.watchCancels(hbCtx)
+	go s.watchStates(hbCtx)
 	var hs *http.Server
 	errc := make(chan error, 1)
 	if ln != nil {

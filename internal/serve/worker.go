@@ -188,23 +188,16 @@ func (r *runningJobs) empty() bool {
 // (DELETE, on any machine): one query every Poll for all of them, none
 // while nothing runs.
 func (s *Server) watchCancels(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	s.everyPoll(ctx, func() {
 		if s.running.empty() {
-			continue
+			return
 		}
 		rows, err := s.db.SQL.QueryContext(ctx, `SELECT id FROM closet_jobs WHERE state = $1 AND worker = $2 AND cancel_requested <> 0`, StateRunning, s.workerID)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.cfg.Logf("look for cancelled jobs: %v", err)
 			}
-			continue
+			return
 		}
 		var ids []string
 		for rows.Next() {
@@ -217,7 +210,7 @@ func (s *Server) watchCancels(ctx context.Context) {
 		for _, id := range ids {
 			s.running.cancel(id)
 		}
-	}
+	})
 }
 
 // execute unpacks the submission and runs the job; watchCancels stops it
