@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -49,10 +50,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// api wraps a handler that needs a tenant: a bearer token, checked by its
+// api wraps a handler that needs a token: a bearer token, checked by its
 // hash. Cookies are not accepted here, so that no other site can submit
 // jobs with a logged-in browser.
-func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, tenant string)) http.HandlerFunc {
+func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, p principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || tok == "" {
@@ -60,17 +61,17 @@ func (s *Server) api(h func(w http.ResponseWriter, r *http.Request, tenant strin
 			httpError(w, http.StatusUnauthorized, "no bearer token: send Authorization: Bearer TOKEN (closet serve token add makes one)")
 			return
 		}
-		tenant, err := tenantOf(r.Context(), s.db.SQL, tok)
+		p, err := whoIs(r.Context(), s.db.SQL, tok)
 		if err != nil {
 			httpError(w, http.StatusInternalServerError, "check the token: "+err.Error())
 			return
 		}
-		if tenant == "" {
+		if p.Name == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="closet", error="invalid_token"`)
 			httpError(w, http.StatusUnauthorized, "unknown or revoked token")
 			return
 		}
-		h(w, r, tenant)
+		h(w, r, p)
 	}
 }
 
@@ -109,7 +110,14 @@ func (s *Server) checkRequest(req *Request) error {
 	return err
 }
 
-func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, p principal) {
+	if p.Operator {
+		// An operator watches every tenant; a job belongs to a tenant, whose
+		// counts, quota of the queue and 404 fence it falls under.
+		httpError(w, http.StatusForbidden, "an operator token cannot submit jobs: submit with a tenant's token (closet serve token add TENANT)")
+		return
+	}
+	tenant := p.Name
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
@@ -132,14 +140,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 		return
 	}
 	ctx := r.Context()
-	q, run, err := depth(ctx, s.db.SQL)
+	n, err := s.queueLen.get(ctx, s.db.SQL)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "read the queue depth: "+err.Error())
 		return
 	}
-	if q+run >= s.cfg.MaxQueue {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(q+run, s.cfg.Workers)))
-		httpError(w, http.StatusTooManyRequests, fmt.Sprintf("queue full (%d jobs): try again later", q+run))
+	if n >= s.cfg.MaxQueue {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(n, s.cfg.Workers)))
+		httpError(w, http.StatusTooManyRequests, fmt.Sprintf("queue full (%d jobs): try again later", n))
 		return
 	}
 	raw, _ := json.Marshal(req)
@@ -151,6 +159,39 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 	s.metrics.submitted.Inc()
 	w.Header().Set("Location", "/v1/jobs/"+id)
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
+}
+
+// queueLen is the queue depth (queued and running, every machine) as the
+// submissions see it: read from the database at most every queueLenTTL,
+// and counting this server's own submissions in between, so that a burst
+// does not add a count over the jobs table to every submission. Other
+// machines' submissions show at the next read.
+type queueLen struct {
+	mu sync.Mutex
+	at time.Time
+	n  int64
+}
+
+const queueLenTTL = 100 * time.Millisecond
+
+func (q *queueLen) get(ctx context.Context, db *sql.DB) (int64, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if time.Since(q.at) < queueLenTTL {
+		return q.n, nil
+	}
+	queued, running, err := depth(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	q.n, q.at = queued+running, time.Now()
+	return q.n, nil
+}
+
+func (q *queueLen) add(n int64) {
+	q.mu.Lock()
+	q.n += n
+	q.mu.Unlock()
 }
 
 // retryAfter guesses, in seconds, when a full queue has room again.
@@ -166,22 +207,22 @@ func (s *Server) enqueue(ctx context.Context, id, tenant, raw string) error {
 		return fmt.Errorf("queue the job: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO closet_jobs (id, tenant, state, request, created_ns) VALUES ($1, $2, $3, $4, $5)`,
-		id, tenant, StateQueued, raw, time.Now().UnixNano()); err != nil {
-		return fmt.Errorf("queue the job: %w", err)
-	}
 	// MaxAttempts is large: a crash puts a job back without counting
-	// against it here; the server's own run count (MaxRuns) decides.
+	// against it here; the server's own run count (MaxRuns) decides. The
+	// River job first, so that the job's row is written once, with its
+	// River id; no worker sees either before the commit.
 	ins, err := s.client.InsertTx(ctx, tx, jobArgs{ID: id}, &river.InsertOpts{MaxAttempts: 25})
 	if err != nil {
 		return fmt.Errorf("queue the job: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE closet_jobs SET river_id = $1 WHERE id = $2`, ins.Job.ID, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO closet_jobs (id, tenant, state, request, created_ns, river_id) VALUES ($1, $2, $3, $4, $5, $6)`,
+		id, tenant, StateQueued, raw, time.Now().UnixNano(), ins.Job.ID); err != nil {
 		return fmt.Errorf("queue the job: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("queue the job: %w", err)
 	}
+	s.queueLen.add(1)
 	return nil
 }
 
@@ -214,8 +255,8 @@ func viewOf(j jobRow) JobView {
 	return v
 }
 
-func (s *Server) getJob(w http.ResponseWriter, r *http.Request, tenant string) {
-	j, ok, err := getJob(r.Context(), s.db.SQL, tenant, r.PathValue("id"))
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p principal) {
+	j, ok, err := getJob(r.Context(), s.db.SQL, p, r.PathValue("id"))
 	switch {
 	case err != nil:
 		httpError(w, http.StatusInternalServerError, "read the job: "+err.Error())
@@ -227,11 +268,16 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, tenant string) {
 }
 
 // events streams the job's state as server-sent events: one "state" event
-// at once and one at each change; the stream ends after "done".
-func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
+// at once and one at each change; the stream ends after "done". The
+// server's one poll of watched states (watchStates) says when to read the
+// job again.
+func (s *Server) events(w http.ResponseWriter, r *http.Request, p principal) {
 	id := r.PathValue("id")
 	ctx := r.Context()
-	j, ok, err := getJob(ctx, s.db.SQL, tenant, id)
+	// Watch first: a change between the read and the watch is not missed.
+	changed, stop := s.states.watch(id)
+	defer stop()
+	j, ok, err := getJob(ctx, s.db.SQL, p, id)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "read the job: "+err.Error())
 		return
@@ -245,8 +291,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	last := ""
-	t := time.NewTicker(s.cfg.Poll)
-	defer t.Stop()
 	for {
 		if j.State != last {
 			b, _ := json.Marshal(viewOf(j))
@@ -262,9 +306,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case state := <-changed:
+			if state == last {
+				continue
+			}
 		}
-		if j, ok, err = getJob(ctx, s.db.SQL, tenant, id); err != nil || !ok {
+		if j, ok, err = getJob(ctx, s.db.SQL, p, id); err != nil || !ok {
 			return
 		}
 	}
@@ -273,7 +320,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, tenant string) {
 // cancel: a queued job ends at once with XX "cancelled"; a running one is
 // asked to stop (its worker sees the flag within the poll interval, on
 // whichever machine it runs); a finished one stays as it is (409).
-func (s *Server) cancel(w http.ResponseWriter, r *http.Request, tenant string) {
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request, p principal) {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	tx, err := s.db.SQL.BeginTx(ctx, nil)
@@ -284,7 +331,8 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request, tenant string) {
 	defer tx.Rollback()
 	var state string
 	var riverID int64
-	err = tx.QueryRowContext(ctx, `SELECT state, river_id FROM closet_jobs WHERE id = $1 AND tenant = $2`, id, tenant).Scan(&state, &riverID)
+	c := (&conds{}).and("id = $%d", id).visibleTo(p, "tenant")
+	err = tx.QueryRowContext(ctx, `SELECT state, river_id FROM closet_jobs`+c.where(), c.args...).Scan(&state, &riverID)
 	if errors.Is(err, sql.ErrNoRows) {
 		httpError(w, http.StatusNotFound, "no such job")
 		return

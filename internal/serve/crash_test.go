@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +41,7 @@ func startProc(t *testing.T, args ...string) *serverProc {
 	testutil.EnsureGCRootDir(t)
 	addr := freeAddr(t)
 	p := &serverProc{url: "http://" + addr, logs: &bytes.Buffer{}}
-	p.cmd = exec.Command(testutil.Binary(t), append([]string{"serve", "--listen", addr, "--heartbeat", "200ms", "-v"}, args...)...)
+	p.cmd = exec.Command(closetBin(t), append([]string{"serve", "--listen", addr, "--heartbeat", "200ms", "-v"}, args...)...)
 	// As the unprivileged user (when root): the server then runs its jobs
 	// in its own process through internal/job (JobRunner).
 	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
@@ -78,7 +79,7 @@ func (p *serverProc) kill() {
 
 func tokenCLI(t *testing.T, tenant string, dbArgs ...string) string {
 	t.Helper()
-	cmd := exec.Command(testutil.Binary(t), append(append([]string{"serve", "token", "add"}, dbArgs...), tenant)...)
+	cmd := exec.Command(closetBin(t), append(append([]string{"serve", "token", "add"}, dbArgs...), tenant)...)
 	testutil.Unprivileged(cmd)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -245,7 +246,7 @@ func openDirect(t *testing.T, data, database string) *sql.DB {
 func TestTokenCLI(t *testing.T) {
 	data := testutil.TempDir(t)
 	run := func(args ...string) (string, int) {
-		cmd := exec.Command(testutil.Binary(t), append([]string{"serve", "token"}, args...)...)
+		cmd := exec.Command(closetBin(t), append([]string{"serve", "token"}, args...)...)
 		testutil.Unprivileged(cmd)
 		out, err := cmd.CombinedOutput()
 		code := 0
@@ -282,5 +283,15 @@ func TestTokenCLI(t *testing.T) {
 	}
 	if out, code := run("add", "--data", data, "../etc"); code != 1 || !strings.Contains(out, "tenant") {
 		t.Errorf("bad tenant: %d %q", code, out)
+	}
+	// An operator's token: listed with its role, never the token.
+	out, code = run("add", "--operator", "--data", data, "ops")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	op := lines[len(lines)-1]
+	if code != 0 || !strings.HasPrefix(op, "closet_") || !strings.Contains(out, "operator ops") {
+		t.Fatalf("add --operator: %d %q", code, out)
+	}
+	if out, _ := run("list", "--data", data); !strings.Contains(out, "ROLE") || !regexp.MustCompile(`(?m)^[0-9a-f]{12}\s+operator\s+ops\s`).MatchString(out) || strings.Contains(out, op) {
+		t.Errorf("list with an operator: %q", out)
 	}
 }

@@ -18,8 +18,7 @@ type metrics struct {
 	setup     prometheus.Histogram
 	run       prometheus.Histogram
 	latency   prometheus.Histogram
-	// WarmHits counts jobs that ran in a kept view. The job layer does not
-	// keep views yet, so it stays 0 until it does.
+	// warmHits counts jobs that ran in a copy of a kept view (Result.WarmView).
 	warmHits prometheus.Counter
 }
 

@@ -144,5 +144,8 @@ func postgresURL(t testing.TB) string {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	stopPostgres()
+	if bins.dir != "" {
+		os.RemoveAll(bins.dir)
+	}
 	os.Exit(code)
 }

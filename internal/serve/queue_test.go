@@ -19,7 +19,8 @@ func (r *countingRunner) Run(ctx context.Context, s Spec) (Result, error) {
 
 // TestCrashLoop: a job that was started MaxRuns times and never finished
 // (each time the server died under it) is not run again: it gets XX with
-// the reason, and exactly one verdict.
+// the reason, and exactly one verdict. A job cancelled while queued never
+// runs and gets XX "cancelled".
 func TestCrashLoop(t *testing.T) {
 	backends(t, func(t *testing.T, db string) {
 		r := &countingRunner{}
@@ -37,8 +38,12 @@ func TestCrashLoop(t *testing.T) {
 		// Accepted while no worker runs: River inserts without a started client.
 		_, looping, _ := ts.submit(t, tok, map[string]any{"roots": []string{"/nix/store/x"}, "command": []string{"x"}})
 		_, fine, _ := ts.submit(t, tok, map[string]any{"roots": []string{"/nix/store/x"}, "command": []string{"x"}})
+		_, cancelled, _ := ts.submit(t, tok, map[string]any{"roots": []string{"/nix/store/x"}, "command": []string{"x"}})
 		if _, err := s.db.SQL.Exec(`UPDATE closet_jobs SET runs = 3, state = 'running' WHERE id = $1`, looping); err != nil {
 			t.Fatal(err)
+		}
+		if resp, b := do(t, "DELETE", ts.URL+"/v1/jobs/"+cancelled, tok, nil); resp.StatusCode != 202 {
+			t.Fatalf("cancel a queued job: %d %s", resp.StatusCode, b)
 		}
 		done := make(chan error, 1)
 		go func() { done <- s.Serve(ctx, nil) }()
@@ -48,6 +53,9 @@ func TestCrashLoop(t *testing.T) {
 		}
 		if v := ts.wait(t, tok, fine); v.Verdict != "OK" || v.Runs != 1 {
 			t.Errorf("the other job: %s, %d runs", v.Verdict, v.Runs)
+		}
+		if v := ts.wait(t, tok, cancelled); v.Verdict != "XX" || v.Message != "cancelled" || v.Runs != 0 {
+			t.Errorf("a job cancelled while queued: %s %q, %d runs", v.Verdict, v.Message, v.Runs)
 		}
 		if n := r.runs.Load(); n != 1 {
 			t.Errorf("the runner ran %d jobs, want 1", n)

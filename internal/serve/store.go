@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -16,10 +17,12 @@ import (
 // the common subset of SQLite and Postgres ($N placeholders, TEXT, BIGINT),
 // so both drivers share it.
 var schema = []string{
+	// tenant is the tenant's name, or the operator's for role 'operator'.
 	`CREATE TABLE IF NOT EXISTS closet_tokens (
 		hash TEXT PRIMARY KEY,
 		tenant TEXT NOT NULL,
-		created_ns BIGINT NOT NULL)`,
+		created_ns BIGINT NOT NULL,
+		role TEXT NOT NULL DEFAULT 'tenant')`,
 	`CREATE TABLE IF NOT EXISTS closet_jobs (
 		id TEXT PRIMARY KEY,
 		tenant TEXT NOT NULL,
@@ -62,7 +65,56 @@ func migrateOwn(ctx context.Context, db *sql.DB) error {
 			return fmt.Errorf("create the server's tables: %w", err)
 		}
 	}
+	// A database made before operators existed: its tokens are tenants'.
+	if rows, err := db.QueryContext(ctx, `SELECT role FROM closet_tokens WHERE 1 = 0`); err == nil {
+		rows.Close()
+	} else if _, err := db.ExecContext(ctx, `ALTER TABLE closet_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'tenant'`); err != nil {
+		return fmt.Errorf("add the role column to closet_tokens: %w", err)
+	}
 	return nil
+}
+
+// Token roles. A tenant submits jobs and sees only its own; an operator
+// submits nothing and sees every tenant's jobs (the page, GET, events,
+// cancel).
+const (
+	RoleTenant   = "tenant"
+	RoleOperator = "operator"
+)
+
+// principal is who a token speaks for.
+type principal struct {
+	Name     string // the tenant, or the operator's name
+	Operator bool
+}
+
+// conds is the WHERE clause of a query being built: each condition takes
+// the next $N placeholder, so that both databases read it.
+type conds struct {
+	sql  string
+	args []any
+}
+
+// and adds a condition whose one placeholder is written %d.
+func (c *conds) and(cond string, arg any) *conds {
+	c.args = append(c.args, arg)
+	c.sql += fmt.Sprintf(" AND "+cond, len(c.args))
+	return c
+}
+
+// where is " WHERE 1 = 1 AND ...".
+func (c *conds) where() string { return " WHERE 1 = 1" + c.sql }
+
+// next is the number of the next placeholder.
+func (c *conds) next() int { return len(c.args) + 1 }
+
+// visibleTo narrows the rows to what p may see: a tenant its own (column
+// names the tenant), an operator all of them.
+func (c *conds) visibleTo(p principal, column string) *conds {
+	if p.Operator {
+		return c
+	}
+	return c.and(column+" = $%d", p.Name)
 }
 
 // tokenHash is what the database keeps of a token: its SHA-256, hex.
@@ -90,21 +142,33 @@ func newJobID() string {
 // Token is one listed token: never the token itself, which is not kept.
 type Token struct {
 	ID      string // the first 12 hex digits of its hash
-	Tenant  string
+	Tenant  string // the tenant, or the operator's name
+	Role    string // RoleTenant or RoleOperator
 	Created time.Time
 }
 
 // AddToken makes a new token for tenant and returns it; only its hash is kept.
 func AddToken(ctx context.Context, db *sql.DB, tenant string) (string, error) {
-	if err := checkTenant(tenant); err != nil {
+	return addToken(ctx, db, tenant, RoleTenant)
+}
+
+// AddOperatorToken makes a new operator token (every tenant's jobs on the
+// page and through GET; no submissions) and returns it; only its hash is
+// kept.
+func AddOperatorToken(ctx context.Context, db *sql.DB, name string) (string, error) {
+	return addToken(ctx, db, name, RoleOperator)
+}
+
+func addToken(ctx context.Context, db *sql.DB, name, role string) (string, error) {
+	if err := checkTenant(name); err != nil {
 		return "", err
 	}
 	tok, err := newToken()
 	if err != nil {
 		return "", fmt.Errorf("make a token: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO closet_tokens (hash, tenant, created_ns) VALUES ($1, $2, $3)`,
-		tokenHash(tok), tenant, time.Now().UnixNano()); err != nil {
+	if _, err := db.ExecContext(ctx, `INSERT INTO closet_tokens (hash, tenant, created_ns, role) VALUES ($1, $2, $3, $4)`,
+		tokenHash(tok), name, time.Now().UnixNano(), role); err != nil {
 		return "", fmt.Errorf("store the token: %w", err)
 	}
 	return tok, nil
@@ -124,19 +188,19 @@ func checkTenant(t string) error {
 
 // ListTokens lists every token's id and tenant.
 func ListTokens(ctx context.Context, db *sql.DB) ([]Token, error) {
-	rows, err := db.QueryContext(ctx, `SELECT hash, tenant, created_ns FROM closet_tokens ORDER BY tenant, created_ns`)
+	rows, err := db.QueryContext(ctx, `SELECT hash, tenant, role, created_ns FROM closet_tokens ORDER BY role DESC, tenant, created_ns`)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	defer rows.Close()
 	var ts []Token
 	for rows.Next() {
-		var h, tenant string
+		var h, tenant, role string
 		var ns int64
-		if err := rows.Scan(&h, &tenant, &ns); err != nil {
+		if err := rows.Scan(&h, &tenant, &role, &ns); err != nil {
 			return nil, err
 		}
-		ts = append(ts, Token{ID: h[:12], Tenant: tenant, Created: time.Unix(0, ns)})
+		ts = append(ts, Token{ID: h[:12], Tenant: tenant, Role: role, Created: time.Unix(0, ns)})
 	}
 	return ts, rows.Err()
 }
@@ -160,14 +224,16 @@ func RevokeToken(ctx context.Context, db *sql.DB, id string) error {
 	return nil
 }
 
-// tenantOf answers which tenant a bearer token belongs to ("" for none).
-func tenantOf(ctx context.Context, db *sql.DB, token string) (string, error) {
-	var tenant string
-	err := db.QueryRowContext(ctx, `SELECT tenant FROM closet_tokens WHERE hash = $1`, tokenHash(token)).Scan(&tenant)
+// whoIs answers whom a bearer token speaks for (Name "" for nobody).
+func whoIs(ctx context.Context, db *sql.DB, token string) (principal, error) {
+	var p principal
+	var role string
+	err := db.QueryRowContext(ctx, `SELECT tenant, role FROM closet_tokens WHERE hash = $1`, tokenHash(token)).Scan(&p.Name, &role)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return principal{}, nil
 	}
-	return tenant, err
+	p.Operator = role == RoleOperator
+	return p, err
 }
 
 // jobRow is a job with its verdict, when it has one.
@@ -196,18 +262,25 @@ func scanJob(r scanner) (jobRow, error) {
 	return j, err
 }
 
-// getJob reads one job; a job of another tenant is not found.
-func getJob(ctx context.Context, db *sql.DB, tenant, id string) (jobRow, bool, error) {
-	j, err := scanJob(db.QueryRowContext(ctx, jobSelect+` WHERE j.id = $1 AND j.tenant = $2`, id, tenant))
+// getJob reads one job; a job of another tenant is not found (an operator
+// finds every job).
+func getJob(ctx context.Context, db *sql.DB, p principal, id string) (jobRow, bool, error) {
+	c := (&conds{}).and("j.id = $%d", id).visibleTo(p, "j.tenant")
+	j, err := scanJob(db.QueryRowContext(ctx, jobSelect+c.where(), c.args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return j, false, nil
 	}
 	return j, err == nil, err
 }
 
-// listJobs reads a tenant's latest jobs, newest first.
-func listJobs(ctx context.Context, db *sql.DB, tenant string, limit int) ([]jobRow, error) {
-	rows, err := db.QueryContext(ctx, jobSelect+` WHERE j.tenant = $1 ORDER BY j.created_ns DESC LIMIT $2`, tenant, limit)
+// listJobs reads the latest jobs p may see, newest first; with state, only
+// the jobs in that state.
+func listJobs(ctx context.Context, db *sql.DB, p principal, state string, limit int) ([]jobRow, error) {
+	c := (&conds{}).visibleTo(p, "j.tenant")
+	if state != "" {
+		c.and("j.state = $%d", state)
+	}
+	rows, err := db.QueryContext(ctx, jobSelect+c.where()+fmt.Sprintf(" ORDER BY j.created_ns DESC LIMIT $%d", c.next()), append(c.args, limit)...)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +298,9 @@ func listJobs(ctx context.Context, db *sql.DB, tenant string, limit int) ([]jobR
 
 // depth counts the jobs accepted and not yet finished, on every machine.
 func depth(ctx context.Context, db *sql.DB) (queued, running int64, err error) {
-	rows, err := db.QueryContext(ctx, `SELECT state, count(*) FROM closet_jobs WHERE state <> $1 GROUP BY state`, StateDone)
+	// IN, not <> done: the index on state then reads only the live jobs,
+	// however many finished jobs the table holds.
+	rows, err := db.QueryContext(ctx, `SELECT state, count(*) FROM closet_jobs WHERE state IN ($1, $2) GROUP BY state`, StateQueued, StateRunning)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -246,21 +321,62 @@ func depth(ctx context.Context, db *sql.DB) (queued, running int64, err error) {
 	return queued, running, rows.Err()
 }
 
-// verdictCounts counts a tenant's verdicts.
-func verdictCounts(ctx context.Context, db *sql.DB, tenant string) (map[string]int64, error) {
-	rows, err := db.QueryContext(ctx, `SELECT verdict, count(*) FROM closet_verdicts WHERE tenant = $1 GROUP BY verdict`, tenant)
-	if err != nil {
+// tenantCounts are one tenant's figures on the page: jobs queued and
+// running, and verdicts.
+type tenantCounts struct {
+	Tenant          string
+	Queued, Running int64
+	Verdicts        map[string]int64
+}
+
+// countsByTenant counts, per tenant that p may see, the jobs queued and
+// running and the verdicts, sorted by tenant.
+func countsByTenant(ctx context.Context, db *sql.DB, p principal) ([]tenantCounts, error) {
+	byName := map[string]*tenantCounts{}
+	get := func(t string) *tenantCounts {
+		if byName[t] == nil {
+			byName[t] = &tenantCounts{Tenant: t, Verdicts: map[string]int64{}}
+		}
+		return byName[t]
+	}
+	if !p.Operator {
+		get(p.Name)
+	}
+	add := func(q string, args []any, f func(c *tenantCounts, key string, n int64)) error {
+		rows, err := db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var t, key string
+			var n int64
+			if err := rows.Scan(&t, &key, &n); err != nil {
+				return err
+			}
+			f(get(t), key, n)
+		}
+		return rows.Err()
+	}
+	c := (&conds{}).and("state <> $%d", StateDone).visibleTo(p, "tenant")
+	if err := add(`SELECT tenant, state, count(*) FROM closet_jobs`+c.where()+` GROUP BY tenant, state`, c.args, func(c *tenantCounts, state string, n int64) {
+		switch state {
+		case StateQueued:
+			c.Queued = n
+		case StateRunning:
+			c.Running = n
+		}
+	}); err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	m := map[string]int64{}
-	for rows.Next() {
-		var v string
-		var n int64
-		if err := rows.Scan(&v, &n); err != nil {
-			return nil, err
-		}
-		m[v] = n
+	c = (&conds{}).visibleTo(p, "tenant")
+	if err := add(`SELECT tenant, verdict, count(*) FROM closet_verdicts`+c.where()+` GROUP BY tenant, verdict`, c.args, func(c *tenantCounts, v string, n int64) { c.Verdicts[v] = n }); err != nil {
+		return nil, err
 	}
-	return m, rows.Err()
+	out := make([]tenantCounts, 0, len(byName))
+	for _, c := range byName {
+		out = append(out, *c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Tenant < out[j].Tenant })
+	return out, nil
 }

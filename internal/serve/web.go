@@ -36,13 +36,13 @@ func (s *Server) webRoutes(m *http.ServeMux) {
 	})
 }
 
-func (s *Server) page(h func(w http.ResponseWriter, r *http.Request, tenant string)) http.HandlerFunc {
+func (s *Server) page(h func(w http.ResponseWriter, r *http.Request, p principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tenant := ""
+		var p principal
 		if c, err := r.Cookie(cookieName); err == nil {
-			tenant, _ = tenantOf(r.Context(), s.db.SQL, c.Value)
+			p, _ = whoIs(r.Context(), s.db.SQL, c.Value)
 		}
-		if tenant == "" {
+		if p.Name == "" {
 			if r.URL.Path == "/ui/events" {
 				http.Error(w, "log in first", http.StatusUnauthorized)
 				return
@@ -51,15 +51,15 @@ func (s *Server) page(h func(w http.ResponseWriter, r *http.Request, tenant stri
 			pages.ExecuteTemplate(w, "login", map[string]string{"Error": r.URL.Query().Get("error")})
 			return
 		}
-		h(w, r, tenant)
+		h(w, r, p)
 	}
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	tok := r.PostFormValue("token")
-	tenant, err := tenantOf(r.Context(), s.db.SQL, tok)
-	if err != nil || tenant == "" || tok == "" {
+	p, err := whoIs(r.Context(), s.db.SQL, tok)
+	if err != nil || p.Name == "" || tok == "" {
 		http.Redirect(w, r, "/?error=unknown+token", http.StatusSeeOther)
 		return
 	}
@@ -67,49 +67,65 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-type countView struct {
-	Verdict string
-	N       int64
+// jobLine is a job in the page's lists: its view and its tenant.
+type jobLine struct {
+	JobView
+	Tenant string
 }
 
-func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, tenant string) {
+func jobLines(rows []jobRow) []jobLine {
+	out := make([]jobLine, len(rows))
+	for i, j := range rows {
+		out[i] = jobLine{viewOf(j), j.Tenant}
+	}
+	return out
+}
+
+// dashboard: queue depth and running jobs (every machine), figures per
+// tenant, the running jobs and the latest ones. A tenant sees its own; an
+// operator sees every tenant, with the tenant beside each job.
+func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, p principal) {
 	ctx := r.Context()
 	q, run, err := depth(ctx, s.db.SQL)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	counts, err := verdictCounts(ctx, s.db.SQL, tenant)
+	counts, err := countsByTenant(ctx, s.db.SQL, p)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	var cv []countView
-	for v, n := range counts {
-		cv = append(cv, countView{v, n})
-	}
-	sort.Slice(cv, func(i, j int) bool { return cv[i].Verdict < cv[j].Verdict })
-	rows, err := listJobs(ctx, s.db.SQL, tenant, 50)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	var jobs, running []JobView
-	for _, j := range rows {
-		v := viewOf(j)
-		jobs = append(jobs, v)
-		if v.State == StateRunning {
-			running = append(running, v)
+	seen := map[string]bool{}
+	var verdicts []string
+	for _, c := range counts {
+		for v := range c.Verdicts {
+			if !seen[v] {
+				seen[v] = true
+				verdicts = append(verdicts, v)
+			}
 		}
+	}
+	sort.Strings(verdicts)
+	running, err := listJobs(ctx, s.db.SQL, p, StateRunning, 100)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	latest, err := listJobs(ctx, s.db.SQL, p, "", 50)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	pages.ExecuteTemplate(w, "dashboard", map[string]any{
-		"Tenant": tenant, "Queued": q, "Running": run, "Counts": cv, "Jobs": jobs, "RunningJobs": running,
+		"Who": p, "Queued": q, "Running": run, "Counts": counts, "Verdicts": verdicts,
+		"Jobs": jobLines(latest), "RunningJobs": jobLines(running),
 	})
 }
 
-func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, tenant string) {
-	j, ok, err := getJob(r.Context(), s.db.SQL, tenant, r.PathValue("id"))
+func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, p principal) {
+	j, ok, err := getJob(r.Context(), s.db.SQL, p, r.PathValue("id"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -119,12 +135,13 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, tenant string) 
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	pages.ExecuteTemplate(w, "job", map[string]any{"Tenant": tenant, "Job": viewOf(j)})
+	pages.ExecuteTemplate(w, "job", map[string]any{"Who": p, "Job": viewOf(j), "Tenant": j.Tenant})
 }
 
-// uiEvents tells the page that something of its tenant changed, so that it
-// fetches itself again; it compares a cheap fingerprint at each poll.
-func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request, tenant string) {
+// uiEvents tells the page that something it shows changed, so that it
+// fetches itself again; it compares a cheap fingerprint at each poll (of
+// the tenant's jobs, or of every job for an operator).
+func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request, p principal) {
 	ctx := r.Context()
 	fl, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -133,14 +150,15 @@ func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request, tenant string)
 	if fl != nil {
 		fl.Flush()
 	}
+	jobs := (&conds{}).visibleTo(p, "tenant")
 	last := ""
 	t := time.NewTicker(s.cfg.Poll)
 	defer t.Stop()
 	for {
 		var n, started, finished int64
 		var running int64
-		s.db.SQL.QueryRowContext(ctx, `SELECT count(*), COALESCE(max(created_ns), 0), COALESCE(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) FROM closet_jobs WHERE tenant = $1`, tenant).Scan(&n, &started, &running)
-		s.db.SQL.QueryRowContext(ctx, `SELECT COALESCE(max(finished_ns), 0) FROM closet_verdicts WHERE tenant = $1`, tenant).Scan(&finished)
+		s.db.SQL.QueryRowContext(ctx, `SELECT count(*), COALESCE(max(created_ns), 0), COALESCE(sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) FROM closet_jobs`+jobs.where(), jobs.args...).Scan(&n, &started, &running)
+		s.db.SQL.QueryRowContext(ctx, `SELECT COALESCE(max(finished_ns), 0) FROM closet_verdicts`+jobs.where(), jobs.args...).Scan(&finished)
 		q, run, _ := depth(ctx, s.db.SQL)
 		fp := time.Unix(0, finished).String() + "|" + time.Unix(0, started).String() + "|" +
 			itoa(n) + "|" + itoa(running) + "|" + itoa(q) + "|" + itoa(run)
