@@ -5,7 +5,8 @@
 // It uses the new mount API: one open_tree(OPEN_TREE_CLONE) and one
 // move_mount per path, every call relative to an already open directory so
 // the kernel never walks a long path twice, then one recursive mount_setattr
-// that makes the whole view read-only, nosuid and nodev. The work is linear
+// that makes the whole view read-only, nosuid and nodev. A second thread
+// makes the mount points meanwhile (see bindAll). The work is linear
 // in the closure: no step reads /proc/self/mountinfo or remounts per path
 // (bubblewrap's quadratic cost comes from exactly that).
 //
@@ -22,6 +23,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -72,16 +74,18 @@ func Build(target, storeRoot string, paths []string) (*View, error) {
 		v.Close()
 		return nil, fmt.Errorf("clone %s: %w", target, err)
 	}
-	for _, p := range paths {
-		base, err := baseOf(p)
-		if err != nil {
+	bases := make([]string, len(paths))
+	for i, p := range paths {
+		if bases[i], err = baseOf(p); err != nil {
 			v.Close()
 			return nil, err
 		}
-		if err := bindOne(src, v.dir, base); err != nil {
-			v.Close()
-			return nil, fmt.Errorf("bind %s: %w", p, err)
-		}
+	}
+	if err := bindAll(src, v.dir, bases); err != nil {
+		v.Close()
+		return nil, err
+	}
+	for _, base := range bases {
 		v.present[base] = true
 	}
 	attr := unix.MountAttr{Attr_set: viewAttrs}
@@ -90,6 +94,129 @@ func Build(target, storeRoot string, paths []string) (*View, error) {
 		return nil, fmt.Errorf("make %s read-only: %w", target, err)
 	}
 	return v, nil
+}
+
+// pointsAhead is how many mount points the maker publishes at a time.
+const pointsAhead = 32
+
+// bindAll binds src/base onto view/base for every base, in two threads:
+// a maker creates the mount points (an fstatat of the store path for its
+// type, then a mkdir, an empty file, or the copy of a link) while this
+// thread clones each path (open_tree) and moves it onto its point
+// (move_mount). Making a point in the view's tmpfs takes about 3.5 µs, a
+// clone and a move about 7 µs, and the two need different locks (the
+// directory's against the kernel's mount lock): measured at 10,000 paths,
+// 115 ms in one thread, about 75 in two.
+//
+// The maker's look at the type only chooses the kind of mount point; what
+// is mounted is still the clone, taken without following a link, whose
+// own type is checked against the point's (the kernel also refuses to
+// move a directory onto a file or a file onto a directory). A store path
+// that changed type in between fails the build.
+func bindAll(src, view int, bases []string) error {
+	kinds := make([]pointKind, len(bases))
+	made := make(chan int, len(bases)/pointsAhead+2)
+	var stop atomic.Bool
+	var makeErr error
+	go func() {
+		defer close(made)
+		for i, base := range bases {
+			if stop.Load() {
+				return
+			}
+			k, err := makePoint(src, view, base)
+			if err != nil {
+				makeErr = fmt.Errorf("bind %s/%s: %w", storepath.Dir, base, err)
+				return
+			}
+			kinds[i] = k
+			if (i+1)%pointsAhead == 0 || i+1 == len(bases) {
+				made <- i + 1
+			}
+		}
+	}()
+	ready := 0
+	finish := func(err error) error {
+		stop.Store(true)
+		for range made {
+		}
+		return err
+	}
+	for i, base := range bases {
+		for ready <= i {
+			n, ok := <-made
+			if !ok {
+				return makeErr // the channel closes after makeErr is set
+			}
+			ready = n
+		}
+		if kinds[i] == pointLink {
+			continue
+		}
+		if err := moveOne(src, view, base, kinds[i]); err != nil {
+			return finish(fmt.Errorf("bind %s/%s: %w", storepath.Dir, base, err))
+		}
+	}
+	return finish(nil)
+}
+
+type pointKind uint8
+
+const (
+	pointDir pointKind = iota + 1
+	pointFile
+	pointLink // a symlink, copied: a symlink cannot be a mount
+)
+
+// makePoint makes base's mount point in view, of the kind src/base is, or
+// copies the link when it is one.
+func makePoint(src, view int, base string) (pointKind, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(src, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, err
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(view, base, 0o555); err != nil {
+			return 0, fmt.Errorf("mkdir: %w", err)
+		}
+		return pointDir, nil
+	case unix.S_IFREG:
+		// mknod of a regular file needs no privilege, and spares the
+		// open and close of an O_CREAT.
+		if err := unix.Mknodat(view, base, unix.S_IFREG|0o444, 0); err != nil {
+			return 0, fmt.Errorf("create mount point: %w", err)
+		}
+		return pointFile, nil
+	case unix.S_IFLNK:
+		link, err := readLink(src, base)
+		if err != nil {
+			return 0, err
+		}
+		return pointLink, unix.Symlinkat(link, view, base)
+	}
+	return 0, fmt.Errorf("unexpected file type %#o", st.Mode&unix.S_IFMT)
+}
+
+// moveOne clones src/base without following a link and moves the clone
+// onto its mount point, made for kind.
+func moveOne(src, view int, base string, kind pointKind) error {
+	fd, err := unix.OpenTree(src, base, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+	if err != nil {
+		return fmt.Errorf("open_tree: %w", err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if got := st.Mode & unix.S_IFMT; (got == unix.S_IFDIR) != (kind == pointDir) || (got != unix.S_IFDIR && got != unix.S_IFREG) {
+		return fmt.Errorf("the store path changed type while the view was built (%#o)", got)
+	}
+	if err := unix.MoveMount(fd, "", view, base, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount: %w", err)
+	}
+	return nil
 }
 
 // Close releases the view's fds; the mounts stay.
@@ -110,21 +237,6 @@ func baseOf(p string) (string, error) {
 		return "", fmt.Errorf("bind %s: not a top-level store path", p)
 	}
 	return base, nil
-}
-
-// bindOne mirrors src/base into view/base: a bind for a directory or a
-// file, a copy of the link for a symlink (a symlink cannot be a mount).
-//
-// The clone comes first and its type is read from the clone's fd: that
-// spares a second walk of the path per store path (an fstatat), which at
-// thousands of paths is measurable. Only a path the kernel would not clone
-// is looked at again.
-func bindOne(src, view int, base string) error {
-	t, err := cloneOne(src, base)
-	if err != nil {
-		return err
-	}
-	return attach(view, view, t)
 }
 
 // tree is one store path, cloned from the store and not yet in the view:
