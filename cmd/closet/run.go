@@ -51,6 +51,7 @@ func newRunCmd() *cobra.Command {
 
 // run is flags -> Request -> Job -> exit code.
 func (o *runOpts) run(ctx context.Context) error {
+	roomyGC()
 	req, err := o.request()
 	if err != nil {
 		return o.limits.refused(err)
