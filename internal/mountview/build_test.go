@@ -2,6 +2,7 @@ package mountview_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +27,13 @@ const envHelper = "CLOSET_MOUNTVIEW_HELPER"
 // when started as root.
 func TestMain(m *testing.M) {
 	if paths := os.Getenv(envHelper); paths != "" {
-		if err := json.NewEncoder(os.Stdout).Encode(build(strings.Split(paths, " "))); err != nil {
+		var r any
+		if p, ok := strings.CutPrefix(paths, "swapped:"); ok {
+			r = swapped(p)
+		} else {
+			r = build(strings.Split(paths, " "))
+		}
+		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -193,5 +200,61 @@ func TestBuildFailsOnABadPath(t *testing.T) {
 				t.Errorf("a failed build showed a view: %v", r.Entries)
 			}
 		})
+	}
+}
+
+// swapped runs in the helper: it binds the store path p (a directory)
+// twice, each onto its mount point in a directory of a fresh tmpfs, first
+// saying the maker saw p's own inode, then another one (as if p had been
+// swapped between the look and the bind), and reports both results.
+func swapped(p string) (r [2]string) {
+	fail := func(err error) [2]string { return [2]string{err.Error(), err.Error()} }
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fail(err)
+	}
+	dir, err := os.MkdirTemp("", "mountview-")
+	if err != nil {
+		return fail(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, ""); err != nil {
+		return fail(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return fail(err)
+	}
+	for i, ino := range []uint64{st.Ino, st.Ino + 1} {
+		views := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.MkdirAll(filepath.Join(views, filepath.Base(p)), 0o755); err != nil {
+			return fail(err)
+		}
+		view, err := unix.Open(views, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return fail(err)
+		}
+		r[i] = "ok"
+		if err := mountview.CheckedBind(filepath.Dir(p), view, views, filepath.Base(p), true, st.Dev, ino); err != nil {
+			r[i] = err.Error()
+		}
+	}
+	return r
+}
+
+// A bind that shows another inode than the one seen at the store path
+// (the path swapped in between, for a link or another file) fails; the
+// same bind of the inode seen succeeds.
+func TestBindChecksTheInode(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = []string{envHelper + "=swapped:" + bb}
+	var r [2]string
+	if err := json.Unmarshal(testutil.OutputInUserMountNS(t, cmd), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r[0] != "ok" {
+		t.Errorf("bind of the inode seen: %s", r[0])
+	}
+	if !strings.Contains(r[1], "changed") {
+		t.Errorf("bind of another inode than the one seen: %q, want an error", r[1])
 	}
 }
