@@ -1,6 +1,7 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -144,24 +145,17 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 
 // launch holds the closure alive and runs the sandbox to its end.
 func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome, error) {
-	if !j.req.NoGCRoot {
-		h, err := gcroot.Acquire(gcroot.Options{StoreRoot: j.storeRoot, User: j.req.UserName}, j.roots)
-		if err != nil {
-			return nil, err
-		}
-		j.mu.Lock()
-		j.hold = h
-		j.mu.Unlock()
-	}
+	held := j.holdRoots()
+	defer held() // j.hold is set, or the roots failed, before release runs
 	s := *j.spec
 	ident, err := j.identity()
 	if err != nil {
-		return nil, err
+		return nil, cmp.Or(held(), err)
 	}
 	defer ident.Release() // after every process of the job is gone
 	stdio, err := j.stdio()
 	if err != nil {
-		return nil, err
+		return nil, cmp.Or(held(), err)
 	}
 	hooks := sandbox.Hooks{
 		// Running from the moment the parent learns the target is, not
@@ -172,6 +166,9 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 			j.running(pid)
 			started <- pid
 		},
+		// The init starts while the roots are registered; the spec, and
+		// so every mount of the view, waits for them.
+		Ready:    held,
 		Console:  j.req.Console,
 		Exe:      j.req.StageBinary,
 		Identity: ident,
@@ -203,6 +200,28 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		}
 	}
 	return sandbox.Run(ctx, &s, stdio, hooks)
+}
+
+// holdRoots registers the closure's GC roots (j.hold) on a goroutine of
+// their own, so that they are made while the init starts (a link per
+// root, about 0.4 ms as nobody, in the 1 ms the clone and the init's
+// execve take). held waits for them and says whether they failed; it may
+// be called any number of times.
+func (j *Job) holdRoots() (held func() error) {
+	if j.req.NoGCRoot {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		h, err := gcroot.Acquire(gcroot.Options{StoreRoot: j.storeRoot, User: j.req.UserName}, j.roots)
+		if err == nil {
+			j.mu.Lock()
+			j.hold = h
+			j.mu.Unlock()
+		}
+		done <- err
+	}()
+	return sync.OnceValue(func() error { return <-done })
 }
 
 // growsView says whether the job's view is made to grow while it runs: the

@@ -76,6 +76,12 @@ var ErrSetup = errors.New("sandbox setup failed")
 type Hooks struct {
 	// Started runs once the target's execve succeeded, with init's pid.
 	Started func(initPid int)
+	// Ready runs once the init is started and placed in its cgroups,
+	// before the spec is sent (the init waits for it, blocked reading):
+	// what must be done before any of the job's setup, done meanwhile
+	// (the job's GC roots). Its error ends the run, returned as it is;
+	// nothing of the job ran.
+	Ready func() error
 	// Console receives the job's pty master (spec.TTY) before the target
 	// starts; the caller relays it and closes it.
 	Console func(master *os.File)
@@ -278,6 +284,14 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
 
+	if hooks.Ready != nil {
+		if err := hooks.Ready(); err != nil {
+			cmd.Process.Kill()
+			<-waitc
+			jl.outWait()
+			return nil, err
+		}
+	}
 	// The spec goes in one write; init reads it to EOF.
 	if err := s.EncodeWire(specW); err != nil {
 		cmd.Process.Kill()
