@@ -9,6 +9,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -293,7 +294,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		}
 	}
 	// The spec goes in one write; init reads it to EOF.
-	if err := s.EncodeWire(specW); err != nil {
+	if err := sendSpec(specW, s); err != nil {
 		cmd.Process.Kill()
 		<-waitc
 		jl.outWait()
@@ -370,6 +371,27 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
 	}
 	return out, nil
+}
+
+// sendSpec writes s on the spec pipe in one write. A spec larger than a
+// pipe's default 64 KB (about 1,000 store paths) gets a pipe that holds it
+// whole where the host allows (up to 1 MB unprivileged), so the write is
+// done before the init starts reading: at 10,000 paths, 600 KB that
+// otherwise crossed in 64 KB turns between the two processes.
+func sendSpec(w *os.File, s *spec.Spec) error {
+	var buf bytes.Buffer
+	if err := s.EncodeWire(&buf); err != nil {
+		return err
+	}
+	if n := buf.Len(); n > 64<<10 {
+		if rc, err := w.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				unix.FcntlInt(fd, unix.F_SETPIPE_SZ, min(n, 1<<20)) // best effort
+			})
+		}
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
 }
 
 func exeOr(exe string) string {
