@@ -30,6 +30,11 @@ func TestMain(m *testing.M) {
 		var r any
 		if p, ok := strings.CutPrefix(paths, "swapped:"); ok {
 			r = swapped(p)
+		} else if ps, ok := strings.CutPrefix(paths, "swap-in-build:"); ok {
+			// The first path is swapped while the rest are bound.
+			all := strings.Split(ps, " ")
+			mountview.SwapBefore(filepath.Base(all[0]))
+			r = build(all[1:])
 		} else {
 			r = build(strings.Split(paths, " "))
 		}
@@ -256,5 +261,23 @@ func TestBindChecksTheInode(t *testing.T) {
 	}
 	if !strings.Contains(r[1], "changed") {
 		t.Errorf("bind of another inode than the one seen: %q, want an error", r[1])
+	}
+}
+
+// Build checks every bind it makes: a path swapped between the look at it
+// and its bind fails the build, wherever it is in the list (each batch of
+// binds is checked by the thread that made the points).
+func TestBuildChecksEveryBind(t *testing.T) {
+	paths := closureOf(t, fixture.Path(t, "dag-100"), fixture.Path(t, "busybox"))
+	for _, i := range []int{0, 40, len(paths) - 1} {
+		cmd := exec.Command("/proc/self/exe")
+		cmd.Env = []string{envHelper + "=swap-in-build:" + paths[i] + " " + strings.Join(paths, " ")}
+		var r shown
+		if err := json.Unmarshal(testutil.OutputInUserMountNS(t, cmd), &r); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(r.Err, "changed") || !strings.Contains(r.Err, paths[i]) {
+			t.Errorf("path %d swapped: Build said %q, want it to fail naming %s", i, r.Err, paths[i])
+		}
 	}
 }
