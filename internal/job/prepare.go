@@ -75,7 +75,7 @@ func storeRootOf(root string) (string, error) {
 	return abs, nil
 }
 
-// prepare fills j.roots, j.spec and j.visible from j.req.
+// prepare fills j.roots and j.spec from j.req.
 func (j *Job) prepare(ctx context.Context) error {
 	req := &j.req
 	pathVar, _ := lookupEnv(req.Env, "PATH")
@@ -153,11 +153,9 @@ func (j *Job) prepare(ctx context.Context) error {
 		StoreRoot: j.storeRoot, Seccomp: req.Seccomp, Landlock: req.Landlock,
 		Mounts: []spec.Mount{},
 	}
-	j.visible = make(map[string]bool, len(c.Paths))
 	s.Store = make([]string, 0, len(c.Paths))
 	for _, p := range c.Paths {
 		s.Store = append(s.Store, string(p.Path))
-		j.visible[string(p.Path)] = true
 	}
 	s.ClosureHash = ClosureHash(s.Store)
 	s.User, s.Home = identity(req.UID, req.UserName)
