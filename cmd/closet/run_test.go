@@ -394,18 +394,29 @@ func TestChrootStore(t *testing.T) {
 		t.Fatalf("%s exists on the host too; the test needs a path only the chroot has", only)
 	}
 	// No GC root directory for the user yet: the run fails closed before
-	// the sandbox starts, and a requested report still says so (XX).
-	rep := filepath.Join(testutil.TempDir(t), "r.json")
-	r0 := run(t, "", "--cwd", "none", "--store", root, "--report", rep, app, "--", bb+"/bin/true")
+	// any of the job runs (the init starts while the roots are registered,
+	// and gets no spec), and a requested report still says so (XX).
+	shared := testutil.TempDir(t)
+	rep := filepath.Join(shared, "r.json")
+	r0 := run(t, "", "--cwd", "none", "--store", root, "--report", rep, "--share", shared, app, "--", bb+"/bin/sh", "-c", "echo ran > "+shared+"/ran")
 	var verdict struct{ Status, Message string }
 	b, _ := os.ReadFile(rep)
 	json.Unmarshal(b, &verdict)
 	if os.Geteuid() == 0 && (r0.Code != 125 || verdict.Status != "XX" || !strings.Contains(verdict.Message, "GC root")) {
 		t.Errorf("without a GC root directory: exit %d, report %s, stderr %s", r0.Code, b, r0.Stderr)
 	}
+	if _, err := os.Stat(filepath.Join(shared, "ran")); err == nil {
+		t.Error("without a GC root directory the job ran")
+	}
 	gc := filepath.Join(root, "nix/var/nix/gcroots/per-user/nobody")
 	os.MkdirAll(gc, 0o755)
 	os.Chown(gc, testutil.Nobody, testutil.Nobody)
+	// The control: with the directory, the same job runs.
+	if r := run(t, "", "--cwd", "none", "--store", root, "--share", shared, app, "--", bb+"/bin/sh", "-c", "echo ran > "+shared+"/ran"); r.Code != 0 {
+		t.Errorf("with a GC root directory: exit %d, stderr %s", r.Code, r.Stderr)
+	} else if _, err := os.Stat(filepath.Join(shared, "ran")); err != nil {
+		t.Errorf("with a GC root directory the job did not run: %v", err)
+	}
 
 	r := testutil.Closet(t, "", "closure", "--store", root, app, only)
 	want := append(closureOf(t, app), only)

@@ -19,6 +19,7 @@
 package closure
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -177,10 +178,48 @@ func (s *Store) Closure(ctx context.Context, roots []storepath.Path, refs bool) 
 	if err != nil {
 		return nil, err
 	}
-	// slices.SortFunc, not sort.Slice: no reflection per swap (a fifth
-	// of a 10,000-path closure's time went to sort.Slice).
-	slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(string(a.Path), string(b.Path)) })
-	return &Closure{Roots: roots, Paths: infos}, nil
+	return &Closure{Roots: roots, Paths: sortByPath(infos)}, nil
+}
+
+// sortByPath returns infos sorted by path. It sorts small keys, not the
+// Infos: an Info is 14 words, and moving them was most of a sort that
+// took a fifth of a 10,000-path closure's time. A key is the eight bytes
+// after the store directory, big-endian (the first eight characters of
+// the hash: ties are rare), and the index of its Info.
+func sortByPath(infos []Info) []Info {
+	type key struct {
+		k uint64
+		i int
+	}
+	const off = len(storepath.Dir) + 1
+	keys := make([]key, len(infos))
+	for i, in := range infos {
+		p := string(in.Path)
+		if !strings.HasPrefix(p, storepath.Dir+"/") {
+			// Never from a backend; the keys would not order it.
+			slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(string(a.Path), string(b.Path)) })
+			return infos
+		}
+		var k uint64
+		for j := off; j < off+8; j++ {
+			k <<= 8
+			if j < len(p) {
+				k |= uint64(p[j])
+			}
+		}
+		keys[i] = key{k, i}
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		if a.k != b.k {
+			return cmp.Compare(a.k, b.k)
+		}
+		return strings.Compare(string(infos[a.i].Path), string(infos[b.i].Path))
+	})
+	out := make([]Info, len(infos))
+	for i, k := range keys {
+		out[i] = infos[k.i]
+	}
+	return out
 }
 
 func dedup(ps []storepath.Path) []storepath.Path {

@@ -166,7 +166,7 @@ func (v *View) Add(s *Stager, paths []string) (int, error) {
 			return 0, &PathError{Path: p, Op: "check", Err: err}
 		}
 		b := sp.Base()
-		if v.present[b] || seen[b] {
+		if v.has(b) || seen[b] {
 			continue
 		}
 		seen[b] = true

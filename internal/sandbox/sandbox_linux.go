@@ -9,6 +9,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,6 +78,12 @@ var ErrSetup = errors.New("sandbox setup failed")
 type Hooks struct {
 	// Started runs once the target's execve succeeded, with init's pid.
 	Started func(initPid int)
+	// Ready runs once the init is started and placed in its cgroups,
+	// before the spec is sent (the init waits for it, blocked reading):
+	// what must be done before any of the job's setup, done meanwhile
+	// (the job's GC roots). Its error ends the run, returned as it is;
+	// nothing of the job ran.
+	Ready func() error
 	// Console receives the job's pty master (spec.TTY) before the target
 	// starts; the caller relays it and closes it.
 	Console func(master *os.File)
@@ -279,8 +286,16 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
 
+	if hooks.Ready != nil {
+		if err := hooks.Ready(); err != nil {
+			cmd.Process.Kill()
+			<-waitc
+			jl.outWait()
+			return nil, err
+		}
+	}
 	// The spec goes in one write; init reads it to EOF.
-	if err := s.EncodeWire(specW); err != nil {
+	if err := sendSpec(specW, s); err != nil {
 		cmd.Process.Kill()
 		<-waitc
 		jl.outWait()
@@ -357,6 +372,27 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
 	}
 	return out, nil
+}
+
+// sendSpec writes s on the spec pipe in one write. A spec larger than a
+// pipe's default 64 KB (about 1,000 store paths) gets a pipe that holds it
+// whole where the host allows (up to 1 MB unprivileged), so the write is
+// done before the init starts reading: at 10,000 paths, 600 KB that
+// otherwise crossed in 64 KB turns between the two processes.
+func sendSpec(w *os.File, s *spec.Spec) error {
+	var buf bytes.Buffer
+	if err := s.EncodeWire(&buf); err != nil {
+		return err
+	}
+	if n := buf.Len(); n > 64<<10 {
+		if rc, err := w.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				unix.FcntlInt(fd, unix.F_SETPIPE_SZ, min(n, 1<<20)) // best effort
+			})
+		}
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
 }
 
 func exeOr(exe string) string {

@@ -3,6 +3,7 @@ package spec
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -172,20 +173,12 @@ func TestWireRoundTripWhole(t *testing.T) {
 	s.Limits = Limits{Rlimits: map[string]uint64{"NOFILE": 64}, TmpSize: 1 << 30, WallTime: 3e9, Capture: true}
 	s.Store = []string{}
 	s.UID, s.GID, s.Network = 1000, 100, true
-	var buf bytes.Buffer
-	if err := s.EncodeWire(&buf); err != nil {
-		t.Fatal(err)
-	}
-	got, err := DecodeWire(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, s) {
+	if got := wireRoundTrip(t, s); !reflect.DeepEqual(got, s) {
 		t.Errorf("round trip changed the spec:\n got %#v\nwant %#v", got, s)
 	}
 	// Another layout (a stage binary of other sources) is refused.
 	var other struct{ Version, Extra int }
-	buf.Reset()
+	var buf bytes.Buffer
 	s.EncodeWire(&buf)
 	if err := DecodeBinary(&buf, &other); err == nil || !strings.Contains(err.Error(), "layout") {
 		t.Errorf("a spec decoded into another layout: %v", err)
@@ -203,4 +196,32 @@ func FuzzDecodeWire(f *testing.F) {
 			t.Fatal("DecodeWire accepted a spec Validate refuses")
 		}
 	})
+}
+
+// A large closure crosses intact: more paths than the decoder reserves
+// room for at once, strings that straddle its 64 KB reads, and a string
+// longer than a read.
+func TestWireLargeStore(t *testing.T) {
+	s := rawBytes()
+	for i := range 70000 {
+		s.Store = append(s.Store, fmt.Sprintf("/nix/store/%032d-path-%d", i, i))
+	}
+	s.Env = append(s.Env, "LONG="+strings.Repeat("x", 200<<10))
+	if got := wireRoundTrip(t, s); !reflect.DeepEqual(got, s) {
+		t.Errorf("round trip changed the spec (%d paths, want %d)", len(got.Store), len(s.Store))
+	}
+}
+
+// wireRoundTrip encodes s in the wire form and decodes it again.
+func wireRoundTrip(t *testing.T, s *Spec) *Spec {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := s.EncodeWire(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeWire(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }

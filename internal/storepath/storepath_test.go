@@ -3,6 +3,8 @@ package storepath
 import (
 	"strings"
 	"testing"
+
+	nixpath "github.com/nix-community/go-nix/pkg/storepath"
 )
 
 const h = "93hswik0brc6ppfajxk7zb4h1hkh5cb6"
@@ -79,6 +81,30 @@ func FuzzParse(f *testing.F) {
 			if string(sp)+rest != s {
 				t.Fatalf("Split(%q) = %q + %q", s, sp, rest)
 			}
+		}
+	})
+}
+
+// FuzzSameAsGoNix holds Parse to go-nix's storepath, which it replaced
+// (Parse refuses more: see nixOnly).
+func FuzzSameAsGoNix(f *testing.F) {
+	f.Add(h + "-busybox")
+	f.Add(h + "-a+b_c?d=e.f")
+	f.Add(strings.Replace(h, "9", "e", 1) + "-x")
+	f.Add(h + "-a b")
+	f.Add(h + "-")
+	f.Add(h + "-é")
+	f.Fuzz(func(t *testing.T, base string) {
+		_, err := Parse(Dir + "/" + base)
+		_, gerr := nixpath.FromString(base)
+		// What Parse refuses beyond go-nix: no "-" after the hash, an
+		// empty name, a leading dot, a long name.
+		nixOnly := len(base) < hashLen+2 || base[hashLen] != '-' || base[hashLen+1] == '.' || len(base)-hashLen-1 > maxNameLen
+		switch {
+		case err == nil && gerr != nil:
+			t.Fatalf("Parse accepts %q, go-nix refuses it: %v", base, gerr)
+		case err != nil && gerr == nil && !nixOnly && !strings.Contains(base, "/"):
+			t.Fatalf("Parse refuses %q (%v), go-nix accepts it", base, err)
 		}
 	})
 }

@@ -83,6 +83,27 @@ func Unprivileged(cmd *exec.Cmd) {
 	cmd.Env = append(cmd.Env, "USER=nobody", "HOME=/nonexistent")
 }
 
+// OutputInUserMountNS runs cmd as root of a user and mount namespace of
+// its own (as the sandbox's init is: the caller's ids mapped to 0) and
+// returns its stdout; the test fails with its stderr when it fails.
+func OutputInUserMountNS(t testing.TB, cmd *exec.Cmd) []byte {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("%s: %v: %s", cmd.Path, err, stderr)
+	}
+	return out
+}
+
 // Result is a finished closet process.
 type Result struct {
 	Stdout, Stderr string
