@@ -3,7 +3,6 @@ package job_test
 import (
 	"context"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -96,70 +95,6 @@ func TestViewCacheClosed(t *testing.T) {
 	bb, dag := fixture.Path(t, "busybox"), fixture.Path(t, "dag-10")
 	if got, want := lsStore(ctx, t, views, dag), requisites(t, bb, dag); !slices.Equal(got, want) {
 		t.Fatalf("the job sees %v, want %v", got, want)
-	}
-}
-
-// TestViewCacheStartTime: starting in a cached view does not grow with the
-// closure the way building one does. Medians of a few starts per size
-// (the machine is shared: the bound is loose, the figures are logged).
-func TestViewCacheStartTime(t *testing.T) {
-	if testing.Short() {
-		t.Skip("times whole jobs")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	views, err := viewcache.New(viewcache.Options{MinPaths: 1, Exe: stageBinary})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer views.Close()
-	bb := fixture.Path(t, "busybox")
-	start := func(root string, v *viewcache.Cache) time.Duration {
-		req := baseRequest([]string{bb, root}, bb+"/bin/true")
-		req.Views = v
-		j, err := job.Prepare(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer j.Close()
-		t0 := time.Now()
-		if err := j.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		d := time.Since(t0)
-		if r := j.Wait(); r.Status != report.OK {
-			t.Fatalf("%s: %s", r.Status, r.Message)
-		}
-		return d
-	}
-	median := func(root string, v *viewcache.Cache) time.Duration {
-		var ds []time.Duration
-		for range 5 {
-			ds = append(ds, start(root, v))
-		}
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		return ds[len(ds)/2]
-	}
-	var warm, cold []time.Duration
-	sizes := []string{"dag-10", "dag-3000", "dag-10000"}
-	for _, n := range sizes {
-		root, ok := fixture.Optional(n)
-		if !ok {
-			t.Skipf("%s is not built (scripts/teststore --large)", n)
-		}
-		start(root, views) // the miss that builds the view
-		w, c := median(root, views), median(root, nil)
-		warm, cold = append(warm, w), append(cold, c)
-		t.Logf("%s: start %v in a cached view, %v building it", n, w, c)
-	}
-	// Flat: at 10,000 paths a warm start is within twice the one at 10
-	// plus 10 ms (the machine is shared), and beats building the view.
-	// Issue 11 asks for at most 15 ms at 10,000 paths: about 13 ms here
-	// on a quiet machine; before the exec stage's mountinfo read and the
-	// holder's copy were moved out of the way, 50-75 ms.
-	last := len(sizes) - 1
-	if warm[last] > 2*warm[0]+10*time.Millisecond || warm[last] >= cold[last] {
-		t.Errorf("warm starts grow with the closure: %v at 10 paths, %v at %s (building the view: %v)", warm[0], warm[last], sizes[last], cold[last])
 	}
 }
 
