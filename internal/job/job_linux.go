@@ -62,6 +62,11 @@ type Job struct {
 	done   chan struct{} // closed when the job has ended and rep is set
 	rep    *report.Report
 	closed bool
+	// gone is closed once the sandbox's init is reaped and the job's
+	// cgroups removed (sandbox.Outcome.Gone), after the job ended; Close
+	// waits for it where the cgroups are removed only then (mustWait).
+	gone     <-chan struct{}
+	mustWait bool
 }
 
 type state int
@@ -126,6 +131,9 @@ func (j *Job) run(ctx context.Context, started chan<- int, failed chan<- error) 
 	j.stopNix()
 	j.mu.Lock()
 	j.state = ended
+	if out != nil {
+		j.gone, j.mustWait = out.Gone, out.MustWait
+	}
 	relays := j.relays
 	j.mu.Unlock()
 	for _, r := range relays {
@@ -505,7 +513,11 @@ func (j *Job) visibleSet() map[string]bool {
 }
 
 // Close releases what the job holds: the store's database and, for a job
-// that never started, nothing else. A running job is killed first.
+// that never started, nothing else. A running job is killed first. Where
+// the job has cgroups, Close returns once they are removed, after the
+// sandbox's init has exited (its exit follows the job's end, see
+// sandbox.Outcome.Gone); otherwise the init's exit goes on without it,
+// and the sandbox reaps it.
 func (j *Job) Close() error {
 	j.mu.Lock()
 	if j.closed {
@@ -520,6 +532,12 @@ func (j *Job) Close() error {
 		<-j.done
 	} else if st == prepared {
 		j.stopNix()
+	}
+	j.mu.Lock()
+	gone, mustWait := j.gone, j.mustWait
+	j.mu.Unlock()
+	if mustWait {
+		<-gone
 	}
 	if j.realiseDir != "" {
 		os.RemoveAll(j.realiseDir)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/user"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -109,7 +108,8 @@ func runJob(ctx context.Context, t *testing.T, req job.Request) (*output, error)
 
 // TestConcurrentJobs starts 50 jobs at once from one process, each with a
 // closure of its own: each sees exactly its closure, exits with its own
-// code, and every GC root is released afterwards.
+// code, and every GC root is released afterwards; no init is left a
+// zombie, and no cgroup is left.
 func TestConcurrentJobs(t *testing.T) {
 	bb := fixture.Path(t, "busybox")
 	dag := fixture.Path(t, "dag-100")
@@ -164,21 +164,14 @@ func TestConcurrentJobs(t *testing.T) {
 		t.Errorf("%d distinct closures among %d jobs", len(distinct), n)
 	}
 	assertNoGCRoots(t)
+	assertReaped(t)
 }
 
 // assertNoGCRoots: no closet GC root of this process is left.
 func assertNoGCRoots(t *testing.T) {
 	t.Helper()
-	dirs, _ := filepath.Glob("/nix/var/nix/gcroots/per-user/*")
-	dirs = append(dirs, "/nix/var/nix/gcroots")
-	prefix := fmt.Sprintf("closet-%d-", os.Getpid())
-	for _, d := range dirs {
-		ents, _ := os.ReadDir(d)
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				t.Errorf("GC root %s left behind", filepath.Join(d, e.Name()))
-			}
-		}
+	for _, r := range gcRoots() {
+		t.Errorf("GC root %s left behind", r)
 	}
 }
 

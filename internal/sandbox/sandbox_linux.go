@@ -69,6 +69,20 @@ type Outcome struct {
 	// /proc where there is no cgroup (rusage misses what the kernel reaps
 	// when a pid namespace dies).
 	KillCPU time.Duration
+
+	// Gone is closed once the init has been reaped and the job's cgroups
+	// removed. Run returns as soon as every process of the job is gone,
+	// which the init reports before its own exit (stage.Result.Alone); the
+	// init's exit, the kernel's teardown of the sandbox's mounts and
+	// namespaces (milliseconds at thousands of paths), goes on meanwhile,
+	// and Run's own goroutine reaps it. Where the init had already exited
+	// when Run returns, Gone is closed already.
+	Gone <-chan struct{}
+	// MustWait: the job's cgroups are removed only once Gone is closed; a
+	// process that exits must wait for it first, or leave them behind.
+	// Otherwise what is left is the init's exit alone, which the host
+	// reaps when this process exits first.
+	MustWait bool
 }
 
 // ErrSetup marks a failure of closet itself: nothing of the job ran.
@@ -121,7 +135,14 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	defer jl.cg.Remove()
+	// Removed before Run returns, except when the init is reaped in the
+	// background (see Outcome.Gone): then once it has been.
+	removeCgroup := true
+	defer func() {
+		if removeCgroup {
+			jl.cg.Remove()
+		}
+	}()
 	defer jl.stop()
 	sent := *s
 	sent.Limits.Rlimits = jl.rlimits
@@ -335,11 +356,22 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if hooks.Started != nil {
 		hooks.Started(cmd.Process.Pid)
 	}
-	resBytes, _ := io.ReadAll(resultR)
-	waitErr := <-waitc
-	// The init is gone, so is its pid namespace and every process in it
-	// (the kernel kills and reaps them before the init's wait returns);
-	// the output pipes reach EOF, and the cgroups are empty and removed.
+	// One Result, then EOF once the init is gone.
+	var res stage.Result
+	resErr := json.NewDecoder(resultR).Decode(&res)
+	var waitErr error
+	alone := resErr == nil && res.Alone
+	if !alone {
+		waitErr = <-waitc
+		// The init is gone, so is its pid namespace and every process in
+		// it (the kernel kills and reaps them before the init's wait
+		// returns).
+	}
+	// Every process of the job is gone: the init killed and reaped them
+	// before it sent an Alone result, or it has exited itself. The output
+	// pipes reach EOF (the init let go of its own copies before an Alone
+	// result), and the cgroup has accounted for every process it held but
+	// the init, which does nothing now but exit.
 	jl.stop()
 	out.SampledMaxRSSKiB = jl.rssKiB
 	if jl.out != nil {
@@ -356,7 +388,25 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		out.Limit = spec.LimitMemory
 	}
 	out.Killed = out.Limit != ""
-	if len(resBytes) == 0 {
+	gone := make(chan struct{})
+	out.Gone = gone
+	if alone {
+		// The init's exit, and the kernel's teardown of the sandbox with
+		// it, goes on without the caller: reaped here (no zombie is left
+		// in a long-lived process), and the cgroups, which can only be
+		// removed once it is gone, then.
+		removeCgroup = false
+		out.MustWait = jl.cg != nil
+		go func() {
+			<-waitc
+			jl.cg.Remove()
+			close(gone)
+		}()
+	} else {
+		jl.cg.Remove()
+		close(gone)
+	}
+	if resErr == io.EOF {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSetup, ctx.Err())
 		}
@@ -368,9 +418,10 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		out.Result = initResult(cmd.ProcessState)
 		return out, nil
 	}
-	if err := json.Unmarshal(resBytes, &out.Result); err != nil {
-		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, err)
+	if resErr != nil {
+		return nil, fmt.Errorf("%w: unreadable result from init: %v", ErrSetup, resErr)
 	}
+	out.Result = res
 	return out, nil
 }
 

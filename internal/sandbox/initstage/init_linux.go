@@ -786,9 +786,14 @@ func (st *state) pivotRoot() error {
 }
 
 // runAndReap starts the target, then reaps every process until it ends,
-// and reports the target's end on the result pipe. When it returns, init exits, and the kernel kills whatever
-// else is left in the pid namespace before the parent's wait on init
-// returns: nothing outlives the target.
+// ends every other process of the job (endJob), and only then reports the
+// target's end on the result pipe, with Alone set where endJob made sure
+// that no process but the init itself is left in its pid namespace: the
+// parent then reports without waiting for the init's exit, whose kernel
+// teardown (every bind of the view, the tmpfs, the namespaces) takes
+// milliseconds at thousands of paths. When it returns, init exits, and
+// the kernel kills whatever else may still be in the pid namespace:
+// nothing outlives the target either way.
 func (st *state) runAndReap() int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, relayed...)
@@ -837,6 +842,60 @@ func (st *state) runAndReap() int {
 		res.MaxRSSKiB = ru.Maxrss
 		break
 	}
+	res.Alone = st.endJob()
 	stage.WriteJSON(os.NewFile(stage.ResultFD, "result"), res)
 	return 0
+}
+
+// endJob, once the target has ended, ends every other process of the job,
+// as the init's exit would, but before the Result is sent: a SIGKILL to
+// every process of the pid namespace but the init (kill(-1) from pid 1;
+// the job runs as the init's uid and cannot change it, so every one of
+// them is reached), then reaping until the init has no child left. A fork
+// racing the kill is refused by the kernel (its parent has a fatal signal
+// pending), and a process whose parent dies is re-parented to the init, so
+// no child left means no process of the job left. What remains checks
+// that: kill(-1, 0) finds no process at all in the namespace (ESRCH).
+//
+// It also lets go of what the parent waits on besides the Result: fds 0-2
+// (the job's stdout and stderr pipes reach EOF once no process holds
+// them) and the pty slave. It returns true only if the init is alone in
+// its pid namespace; false keeps today's order, in which the parent waits
+// for the init's exit, whose kernel teardown kills what is left.
+func (st *state) endJob() bool {
+	if err := unix.Kill(-1, unix.SIGKILL); err != nil && err != unix.ESRCH {
+		return false
+	}
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(-1, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ECHILD {
+			break
+		}
+		if err != nil {
+			return false
+		}
+	}
+	if err := unix.Kill(-1, 0); err != unix.ESRCH {
+		return false
+	}
+	if st.tty != nil {
+		st.tty.Close()
+	}
+	// /dev/null over 0-2 rather than closing them: no later open reuses
+	// them, and a write there (a panic) goes nowhere instead.
+	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	for fd := 0; fd < 3; fd++ {
+		if err := unix.Dup3(null, fd, 0); err != nil {
+			return false
+		}
+	}
+	unix.Close(null)
+	return true
 }

@@ -17,6 +17,14 @@
 //	8   parent <-> init Control, ControlReply (JSON) grow the running view
 //	9   parent -> init  a detached mount tree        a cached store view to attach (EnvView=1 only)
 //
+// The Result on fd 5 comes once the target has ended and, with Alone set,
+// once the init has killed and reaped every other process of its pid
+// namespace and let go of the job's stdio and pty: the parent then takes
+// the job as ended and does not wait for the init's exit (whose kernel
+// teardown of the view's mounts takes milliseconds at thousands of
+// paths); it reaps the init later. Without a Result, or without Alone, it
+// waits for the init's exit, as the kernel then ends the rest.
+//
 // The target is the init's child, forked with a raw clone once the root is
 // pivoted into; it confines itself and execve's with no Go runtime of its
 // own, and reports a failed step to the init on a close-on-exec pipe of
@@ -154,6 +162,11 @@ type Result struct {
 	// MaxRSS is the largest resident set of the target or a waited-for
 	// descendant, in KiB (getrusage's ru_maxrss).
 	MaxRSSKiB int64 `json:"maxRSSKiB"`
+	// Alone: when the init sent this, no other process was left in its
+	// pid namespace (it killed and reaped every one, see the init's
+	// endJob), and it held neither the job's stdio nor its pty. The
+	// parent then reports without waiting for the init's exit.
+	Alone bool `json:"alone,omitempty"`
 }
 
 // WriteJSON writes v to fd and does not close it.
