@@ -37,7 +37,7 @@ func fakeV2(t *testing.T, leaf bool) (Host, string) {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return err
 		}
-		for _, f := range []string{"memory.max", "memory.swap.max", "memory.oom.group", "memory.peak", "memory.events", "pids.max", "cpu.stat", "cgroup.procs", "cgroup.kill"} {
+		for _, f := range []string{"memory.max", "memory.swap.max", "memory.oom.group", "memory.peak", "memory.events", "pids.max", "cpu.stat", "cgroup.procs", "cgroup.kill", "cgroup.subtree_control"} {
 			os.WriteFile(filepath.Join(dir, f), nil, 0o644)
 		}
 		return nil
@@ -92,6 +92,117 @@ func TestFakeV2Limits(t *testing.T) {
 				t.Errorf("stats %+v, want peak 100 MiB and 2 OOM kills", st)
 			}
 		})
+	}
+}
+
+// A job's pids counted apart from its init (Request.JobPids), against a
+// fake cgroupfs: the job's v2 cgroup enables pids for two children and
+// holds no process itself, the init is cloned into one, and the other is
+// capped at the job's allowance before anything runs and open for the
+// job to join.
+func TestFakeV2SplitPids(t *testing.T) {
+	h, scope := fakeV2(t, true)
+	g, err := New(h, Request{Name: "job1", MemoryMax: 64 << 20, Pids: true, JobPids: 5, CPU: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	if g.Mechanism(Pids) != V2 {
+		t.Fatalf("pids: mechanism %q (%s)", g.Mechanism(Pids), g.Unavailable(Pids))
+	}
+	dir := filepath.Join(scope, "job1")
+	if got := readFile(t, filepath.Join(dir, "cgroup.subtree_control")); got != "+pids" {
+		t.Errorf("the job's subtree_control written %q, want +pids", got)
+	}
+	if got := readFile(t, filepath.Join(dir, JobDir, "pids.max")); got != "5" {
+		t.Errorf("the job's pids.max %q, want 5", got)
+	}
+	if got := readFile(t, filepath.Join(dir, InitDir, "pids.max")); got != "" {
+		t.Errorf("the init's pids.max written %q, want it left alone", got)
+	}
+	if got := readFile(t, filepath.Join(dir, "memory.max")); got != "67108864" {
+		t.Errorf("memory.max %q on the job's cgroup, want the whole job's", got)
+	}
+	var fdSt, initSt syscall.Stat_t
+	if err := syscall.Fstat(g.FD(), &fdSt); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Stat(filepath.Join(dir, InitDir), &initSt)
+	if fdSt.Ino != initSt.Ino {
+		t.Error("the init is not cloned into its own part of the job's cgroup")
+	}
+	f := g.JobProcs()
+	if f == nil || f.Name() != filepath.Join(dir, JobDir, "cgroup.procs") {
+		t.Fatalf("JobProcs %v", f)
+	}
+	if _, err := f.Write([]byte("0")); err != nil || readFile(t, f.Name()) != "0" {
+		t.Errorf("join: %v", err)
+	}
+	if err := g.SetPidsMax(40); err != nil || readFile(t, filepath.Join(dir, "pids.max")) != "40" {
+		t.Errorf("SetPidsMax of the whole: %v", err)
+	}
+	// Without JobPids, nothing is split.
+	g2, err := New(h, Request{Name: "job2", PidsMax: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Remove()
+	if g2.JobProcs() != nil {
+		t.Error("a split without JobPids")
+	}
+	if _, err := os.Stat(filepath.Join(scope, "job2", JobDir)); err == nil {
+		t.Error("a job directory without JobPids")
+	}
+}
+
+// The real v1 pids hierarchy, split: the init is placed in its part, a
+// process that writes 0 to JobProcs moves itself into the job's part and
+// is held to its allowance there, whatever the init's part holds; Kill
+// and Remove reach both parts and leave nothing.
+func TestRealV1SplitPids(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("v1 cgroups need root")
+	}
+	g, err := New(Host{}, Request{Name: fmt.Sprintf("closet-test-split-%d", os.Getpid()), Pids: true, JobPids: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	if g.Mechanism(Pids) != V1 {
+		t.Skipf("no v1 pids cgroup here: %s", g.Unavailable(Pids))
+	}
+	dir := g.split
+	// The "init": placed in its part.
+	init := exec.Command("sleep", "30")
+	if err := init.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer init.Wait()
+	defer init.Process.Kill()
+	if err := g.Attach(init.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dir, InitDir, "cgroup.procs")); got != strconv.Itoa(init.Process.Pid) {
+		t.Errorf("the init's part holds %q, want %d", got, init.Process.Pid)
+	}
+	// The "job": joins, then sh and 2 sleepers are its 3.
+	var out strings.Builder
+	job := exec.Command("sh", "-c", "echo 0 >&3 || exit 9; for i in 1 2 3 4; do sleep 30 >/dev/null 2>&1 & echo $i; done")
+	job.ExtraFiles = []*os.File{g.JobProcs()}
+	job.Stdout = &out
+	job.Run()
+	if out.String() != "1\n2\n" {
+		t.Errorf("the job forked %q, want 1 2 (its allowance of 3)", out.String())
+	}
+	if n := len(strings.Fields(readFile(t, filepath.Join(dir, JobDir, "cgroup.procs")))); n != 2 {
+		t.Errorf("the job's part holds %d processes, want its 2 sleepers", n)
+	}
+	g.Kill()
+	if err := g.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s left behind: %v", dir, err)
 	}
 }
 
