@@ -206,6 +206,72 @@ func TestRealV1SplitPids(t *testing.T) {
 	}
 }
 
+// The real v2 hierarchy: a process cloned into one child of a cgroup, in
+// a cgroup namespace rooted there and a user namespace of its own (as the
+// target's child is), moves itself into the sibling child by writing 0
+// to that sibling's cgroup.procs opened by its parent: the kernel checks
+// the move against the opener's namespace and credentials, not the
+// writer's. (No controller is needed: the rule is the same with pids on.)
+func TestRealV2JoinFromOwnNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("making a v2 subtree needs root")
+	}
+	hs, _ := Host{}.hierarchies()
+	var v2root string
+	for _, hy := range hs {
+		if hy.v2 {
+			v2root = hy.own
+		}
+	}
+	if v2root == "" {
+		t.Skip("no cgroup v2 hierarchy here")
+	}
+	dir := filepath.Join(v2root, fmt.Sprintf("closet-test-join-%d", os.Getpid()))
+	for _, d := range []string{dir, filepath.Join(dir, InitDir), filepath.Join(dir, JobDir)} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, d := range []string{filepath.Join(dir, JobDir), filepath.Join(dir, InitDir), dir} {
+			for i := 0; i < 50; i++ {
+				if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	procs, err := os.OpenFile(filepath.Join(dir, JobDir, "cgroup.procs"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer procs.Close()
+	initFD, err := syscall.Open(filepath.Join(dir, InitDir), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(initFD)
+	cmd := exec.Command("sh", "-c", "cat /proc/self/cgroup; echo --; echo 0 >&3 && cat /proc/self/cgroup")
+	cmd.ExtraFiles = []*os.File{procs}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		UseCgroupFD: true, CgroupFD: initFD,
+		Cloneflags:  syscall.CLONE_NEWCGROUP | syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}},
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	// Before: its own cgroup is its namespace's root. After: the job's,
+	// which lies outside that namespace.
+	before, after, _ := strings.Cut(string(out), "--\n")
+	if v2Path(before) != "/" || v2Path(after) != "/../"+JobDir {
+		t.Errorf("cgroups seen %q, want / then /../%s", out, JobDir)
+	}
+}
+
 // The real v2 hierarchy, delegated to an unprivileged user as systemd
 // delegates a scope: closet, alone in the cgroup it was started in, moves
 // itself into a leaf to enable a controller, and the job's cgroup is made
