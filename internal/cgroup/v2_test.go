@@ -213,19 +213,7 @@ func TestRealV1SplitPids(t *testing.T) {
 // the move against the opener's namespace and credentials, not the
 // writer's. (No controller is needed: the rule is the same with pids on.)
 func TestRealV2JoinFromOwnNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("making a v2 subtree needs root")
-	}
-	hs, _ := Host{}.hierarchies()
-	var v2root string
-	for _, hy := range hs {
-		if hy.v2 {
-			v2root = hy.own
-		}
-	}
-	if v2root == "" {
-		t.Skip("no cgroup v2 hierarchy here")
-	}
+	v2root := realV2Root(t)
 	dir := filepath.Join(v2root, fmt.Sprintf("closet-test-join-%d", os.Getpid()))
 	for _, d := range []string{dir, filepath.Join(dir, InitDir), filepath.Join(dir, JobDir)} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -280,19 +268,7 @@ func TestRealV2JoinFromOwnNamespace(t *testing.T) {
 // controller this host's v2 hierarchy has (hugetlb: memory and pids are
 // on v1 here).
 func TestRealV2DelegatedLeaf(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("making a delegated v2 subtree needs root")
-	}
-	hs, err := Host{}.hierarchies()
-	var v2root string
-	for _, hy := range hs {
-		if hy.v2 {
-			v2root = hy.own
-		}
-	}
-	if err != nil || v2root == "" {
-		t.Skip("no cgroup v2 hierarchy here")
-	}
+	v2root := realV2Root(t)
 	ctrl := ""
 	for _, c := range strings.Fields(readString(filepath.Join(v2root, "cgroup.controllers"))) {
 		if c != "cpuset" && c != "cpu" && c != "perf_event" {
@@ -438,6 +414,23 @@ func v2Helper(ctrl string) {
 	r.Job = v2Path(string(out))
 	self, _ := os.ReadFile("/proc/self/cgroup")
 	r.Self = v2Path(string(self))
+}
+
+// realV2Root is this process's cgroup in the host's v2 hierarchy, where a
+// test as root makes its subtree; it skips the test otherwise.
+func realV2Root(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("making a v2 subtree needs root")
+	}
+	hs, err := Host{}.hierarchies()
+	for _, hy := range hs {
+		if hy.v2 && err == nil {
+			return hy.own
+		}
+	}
+	t.Skip("no cgroup v2 hierarchy here")
+	return ""
 }
 
 func v2Path(procCgroup string) string {
