@@ -154,9 +154,12 @@ func TestPidsJoinFailsClosed(t *testing.T) {
 		go func() { io.Copy(&stdout, outR); close(done) }()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, err := Run(ctx, s, Stdio{Stdout: outW}, Hooks{Ready: ready})
+		out, err := Run(ctx, s, Stdio{Stdout: outW}, Hooks{Ready: ready})
 		outW.Close()
 		<-done
+		if err == nil {
+			<-out.Gone // the job's cgroups are removed
+		}
 		return stdout.b.String(), err
 	}
 	out, err := run(nil)
@@ -168,15 +171,10 @@ func TestPidsJoinFailsClosed(t *testing.T) {
 		// The init is in its part of the job's cgroup, blocked reading the
 		// spec: the job's part is empty, and can go.
 		jobs, _ := filepath.Glob(filepath.Join(own, fmt.Sprintf("closet-%d-*", os.Getpid()), cgroup.JobDir))
-		for _, d := range jobs {
-			if err := unix.Rmdir(d); err != nil {
-				return err
-			}
-		}
 		if len(jobs) != 1 {
 			return fmt.Errorf("job cgroups %v, want one", jobs)
 		}
-		return nil
+		return unix.Rmdir(jobs[0])
 	})
 	t.Logf("refused: %v", err)
 	var se *stage.Error
