@@ -6,7 +6,9 @@
 // (per hierarchy, as /proc/self/cgroup names it), and only ever places its
 // own job's init there. The one process it ever moves is itself: on v2,
 // into a leaf beneath its own cgroup (LeafName), so that its cgroup may
-// enable controllers for the jobs' cgroups.
+// enable controllers for the jobs' cgroups. (A job's first process moves
+// itself, from the init's part of the job's pids cgroup into the job's,
+// through JobProcs.)
 //
 // Two kinds of host are served:
 //
@@ -20,6 +22,11 @@
 //     create a child of its own cgroup, which in practice means root. v1 has
 //     no CLONE_INTO_CGROUP: the parent writes the init's pid into each
 //     hierarchy's cgroup.procs right after clone (see Attach).
+//
+// With Request.JobPids, the pids controller's directory is split in two
+// (see InitDir and JobDir): the init is counted apart from the job, whose
+// processes join the job's directory themselves (JobProcs), so the job's
+// allowance is exactly its own, whatever threads closet's init starts.
 //
 // A controller that is not available is simply absent from the Group: the
 // caller decides whether to fall back (to an rlimit) or to refuse, and says
@@ -63,7 +70,21 @@ type Request struct {
 	// Memory, Pids and CPU ask for the controller even without a limit,
 	// for measurement (peak memory, CPU time).
 	Memory, Pids, CPU bool
+	// JobPids, when > 0, splits the pids controller's directory in two:
+	// InitDir, which holds the job's init and is bounded only by the
+	// directory's PidsMax, and JobDir, whose pids.max is JobPids, set
+	// before anything runs. The job's first process joins JobDir itself
+	// by writing "0" to JobProcs. On v2 the directory then enables pids
+	// for its children and holds no process itself (the init is cloned
+	// into InitDir, see FD).
+	JobPids uint64
 }
+
+// The children of a split pids directory (Request.JobPids).
+const (
+	InitDir = "init"
+	JobDir  = "job"
+)
 
 // Host locates the cgroup filesystems; the zero value is the real host.
 // Tests point it at a fake tree.
@@ -80,6 +101,23 @@ type Group struct {
 	mech map[string]string // controller -> V1 or V2
 	why  map[string]string // controller -> why it is unavailable
 	fd   int               // open v2 directory for CLONE_INTO_CGROUP, or -1
+	// split is the pids directory split into InitDir and JobDir, or "";
+	// jobProcs is JobDir's cgroup.procs, open for writing.
+	split    string
+	jobProcs *os.File
+}
+
+// JobProcs is the job's pids directory's cgroup.procs (Request.JobPids),
+// opened by this process: writing "0" to it moves the writer into the
+// directory. The kernel checks the move against the opener's credentials
+// and, on v2, its cgroup namespace (Linux 5.16 and later; v1 lets a task
+// move itself whatever namespace it is in), so a job's process in a
+// cgroup namespace of its own can join with it. nil without a split.
+func (g *Group) JobProcs() *os.File {
+	if g == nil {
+		return nil
+	}
+	return g.jobProcs
 }
 
 // Mechanism says how controller c is provided: V1, V2, or "" when it is
@@ -166,8 +204,14 @@ func New(h Host, req Request) (*Group, error) {
 				g.fd = -1
 			}
 			if g.v2 != "" {
-				unix.Rmdir(g.v2)
-				g.v2 = ""
+				if g.jobProcs != nil {
+					g.jobProcs.Close()
+					g.jobProcs = nil
+				}
+				for _, d := range g.subdirs(g.v2) {
+					unix.Rmdir(d)
+				}
+				g.v2, g.split = "", ""
 			}
 		}
 		break
@@ -201,11 +245,46 @@ func New(h Host, req Request) (*Group, error) {
 		if err := setV1(c, dir, req); err != nil {
 			return nil, err
 		}
+		if c == Pids && req.JobPids > 0 {
+			if err := g.splitPids(dir, req.JobPids); err != nil {
+				return nil, err
+			}
+		}
 		g.mech[c] = V1
 		g.why[c] = ""
 	}
 	ok = true
 	return g, nil
+}
+
+// splitPids makes dir's InitDir and JobDir, caps JobDir at n tasks and
+// opens its cgroup.procs (see Request.JobPids).
+func (g *Group) splitPids(dir string, n uint64) error {
+	g.split = dir
+	for _, c := range []string{InitDir, JobDir} {
+		if err := mkdirCgroup(filepath.Join(dir, c)); err != nil {
+			return fmt.Errorf("cgroup: the job's pids cgroup: %w", err)
+		}
+	}
+	job := filepath.Join(dir, JobDir)
+	if err := writeFirst(job, n, "pids.max"); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(job, "cgroup.procs"), os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("cgroup: open the job's pids cgroup: %w", err)
+	}
+	g.jobProcs = f
+	return nil
+}
+
+// subdirs are dir and, where it is the split pids directory, its children
+// first.
+func (g *Group) subdirs(dir string) []string {
+	if dir != "" && dir == g.split {
+		return []string{filepath.Join(dir, JobDir), filepath.Join(dir, InitDir), dir}
+	}
+	return []string{dir}
 }
 
 // mkdirCgroup makes a cgroup directory; tests of a fake tree add the
@@ -271,15 +350,29 @@ func (g *Group) makeV2(own string, req Request, avail []string) error {
 			if req.PidsMax > 0 {
 				err = writeFirst(dir, req.PidsMax, "pids.max")
 			}
+			if err == nil && req.JobPids > 0 {
+				// No internal processes: with pids on for its children,
+				// the directory itself holds none, the init is cloned
+				// into InitDir.
+				if err = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+pids"), 0); err != nil {
+					err = fmt.Errorf("cgroup v2 %s: enable +pids: %w", dir, err)
+				} else {
+					err = g.splitPids(dir, req.JobPids)
+				}
+			}
 		}
 		if err != nil {
 			return err
 		}
 		g.mech[c] = V2
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	into := dir
+	if g.split != "" {
+		into = filepath.Join(dir, InitDir)
+	}
+	fd, err := unix.Open(into, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("cgroup v2: open %s: %w", dir, err)
+		return fmt.Errorf("cgroup v2: open %s: %w", into, err)
 	}
 	g.fd = fd
 	return nil
@@ -337,7 +430,8 @@ func writeFirst(dir string, v uint64, files ...string) error {
 	return fmt.Errorf("cgroup: %s: %w", strings.Join(files, ", "), last)
 }
 
-// SetPidsMax sets the group's task limit (pids.max).
+// SetPidsMax sets the group's task limit (pids.max): with a split
+// (Request.JobPids), the cap of the init and the job together.
 func (g *Group) SetPidsMax(n uint64) error {
 	switch g.Mechanism(Pids) {
 	case V2:
@@ -348,8 +442,9 @@ func (g *Group) SetPidsMax(n uint64) error {
 	return errors.New("cgroup: no pids controller")
 }
 
-// Attach places pid in every v1 directory of the group. The v2 directory
-// needs no Attach: the init is cloned into it.
+// Attach places pid in every v1 directory of the group (in the split pids
+// directory, in its InitDir). The v2 directory needs no Attach: the init
+// is cloned into it.
 func (g *Group) Attach(pid int) error {
 	if g == nil {
 		return nil
@@ -360,6 +455,9 @@ func (g *Group) Attach(pid int) error {
 			continue
 		}
 		done[d] = true
+		if d == g.split {
+			d = filepath.Join(d, InitDir)
+		}
 		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
 			return fmt.Errorf("cgroup v1: place the job in %s: %w", d, err)
 		}
@@ -431,11 +529,15 @@ func (g *Group) Kill() {
 	}
 	if g.v2 != "" {
 		if os.WriteFile(filepath.Join(g.v2, "cgroup.kill"), []byte("1"), 0) != nil {
-			killListed(g.v2)
+			for _, s := range g.subdirs(g.v2) {
+				killListed(s)
+			}
 		}
 	}
 	for _, d := range g.v1 {
-		killListed(d)
+		for _, s := range g.subdirs(d) {
+			killListed(s)
+		}
 	}
 }
 
@@ -458,15 +560,20 @@ func (g *Group) Remove() error {
 		unix.Close(g.fd)
 		g.fd = -1
 	}
-	dirs := map[string]bool{}
-	if g.v2 != "" {
-		dirs[g.v2] = true
+	if g.jobProcs != nil {
+		g.jobProcs.Close()
+		g.jobProcs = nil
 	}
-	for _, d := range g.v1 {
-		dirs[d] = true
+	seen := map[string]bool{}
+	var dirs []string // children before their parent
+	for _, d := range append([]string{g.v2}, mapValues(g.v1)...) {
+		if d != "" && !seen[d] {
+			seen[d] = true
+			dirs = append(dirs, g.subdirs(d)...)
+		}
 	}
 	var errs []error
-	for d := range dirs {
+	for _, d := range dirs {
 		var err error
 		for i := 0; i < 100; i++ {
 			if err = unix.Rmdir(d); err == nil || err == unix.ENOENT {
@@ -483,8 +590,16 @@ func (g *Group) Remove() error {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
 	}
-	g.v2, g.v1 = "", map[string]string{}
+	g.v2, g.v1, g.split = "", map[string]string{}, ""
 	return errors.Join(errs...)
+}
+
+func mapValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
 }
 
 // hierarchies finds every cgroup filesystem and closet's own directory in

@@ -37,7 +37,7 @@ func fakeV2(t *testing.T, leaf bool) (Host, string) {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return err
 		}
-		for _, f := range []string{"memory.max", "memory.swap.max", "memory.oom.group", "memory.peak", "memory.events", "pids.max", "cpu.stat", "cgroup.procs", "cgroup.kill"} {
+		for _, f := range []string{"memory.max", "memory.swap.max", "memory.oom.group", "memory.peak", "memory.events", "pids.max", "cpu.stat", "cgroup.procs", "cgroup.kill", "cgroup.subtree_control"} {
 			os.WriteFile(filepath.Join(dir, f), nil, 0o644)
 		}
 		return nil
@@ -95,6 +95,171 @@ func TestFakeV2Limits(t *testing.T) {
 	}
 }
 
+// A job's pids counted apart from its init (Request.JobPids), against a
+// fake cgroupfs: the job's v2 cgroup enables pids for two children and
+// holds no process itself, the init is cloned into one, and the other is
+// capped at the job's allowance before anything runs and open for the
+// job to join.
+func TestFakeV2SplitPids(t *testing.T) {
+	h, scope := fakeV2(t, true)
+	g, err := New(h, Request{Name: "job1", MemoryMax: 64 << 20, Pids: true, JobPids: 5, CPU: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	if g.Mechanism(Pids) != V2 {
+		t.Fatalf("pids: mechanism %q (%s)", g.Mechanism(Pids), g.Unavailable(Pids))
+	}
+	dir := filepath.Join(scope, "job1")
+	if got := readFile(t, filepath.Join(dir, "cgroup.subtree_control")); got != "+pids" {
+		t.Errorf("the job's subtree_control written %q, want +pids", got)
+	}
+	if got := readFile(t, filepath.Join(dir, JobDir, "pids.max")); got != "5" {
+		t.Errorf("the job's pids.max %q, want 5", got)
+	}
+	if got := readFile(t, filepath.Join(dir, InitDir, "pids.max")); got != "" {
+		t.Errorf("the init's pids.max written %q, want it left alone", got)
+	}
+	if got := readFile(t, filepath.Join(dir, "memory.max")); got != "67108864" {
+		t.Errorf("memory.max %q on the job's cgroup, want the whole job's", got)
+	}
+	var fdSt, initSt syscall.Stat_t
+	if err := syscall.Fstat(g.FD(), &fdSt); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Stat(filepath.Join(dir, InitDir), &initSt)
+	if fdSt.Ino != initSt.Ino {
+		t.Error("the init is not cloned into its own part of the job's cgroup")
+	}
+	f := g.JobProcs()
+	if f == nil || f.Name() != filepath.Join(dir, JobDir, "cgroup.procs") {
+		t.Fatalf("JobProcs %v", f)
+	}
+	if _, err := f.Write([]byte("0")); err != nil || readFile(t, f.Name()) != "0" {
+		t.Errorf("join: %v", err)
+	}
+	if err := g.SetPidsMax(40); err != nil || readFile(t, filepath.Join(dir, "pids.max")) != "40" {
+		t.Errorf("SetPidsMax of the whole: %v", err)
+	}
+	// Without JobPids, nothing is split.
+	g2, err := New(h, Request{Name: "job2", PidsMax: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Remove()
+	if g2.JobProcs() != nil {
+		t.Error("a split without JobPids")
+	}
+	if _, err := os.Stat(filepath.Join(scope, "job2", JobDir)); err == nil {
+		t.Error("a job directory without JobPids")
+	}
+}
+
+// The real v1 pids hierarchy, split: the init is placed in its part, a
+// process that writes 0 to JobProcs moves itself into the job's part and
+// is held to its allowance there, whatever the init's part holds; Kill
+// and Remove reach both parts and leave nothing.
+func TestRealV1SplitPids(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("v1 cgroups need root")
+	}
+	g, err := New(Host{}, Request{Name: fmt.Sprintf("closet-test-split-%d", os.Getpid()), Pids: true, JobPids: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	if g.Mechanism(Pids) != V1 {
+		t.Skipf("no v1 pids cgroup here: %s", g.Unavailable(Pids))
+	}
+	dir := g.split
+	// The "init": placed in its part.
+	init := exec.Command("sleep", "30")
+	if err := init.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer init.Wait()
+	defer init.Process.Kill()
+	if err := g.Attach(init.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dir, InitDir, "cgroup.procs")); got != strconv.Itoa(init.Process.Pid) {
+		t.Errorf("the init's part holds %q, want %d", got, init.Process.Pid)
+	}
+	// The "job": joins, then sh and 2 sleepers are its 3.
+	var out strings.Builder
+	job := exec.Command("sh", "-c", "echo 0 >&3 || exit 9; for i in 1 2 3 4; do sleep 30 >/dev/null 2>&1 & echo $i; done")
+	job.ExtraFiles = []*os.File{g.JobProcs()}
+	job.Stdout = &out
+	job.Run()
+	if out.String() != "1\n2\n" {
+		t.Errorf("the job forked %q, want 1 2 (its allowance of 3)", out.String())
+	}
+	if n := len(strings.Fields(readFile(t, filepath.Join(dir, JobDir, "cgroup.procs")))); n != 2 {
+		t.Errorf("the job's part holds %d processes, want its 2 sleepers", n)
+	}
+	g.Kill()
+	if err := g.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s left behind: %v", dir, err)
+	}
+}
+
+// The real v2 hierarchy: a process cloned into one child of a cgroup, in
+// a cgroup namespace rooted there and a user namespace of its own (as the
+// target's child is), moves itself into the sibling child by writing 0
+// to that sibling's cgroup.procs opened by its parent: the kernel checks
+// the move against the opener's namespace and credentials, not the
+// writer's. (No controller is needed: the rule is the same with pids on.)
+func TestRealV2JoinFromOwnNamespace(t *testing.T) {
+	v2root := realV2Root(t)
+	dir := filepath.Join(v2root, fmt.Sprintf("closet-test-join-%d", os.Getpid()))
+	for _, d := range []string{dir, filepath.Join(dir, InitDir), filepath.Join(dir, JobDir)} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, d := range []string{filepath.Join(dir, JobDir), filepath.Join(dir, InitDir), dir} {
+			for i := 0; i < 50; i++ {
+				if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	procs, err := os.OpenFile(filepath.Join(dir, JobDir, "cgroup.procs"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer procs.Close()
+	initFD, err := syscall.Open(filepath.Join(dir, InitDir), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(initFD)
+	cmd := exec.Command("sh", "-c", "cat /proc/self/cgroup; echo --; echo 0 >&3 && cat /proc/self/cgroup")
+	cmd.ExtraFiles = []*os.File{procs}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		UseCgroupFD: true, CgroupFD: initFD,
+		Cloneflags:  syscall.CLONE_NEWCGROUP | syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}},
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	// Before: its own cgroup is its namespace's root. After: the job's,
+	// which lies outside that namespace.
+	before, after, _ := strings.Cut(string(out), "--\n")
+	if v2Path(before) != "/" || v2Path(after) != "/../"+JobDir {
+		t.Errorf("cgroups seen %q, want / then /../%s", out, JobDir)
+	}
+}
+
 // The real v2 hierarchy, delegated to an unprivileged user as systemd
 // delegates a scope: closet, alone in the cgroup it was started in, moves
 // itself into a leaf to enable a controller, and the job's cgroup is made
@@ -103,19 +268,7 @@ func TestFakeV2Limits(t *testing.T) {
 // controller this host's v2 hierarchy has (hugetlb: memory and pids are
 // on v1 here).
 func TestRealV2DelegatedLeaf(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("making a delegated v2 subtree needs root")
-	}
-	hs, err := Host{}.hierarchies()
-	var v2root string
-	for _, hy := range hs {
-		if hy.v2 {
-			v2root = hy.own
-		}
-	}
-	if err != nil || v2root == "" {
-		t.Skip("no cgroup v2 hierarchy here")
-	}
+	v2root := realV2Root(t)
 	ctrl := ""
 	for _, c := range strings.Fields(readString(filepath.Join(v2root, "cgroup.controllers"))) {
 		if c != "cpuset" && c != "cpu" && c != "perf_event" {
@@ -261,6 +414,23 @@ func v2Helper(ctrl string) {
 	r.Job = v2Path(string(out))
 	self, _ := os.ReadFile("/proc/self/cgroup")
 	r.Self = v2Path(string(self))
+}
+
+// realV2Root is this process's cgroup in the host's v2 hierarchy, where a
+// test as root makes its subtree; it skips the test otherwise.
+func realV2Root(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("making a v2 subtree needs root")
+	}
+	hs, err := Host{}.hierarchies()
+	for _, hy := range hs {
+		if hy.v2 && err == nil {
+			return hy.own
+		}
+	}
+	t.Skip("no cgroup v2 hierarchy here")
+	return ""
 }
 
 func v2Path(procCgroup string) string {

@@ -54,10 +54,12 @@ func newJobLimits(lim spec.Limits, ownID bool) (*jobLimits, error) {
 		cg, err := cgroup.New(cgroup.Host{}, cgroup.Request{
 			Name:      fmt.Sprintf("closet-%d-%d", os.Getpid(), cgroupSeq.Add(1)),
 			MemoryMax: lim.Memory,
-			// pids.max is set once the target started (see started).
-			Pids:   lim.Pids > 0,
-			Memory: lim.Measure,
-			CPU:    lim.CPUTime > 0 || lim.Measure,
+			// The job's own pids cgroup, capped at N before anything
+			// runs; the target's child joins it (see attach).
+			Pids:    lim.Pids > 0,
+			JobPids: lim.Pids,
+			Memory:  lim.Measure,
+			CPU:     lim.CPUTime > 0 || lim.Measure,
 		})
 		if err != nil {
 			return nil, err
@@ -178,11 +180,18 @@ func (j *jobLimits) limitHit() (string, time.Duration) {
 	return j.tripped, j.killCPU
 }
 
-// attach places the just-cloned init in the job's v1 cgroups, and caps
-// the tasks the setup may create: the init's threads now, the exec
-// stage's to come, and the job's allowance, with room to spare. started
-// tightens it once the target runs; till then, a job that forks at once
-// is held to that cap.
+// attach places the just-cloned init in the job's v1 cgroups (the pids
+// one's InitDir), and caps the tasks of the init and the job together:
+// the init's threads now, room for more (setupTasks), and the job's
+// allowance.
+//
+// The job is counted apart: the pids cgroup is split (cgroup.Request's
+// JobPids) into the init's and the job's, capped at exactly N from the
+// start. The target's child joins the job's as its very first step (see
+// the init's confineAndExec), through the cgroup.procs this process
+// opened (stage.PidsFD), before it does anything else; every process of
+// the job descends from it. Threads closet's Go init starts while the job
+// runs count in the init's cgroup, never against the job's N.
 func (j *jobLimits) attach(initPid int) error {
 	if err := j.cg.Attach(initPid); err != nil {
 		return err
@@ -199,20 +208,13 @@ func (j *jobLimits) pidsByCgroup() bool {
 	return j.lim.Pids > 0 && j.enforced[spec.LimitPids] != spec.MechRlimitNproc
 }
 
-// setupTasks is room for the threads of closet's Go init, and its fork of
-// the target, while the sandbox is built.
+// setupTasks is room for the threads closet's Go init starts after
+// attach, and its fork of the target until that joins the job's cgroup.
 const setupTasks = 32
 
 // started runs once the target's execve succeeded: the clocks start now.
+// (The job's task limit is in place before: see attach.)
 func (j *jobLimits) started(initPid int) error {
-	if j.pidsByCgroup() {
-		// pids counts tasks. The init is a Go program with a handful of
-		// threads; the job's allowance is set on top of them now, when
-		// the init's fork has become the target (which is one of the N).
-		if err := j.cg.SetPidsMax(uint64(threads(initPid)) + j.lim.Pids); err != nil {
-			return err
-		}
-	}
 	if cpu, ok := j.cg.CPUTime(); ok {
 		j.cpu0 = cpu
 	} else {

@@ -2,8 +2,13 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +17,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/cgroup"
+	"github.com/closet-sandbox/closet/internal/fixture"
+	"github.com/closet-sandbox/closet/internal/sandbox/stage"
+	"github.com/closet-sandbox/closet/internal/spec"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 type lockedBuffer struct {
@@ -106,4 +117,74 @@ func TestTreeCPU(t *testing.T) {
 	}
 	// The grandchild is killed with its group below, not left spinning.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// A job whose pids limit a v1 pids cgroup enforces joins the job's own
+// cgroup first thing; when it cannot (here the job's cgroup is removed
+// before the init forks it), nothing runs and the error names the step.
+// The control run, with the cgroup in place, runs and gets its limit.
+func TestPidsJoinFailsClosed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("cgroup v1 needs root")
+	}
+	own := ""
+	b, _ := os.ReadFile("/proc/self/cgroup")
+	for _, l := range strings.Split(string(b), "\n") {
+		if p := strings.SplitN(l, ":", 3); len(p) == 3 && p[1] == "pids" {
+			own = filepath.Join("/sys/fs/cgroup/pids", p[2])
+		}
+	}
+	if st, err := os.Stat(own); own == "" || err != nil || !st.IsDir() {
+		t.Skip("no cgroup v1 pids hierarchy")
+	}
+	bb := fixture.Path(t, "busybox")
+	marker := filepath.Join(testutil.TempDir(t), "ran")
+	run := func(ready func() error) (string, error) {
+		s := &spec.Spec{
+			Version: spec.Version, Path: bb + "/bin/sh",
+			Args: []string{"sh", "-c", "echo ran > /w/ran; n=0; for i in 1 2 3 4; do sleep 1 & n=$((n+1)); echo $n; done"},
+			Env:  []string{"PATH=" + bb + "/bin"}, Cwd: "/", UID: 1000, GID: 100, User: "u", Home: "/home/u",
+			Hostname: "pids", Store: []string{bb}, Etc: map[string]string{}, Seccomp: "default",
+			Mounts: []spec.Mount{{Source: filepath.Dir(marker), Target: "/w", Writable: true}},
+			Limits: spec.Limits{Pids: 3},
+		}
+		var stdout lockedBuffer
+		outR, outW, _ := os.Pipe()
+		done := make(chan struct{})
+		go func() { io.Copy(&stdout, outR); close(done) }()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := Run(ctx, s, Stdio{Stdout: outW}, Hooks{Ready: ready})
+		outW.Close()
+		<-done
+		if err == nil {
+			<-out.Gone // the job's cgroups are removed
+		}
+		return stdout.b.String(), err
+	}
+	out, err := run(nil)
+	if err != nil || out != "1\n2\n" {
+		t.Fatalf("control: stdout %q, err %v (sh and 2 sleepers are the job's 3)", out, err)
+	}
+	os.Remove(marker)
+	out, err = run(func() error {
+		// The init is in its part of the job's cgroup, blocked reading the
+		// spec: the job's part is empty, and can go.
+		jobs, _ := filepath.Glob(filepath.Join(own, fmt.Sprintf("closet-%d-*", os.Getpid()), cgroup.JobDir))
+		if len(jobs) != 1 {
+			return fmt.Errorf("job cgroups %v, want one", jobs)
+		}
+		return unix.Rmdir(jobs[0])
+	})
+	t.Logf("refused: %v", err)
+	var se *stage.Error
+	if !errors.As(err, &se) || !errors.Is(err, ErrSetup) || se.Op != "join the job's pids cgroup" {
+		t.Errorf("without the job's cgroup: err %v, want the join step's failure", err)
+	}
+	if _, serr := os.Stat(marker); serr == nil || out != "" {
+		t.Errorf("the job ran without its pids cgroup (stdout %q)", out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(own, fmt.Sprintf("closet-%d-*", os.Getpid()))); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
 }

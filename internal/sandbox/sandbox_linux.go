@@ -231,12 +231,22 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		// this call's copy of the caller's spec.)
 		s.Store = nil
 	}
+	if f := jl.cg.JobProcs(); f != nil {
+		// fd 10: the job's pids cgroup, which the target's child joins
+		// first thing (see jobLimits.attach).
+		for len(cmd.ExtraFiles) < stage.PidsFD-3 {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, nil)
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		cmd.Env = append(cmd.Env, stage.EnvPids+"=1")
+	}
 	if jl.out != nil {
 		cmd.Stdout, cmd.Stderr = jl.out.wOut, jl.out.wErr
 	}
 	if fd := jl.cg.FD(); fd >= 0 {
 		// cgroup v2: the init is born in the job's cgroup (clone3 with
-		// CLONE_INTO_CGROUP); it never runs anywhere else.
+		// CLONE_INTO_CGROUP; with a pids limit, in the init's part of
+		// it); it never runs anywhere else.
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = fd
 	}

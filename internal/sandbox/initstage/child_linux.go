@@ -32,7 +32,8 @@ func runtimeAfterForkInChild()
 // Steps of the child, in the order it takes them; a failure crosses the
 // error pipe as its step, errno and an index into the step's array.
 const (
-	stepConsole uint32 = iota
+	stepJoinPids uint32 = iota
+	stepConsole
 	stepSession
 	stepUID
 	stepRlimits
@@ -94,6 +95,10 @@ type launch struct {
 	fprog *unix.SockFprog
 	// errPipe is the write end of the error pipe (close-on-exec).
 	errPipe int
+	// pidsFD is the job's pids cgroup.procs (stage.PidsFD), or -1; the
+	// child writes joinSelf ("0": the writer) to it.
+	pidsFD   int
+	joinSelf [1]byte
 }
 
 // forkTarget forks the child that becomes the target and returns its pid;
@@ -137,6 +142,15 @@ func confineAndExec(l *launch) {
 		i     int
 		c     uintptr
 	)
+	// The job's own pids cgroup, first: from here on each of its tasks
+	// counts against the job's allowance, and only the job's do. A
+	// child that cannot join runs nothing.
+	if l.pidsFD >= 0 {
+		f.step = stepJoinPids
+		if _, _, errno = syscall.RawSyscall(unix.SYS_WRITE, uintptr(l.pidsFD), uintptr(unsafe.Pointer(&l.joinSelf[0])), 1); errno != 0 {
+			goto fail
+		}
+	}
 	// The console: the pty slave becomes stdin, stdout and stderr.
 	if l.tty >= 0 {
 		f.step = stepConsole

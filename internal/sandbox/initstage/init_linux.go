@@ -140,6 +140,7 @@ func protect(st *state) error {
 	unix.CloseOnExec(stage.ResultFD)
 	unix.CloseOnExec(stage.ControlFD)
 	unix.CloseOnExec(stage.ViewFD) // EBADF without a cached view: nothing to do
+	unix.CloseOnExec(stage.PidsFD) // EBADF without a pids cgroup: likewise
 	st.signalsDropped = make(chan struct{})
 	go func() {
 		dropSignals()

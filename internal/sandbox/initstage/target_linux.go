@@ -36,6 +36,7 @@ import (
 
 // stepNames name the child's steps in errors, as the user sees them.
 var stepNames = [numSteps]string{
+	stepJoinPids:    "join the job's pids cgroup",
 	stepConsole:     "attach console",
 	stepSession:     "new session",
 	stepUID:         "take the job's uid",
@@ -72,7 +73,12 @@ var lateRlimits = []string{"NPROC", "AS"}
 // pivot_root: the Landlock rules bind to inodes of the sandbox's root.
 func (st *state) prepareTarget() error {
 	s := st.s
-	l := &launch{tty: -1, landlockFD: -1, errPipe: -1, cwdBuf: make([]byte, unix.PathMax)}
+	l := &launch{tty: -1, landlockFD: -1, errPipe: -1, pidsFD: -1, joinSelf: [1]byte{'0'}, cwdBuf: make([]byte, unix.PathMax)}
+	if os.Getenv(stage.EnvPids) == "1" {
+		// Absent or not a cgroup.procs: the child's write fails, and
+		// nothing runs.
+		l.pidsFD = stage.PidsFD
+	}
 	var err error
 	if l.path, err = syscall.BytePtrFromString(s.Path); err != nil {
 		return stage.Errorf(stage.Init, "prepare the target", s.Path, err)
@@ -193,6 +199,9 @@ func (st *state) startTarget() (int, error) {
 	if l.landlockFD >= 0 {
 		unix.Close(l.landlockFD)
 	}
+	if l.pidsFD >= 0 {
+		unix.Close(l.pidsFD) // only the child joins
+	}
 	if errno != 0 {
 		unix.Close(p[0])
 		return 0, stage.Errorf(stage.Init, "fork the target", "", errno)
@@ -251,6 +260,9 @@ func (st *state) childError(f childFailure) *stage.Error {
 		}
 	}
 	switch f.step {
+	case stepJoinPids:
+		e.Msg = fmt.Sprintf("write 0 to the cgroup.procs of the job's pids cgroup (fd %d): %v", stage.PidsFD, errno)
+		e.Hint = "--pids is enforced by that cgroup; nothing ran"
 	case stepConsole:
 		e.Path = "/dev/pts"
 	case stepRlimits:

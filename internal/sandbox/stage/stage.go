@@ -16,6 +16,7 @@
 //	7   (held, no messages)                          the job's identity slot lock (spec.OwnHostID)
 //	8   parent <-> init Control, ControlReply (JSON) grow the running view
 //	9   parent -> init  a detached mount tree        a cached store view to attach (EnvView=1 only)
+//	10  (no messages)                                the job's pids cgroup.procs, to join (EnvPids=1 only)
 //
 // The Result on fd 5 comes once the target has ended and, with Alone set,
 // once the init has killed and reaped every other process of its pid
@@ -33,9 +34,17 @@
 // failure into the step's Error on fd 4. The parent never waits on a
 // timer.
 //
-// fd 8 is a stream socket, open for the whole run (fds 6, 7 and 9 are
-// closed or absent in the init when there is no console, no identity slot
-// or no cached view). The parent writes one Control per line and reads
+// fd 10 is the cgroup.procs of the job's own pids cgroup, opened for
+// writing by the parent on the host (--pids enforced by a pids cgroup;
+// see internal/cgroup's Request.JobPids). The init never writes it: the
+// target's child writes "0" to it as its very first step, which moves the
+// child into the job's cgroup, capped at exactly the job's N tasks, apart
+// from the init's own threads; a failed write fails that step and nothing
+// runs. The init marks it close-on-exec.
+//
+// fd 8 is a stream socket, open for the whole run (fds 6, 7, 9 and 10 are
+// closed or absent in the init when there is no console, no identity slot,
+// no cached view or no pids cgroup). The parent writes one Control per line and reads
 // one ControlReply per Control; the init serves them in order,
 // one at a time, once the root is pivoted into, until the target ends. The
 // parent sends whole closures minus what is already visible, references
@@ -77,6 +86,10 @@ const (
 	// internal/viewcache) that the init attaches instead of building
 	// one; present only when EnvView is set in the init's environment.
 	ViewFD = 9
+	// PidsFD is the job's pids cgroup.procs, which the target's child
+	// joins (see the package comment); present only when EnvPids is set
+	// in the init's environment.
+	PidsFD = 10
 )
 
 // Stage names; each is both argv[0] and the value of EnvMarker.
@@ -85,6 +98,9 @@ const (
 	EnvMarker = "_CLOSET_STAGE"
 	// EnvView, set to "1" by the parent, says fd ViewFD holds the view.
 	EnvView = "_CLOSET_VIEW"
+	// EnvPids, set to "1" by the parent, says fd PidsFD is the job's pids
+	// cgroup.procs.
+	EnvPids = "_CLOSET_PIDS"
 )
 
 // Error is a stage failure as it crosses the status pipe.
