@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/exitcode"
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/sandbox"
@@ -85,7 +86,10 @@ func (f *serveFlags) run(ctx context.Context) error {
 		// uid of its own where /etc/subuid allows it.
 		jr := &serve.JobRunner{User: currentUser(), UID: os.Getuid(), GID: os.Getgid(), HostUID: f.hostUID,
 			SlotDir:     idmap.DefaultStateDir(os.Getenv("XDG_RUNTIME_DIR"), os.Getuid()),
-			StageBinary: stageBinary()}
+			StageBinary: stageBinary(),
+			// The closures of the last 256 root sets: every job still
+			// looks its roots up in the Nix database.
+			Closures: closure.NewCache(256)}
 		// Warm starts: built store views kept by closure hash (jobs that
 		// run as the server's own uid; the rest build their view).
 		views, err := viewcache.New(viewcache.Options{Exe: jr.StageBinary})

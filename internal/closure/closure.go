@@ -93,6 +93,10 @@ type Options struct {
 	// Timeout bounds each SQLite read; zero means a minute. A database
 	// that takes longer is one closet refuses to wait for.
 	Timeout time.Duration
+	// Cache, when set, answers Closure without references from closures
+	// computed before, for as long as their roots stay registered (see
+	// Cache). nil computes every closure.
+	Cache *Cache
 }
 
 // backend answers questions about the store graph.
@@ -105,8 +109,9 @@ type backend interface {
 
 // Store is an open store.
 type Store struct {
-	opts Options
-	b    backend
+	opts   Options
+	dbPath string // the database file (the cache's keys name it)
+	b      backend
 }
 
 // Open opens the store's database read-only, or, where that fails, prepares
@@ -119,16 +124,16 @@ func Open(opts Options) (*Store, error) {
 	}
 	if !opts.SQLOnly {
 		if fb, err := openFast(dbPath, opts.sql()); err == nil {
-			return &Store{opts: opts, b: fb}, nil
+			return &Store{opts: opts, dbPath: dbPath, b: fb}, nil
 		}
 	}
 	db, dbErr := openDB(dbPath, opts.sql())
 	if dbErr == nil {
-		return &Store{opts: opts, b: db}, nil
+		return &Store{opts: opts, dbPath: dbPath, b: db}, nil
 	}
 	cli, cliErr := newCLI(opts)
 	if cliErr == nil {
-		return &Store{opts: opts, b: cli}, nil
+		return &Store{opts: opts, dbPath: dbPath, b: cli}, nil
 	}
 	return nil, fmt.Errorf("%w: database %s: %v; fallback: %v (run as a user who can read the database, or install Nix so that nix-store can reach the store)",
 		ErrStoreUnreadable, dbPath, dbErr, cliErr)
@@ -158,7 +163,7 @@ func (s *Store) CheckValid(ctx context.Context, paths ...storepath.Path) error {
 		return err
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("%s: %w (it may have been garbage-collected, or was never registered; realise it with nix-store --realise or nix-build)", bad[0], ErrInvalidPath)
+		return invalidErr(bad[0])
 	}
 	return nil
 }
@@ -170,6 +175,11 @@ func (s *Store) Closure(ctx context.Context, roots []storepath.Path, refs bool) 
 	roots = dedup(roots)
 	if len(roots) == 0 {
 		return &Closure{Roots: roots, Paths: []Info{}}, nil
+	}
+	if !refs {
+		if c, ok, err := s.cachedClosure(ctx, roots); ok {
+			return c, err
+		}
 	}
 	if err := s.CheckValid(ctx, roots...); err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ func Prepare(ctx context.Context, req Request) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite", Env: req.Env})
+	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite", Env: req.Env, Cache: req.Closures})
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/nixproxy"
 	"github.com/closet-sandbox/closet/internal/resolve"
@@ -103,6 +104,14 @@ type Request struct {
 	// cache once (viewcache.New) and closes it after its jobs. A cache
 	// that cannot serve makes the job build its view as without one.
 	Views *viewcache.Cache
+
+	// Closures, when set, answers the closure of store-path roots from
+	// closures read before (a service's jobs run the same roots again
+	// and again). The roots are still looked up in the database for
+	// every job: a collected root fails the job as without a cache (see
+	// closure.Cache). Installables are resolved every time. nil reads
+	// every closure.
+	Closures *closure.Cache
 
 	// Logf receives -v progress lines; nil discards them.
 	Logf func(format string, args ...any)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/viewcache"
 )
@@ -30,6 +31,9 @@ type JobRunner struct {
 	HostUID string
 	// Views, when set, starts jobs in cached store views (warm starts).
 	Views *viewcache.Cache
+	// Closures, when set, remembers the closures of the jobs' roots
+	// (closure.Cache: each job still looks its roots up).
+	Closures *closure.Cache
 }
 
 // Run implements Runner.
@@ -58,7 +62,7 @@ func (r *JobRunner) Run(ctx context.Context, s Spec) (Result, error) {
 		Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, Cwd: "/", UserName: r.User,
 		CallerUID: r.UID, CallerGID: r.GID, SlotDir: r.SlotDir, HostUID: r.HostUID,
 		UID: 1000, GID: 100, // the job's ids inside, as closet run's defaults
-		CwdMode: "none", TTY: "never", Capture: true, StageBinary: r.StageBinary, Views: r.Views,
+		CwdMode: "none", TTY: "never", Capture: true, StageBinary: r.StageBinary, Views: r.Views, Closures: r.Closures,
 		Stdin: inR, Stdout: outW, Stderr: errW,
 		Limits: job.Limits{
 			WallTime: secs(s.Limits.WallTime), CPUTime: secs(s.Limits.CPUTime),

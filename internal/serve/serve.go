@@ -29,7 +29,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"golang.org/x/sys/unix"
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	"modernc.org/sqlite"
 )
 
 // Config is everything the server needs; cmd/closet fills it from flags.
@@ -137,9 +137,9 @@ func OpenDB(ctx context.Context, cfg Config) (*DB, error) {
 		// is on disk before the API answers; busy_timeout rides out the
 		// token commands writing while the server runs.
 		dsn := "file:" + p + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
-		if d.SQL, err = sql.Open("sqlite", dsn); err != nil {
-			return nil, fmt.Errorf("open %s: %w", p, err)
-		}
+		// Each statement's text is prepared once per connection, not per
+		// query (stmtCacheConnector).
+		d.SQL = sql.OpenDB(stmtCacheConnector{dsn: dsn, d: &sqlite.Driver{}})
 		// SQLite allows one writer; River's driver wants one connection.
 		d.SQL.SetMaxOpenConns(1)
 		d.Driver = riversqlite.New(d.SQL)

@@ -21,7 +21,7 @@ func overflowDB(t *testing.T, n int) (string, string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.Exec(nixSchema); err != nil {
+	if _, err := db.Exec(Schema); err != nil {
 		t.Fatal(err)
 	}
 	p := "/nix/store/00000000000000000000000000000000-long"
