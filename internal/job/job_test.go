@@ -67,6 +67,20 @@ func baseRequest(roots []string, command ...string) job.Request {
 	}
 }
 
+// startJob prepares and starts req, and closes the job when the test ends.
+func startJob(ctx context.Context, t *testing.T, req job.Request) *job.Job {
+	t.Helper()
+	j, err := job.Prepare(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	if err := j.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 // output runs the job with stdout and stderr captured.
 type output struct {
 	stdout, stderr string
@@ -181,14 +195,7 @@ func TestSignalAndKill(t *testing.T) {
 	bb := fixture.Path(t, "busybox")
 	ctx := context.Background()
 	req := baseRequest([]string{bb}, bb+"/bin/sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.05; done")
-	j, err := job.Prepare(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	if err := j.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	j := startJob(ctx, t, req)
 	time.Sleep(300 * time.Millisecond) // the trap is set
 	if err := j.Signal(os.Signal(sigterm)); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
-	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 )
 
@@ -46,14 +45,7 @@ func TestBackgroundProcessesEnd(t *testing.T) {
 	req := baseRequest([]string{bb}, bb+"/bin/sh", "-c",
 		fmt.Sprintf("dd if=/dev/zero of=/tmp/f bs=1M count=128 2>/dev/null; sleep %s </dev/null >/dev/null 2>&1 & sleep %s </dev/null >/dev/null 2>&1 & echo ready; read x; exit 3", arg, arg))
 	req.Stdin, req.Stdout = inR, outW
-	j, err := job.Prepare(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	if err := j.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	j := startJob(ctx, t, req)
 	inR.Close()
 	outW.Close()
 	line, err := bufio.NewReader(outR).ReadString('\n')

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/closet-sandbox/closet/internal/fixture"
-	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
 	"github.com/closet-sandbox/closet/internal/viewcache"
 )
@@ -111,14 +110,7 @@ func TestViewCacheNoGrowth(t *testing.T) {
 	bb := fixture.Path(t, "busybox")
 	req := baseRequest([]string{bb, fixture.Path(t, "dag-10")}, bb+"/bin/sleep", "30")
 	req.Views = views
-	j, err := job.Prepare(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	if err := j.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	j := startJob(ctx, t, req)
 	err = j.AddPaths(ctx, []string{fixture.Path(t, "lib")})
 	j.Kill()
 	j.Wait()
