@@ -277,8 +277,9 @@ func copyFile(src, dst string) error {
 // sandboxes in process: as root it reruns the test binary as nobody and
 // exits with the child's code (RerunUnprivileged); otherwise it builds the
 // static closet binary the sandboxes' stages start from and returns its
-// path. Under -race the test binary itself needs cgo and the host's
-// dynamic loader, so it cannot be a stage. It exits when the build fails.
+// path, so that the stages run the same static code a user's install does
+// whatever flags (-race, cgo) built the test binary. It exits when the
+// build fails.
 func StagesUnprivileged() string {
 	if code, ok := RerunUnprivileged(); ok {
 		os.Exit(code)
