@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // fakeV2 builds a v2-only host in a temp dir, closet's own cgroup at
@@ -310,7 +312,7 @@ func TestRealV2DelegatedLeaf(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bin := copyTestBinary(t)
+	bin := testutil.ExecutableCopy(t)
 
 	// Another process in the delegated cgroup: closet must refuse and
 	// leave it where it is.
@@ -448,28 +450,6 @@ func cgroupOf(t *testing.T, pid int) string {
 		t.Fatal(err)
 	}
 	return v2Path(string(b))
-}
-
-func copyTestBinary(t *testing.T) string {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "closet-cgroup-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	p := filepath.Join(dir, "cgroup.test")
-	if err := os.WriteFile(p, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // startIn starts argv (as root) cloned into cgroup dir.

@@ -19,6 +19,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/spec"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // The test binary doubles as closet's stages (the init re-executes
@@ -256,30 +257,6 @@ func testUser(t *testing.T) *user.User {
 	return u
 }
 
-// helperBinary copies the test binary where any user can run it.
-func helperBinary(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "closet-idmap-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "sandbox.test")
-	if err := os.WriteFile(p, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // startHelper starts one job as u (nil: as the test process itself); the
 // returned wait gives its report. started is closed once the target runs.
 func startHelper(t *testing.T, bin string, u *user.User, job helperJob) (started chan struct{}, wait func() helperReport) {
@@ -365,7 +342,7 @@ func stateDir(t *testing.T, u *user.User) string {
 // user's supplementary groups (nix-users).
 func TestConcurrentJobsGetTheirOwnHostUID(t *testing.T) {
 	u := testUser(t)
-	bin := helperBinary(t)
+	bin := testutil.ExecutableCopy(t)
 	bb := fixture.Path(t, "busybox")
 	dir := stateDir(t, u)
 	startedA, waitA := startHelper(t, bin, u, helperJob{Busybox: bb, Script: "sleep 3", HostUID: idmap.Subordinate, StateDir: dir, Landlock: "best-effort"})
@@ -400,7 +377,7 @@ func TestConcurrentJobsGetTheirOwnHostUID(t *testing.T) {
 // with at most 5 processes of the job.
 func TestPidsWithoutCgroupByNproc(t *testing.T) {
 	u := testUser(t)
-	bin := helperBinary(t)
+	bin := testutil.ExecutableCopy(t)
 	bb := fixture.Path(t, "busybox")
 	// The storm runs in an inner shell (busybox sh exits when a fork
 	// fails); what it started lives on while the outer shell sleeps.
@@ -432,7 +409,7 @@ func TestRootCallerJobIsNotHostRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("about root callers; not root")
 	}
-	bin := helperBinary(t)
+	bin := testutil.ExecutableCopy(t)
 	bb := fixture.Path(t, "busybox")
 	_, wait := startHelper(t, bin, nil, helperJob{Busybox: bb, Script: "sleep 0.3", HostUID: idmap.Caller, StateDir: stateDir(t, nil), Landlock: "off"})
 	r := wait()
@@ -463,7 +440,7 @@ func TestMaxRSSCountsTheJobOnly(t *testing.T) {
 			t.Skip("no user nobody")
 		}
 	}
-	bin := helperBinary(t)
+	bin := testutil.ExecutableCopy(t)
 	bb := fixture.Path(t, "busybox")
 	outside := func(script string) int64 {
 		cmd := exec.Command(bb+"/bin/sh", "-c", script)
@@ -506,7 +483,7 @@ func TestMaxRSSCountsTheJobOnly(t *testing.T) {
 // alive: the init holds the lock too.
 func TestSlotOutlivesAKilledParentUntilTheJobIsGone(t *testing.T) {
 	u := testUser(t)
-	bin := helperBinary(t)
+	bin := testutil.ExecutableCopy(t)
 	bb := fixture.Path(t, "busybox")
 	dir := stateDir(t, u)
 	started, _, cmd := startHelperCmd(t, bin, u, helperJob{Busybox: bb, Script: "sleep 30 & sleep 30", HostUID: idmap.Subordinate, StateDir: dir, Landlock: "best-effort"})
@@ -547,7 +524,7 @@ func TestSlotOutlivesAKilledParentUntilTheJobIsGone(t *testing.T) {
 // bind with the caller's access, then the job runs as its own uid.
 func TestOwnIdentityReadsWhatOthersMay(t *testing.T) {
 	u := testUser(t)
-	bin := helperBinary(t)
+	bin := testutil.ExecutableCopy(t)
 	bb := fixture.Path(t, "busybox")
 	src, err := os.MkdirTemp("", "closet-idmap-src-")
 	if err != nil {
@@ -577,7 +554,7 @@ func TestOwnIdentityReadsWhatOthersMay(t *testing.T) {
 // with a host uid of its own gets its terminal.
 func TestOwnIdentityWithATerminal(t *testing.T) {
 	u := testUser(t)
-	bin := helperBinary(t)
+	bin := testutil.ExecutableCopy(t)
 	bb := fixture.Path(t, "busybox")
 	_, wait := startHelper(t, bin, u, helperJob{Busybox: bb, Script: "tty; id -u", HostUID: idmap.Subordinate,
 		StateDir: stateDir(t, u), Landlock: "best-effort", TTY: true})

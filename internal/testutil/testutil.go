@@ -265,6 +265,28 @@ func hasAnyPrefix(s string, prefixes ...string) bool {
 	return false
 }
 
+// ExecutableCopy copies the test binary into a directory of its own that
+// any user can reach, for tests that start it as another user or in
+// another cgroup; the copy goes when the test ends.
+func ExecutableCopy(t testing.TB) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "closet-test-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, filepath.Base(self))
+	if err := copyFile(self, bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 func copyFile(src, dst string) error {
 	b, err := os.ReadFile(src)
 	if err != nil {
