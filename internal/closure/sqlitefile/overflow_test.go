@@ -38,39 +38,52 @@ func overflowDB(t *testing.T, n int) (string, string) {
 // times as long (quadratic: sixteen), and every chain page is read once.
 func TestLongOverflowChainLinear(t *testing.T) {
 	const n = 4 << 20 // 8,250 pages; 33,000 at four times
-	var times [2]time.Duration
-	for i, size := range []int{n, 4 * n} {
-		file, p := overflowDB(t, size)
-		d, err := Open(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages := 0
-		best := time.Duration(1 << 62)
-		for range 5 {
-			runtime.GC()
-			d.snap.touch = func(_ uint32, overflow bool) {
-				if overflow {
-					pages++
-				}
-			}
-			pages = 0
-			t0 := time.Now()
-			rows, err := d.Closure([]string{p})
-			el := time.Since(t0)
-			if err != nil || len(rows) != 1 || len(rows[0].Deriver) != size {
-				t.Fatalf("closure: %d rows, %v", len(rows), err)
-			}
-			best = min(best, el)
-		}
-		if want := (size-(512-35))/(512-4) + 1; pages < want || pages > want+1 {
-			t.Errorf("%d bytes: %d overflow pages read, want about %d (each once)", size, pages, want)
-		}
-		times[i] = best
-		d.Close()
-		t.Logf("%d MiB deriver, %d overflow pages: %v", size>>20, pages, best)
+	files := map[int]string{}
+	var p string
+	for _, size := range []int{n, 4 * n} {
+		files[size], p = overflowDB(t, size)
 	}
-	if times[1] > 8*times[0] {
-		t.Errorf("four times the chain took %v against %v: not linear", times[1], times[0])
+	// The ratio is a timing on a shared machine: a pause of the runtime
+	// or the host can stretch one measurement, never every one. A
+	// quadratic walk is sixteen times slower in every attempt.
+	var times [2]time.Duration
+	for attempt := 1; ; attempt++ {
+		for i, size := range []int{n, 4 * n} {
+			d, err := Open(files[size])
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages := 0
+			best := time.Duration(1 << 62)
+			for range 5 {
+				runtime.GC()
+				d.snap.touch = func(_ uint32, overflow bool) {
+					if overflow {
+						pages++
+					}
+				}
+				pages = 0
+				t0 := time.Now()
+				rows, err := d.Closure([]string{p})
+				el := time.Since(t0)
+				if err != nil || len(rows) != 1 || len(rows[0].Deriver) != size {
+					t.Fatalf("closure: %d rows, %v", len(rows), err)
+				}
+				best = min(best, el)
+			}
+			if want := (size-(512-35))/(512-4) + 1; pages < want || pages > want+1 {
+				t.Errorf("%d bytes: %d overflow pages read, want about %d (each once)", size, pages, want)
+			}
+			times[i] = best
+			d.Close()
+			t.Logf("attempt %d: %d MiB deriver, %d overflow pages: %v", attempt, size>>20, pages, best)
+		}
+		if times[1] <= 8*times[0] {
+			return
+		}
+		if attempt == 3 {
+			t.Errorf("four times the chain took %v against %v: not linear", times[1], times[0])
+			return
+		}
 	}
 }
