@@ -93,6 +93,11 @@ func main() {
 			bw10 = bw
 		}
 	}
+	// The floors under a cold run, same run: closet's own process start and
+	// exit with nothing to do, and the target run bare.
+	v := medianIn(dir, *runs, *closet, "--version")
+	bare := medianIn(dir, *runs, bb+"/bin/true")
+	fmt.Printf("\nFloors, same run: `closet --version` (closet's own start and exit) %s; `true` run bare %s; bwrap at 1 path %s.\n", ms(v), ms(bare), ms(bw1))
 	if *warm != "" {
 		warmStarts(bb, bw1, bw10)
 	}
