@@ -106,7 +106,7 @@ func runHelper(arg string) int {
 		s.Mounts = []spec.Mount{{Source: job.Bind, Target: "/src", Why: "expose"}}
 	}
 	started := make(chan int, 1)
-	hooks := Hooks{Identity: ident, Started: func(initPid int) { started <- initPid }}
+	hooks := Hooks{Started: func(initPid int) { started <- initPid }}
 	var console strings.Builder
 	consoleDone := make(chan struct{})
 	close(consoleDone)
@@ -148,7 +148,7 @@ func runHelper(arg string) int {
 			}
 		}
 	}()
-	o, err := Run(context.Background(), s, Stdio{Stderr: os.Stderr}, hooks)
+	o, err := Run(context.Background(), s, LaunchOptions{Stdio: Stdio{Stderr: os.Stderr}, Identity: ident}, hooks)
 	close(runDone)
 	<-done
 	<-consoleDone
