@@ -95,9 +95,11 @@ func (j *Job) Spec() *spec.Spec { return j.spec }
 // job (an exposed directory that holds sockets).
 func (j *Job) Warnings() []string { return j.warnings }
 
-// Start registers the closure as GC roots and starts the sandbox. It
+// Start registers the closure as GC roots and starts the sandbox (or, with
+// Request.EarlyInit, gives the init Prepare launched its spec). It
 // returns once the target has started, or with the reason it could not;
-// either way Wait then gives the report (XX for a failed start).
+// either way Wait then gives the report (XX for a failed start, a failed
+// early launch included).
 func (j *Job) Start(ctx context.Context) error {
 	j.mu.Lock()
 	if j.state != prepared || j.closed {

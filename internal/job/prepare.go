@@ -33,7 +33,7 @@ var (
 // Prepare resolves the request's roots, reads their closure and builds the
 // sandbox spec. Nothing of the job runs and nothing is registered: a
 // prepared job can be printed (Spec) and dropped (Close). With
-// Request.EarlyInit the sandbox's init is launched meanwhile and waits,
+// Request.EarlyInit the sandbox's init is launched first and waits,
 // blocked reading the spec, for Start; a Prepare that fails, or a Close
 // before Start, kills and reaps it.
 func Prepare(ctx context.Context, req Request) (*Job, error) {
