@@ -44,6 +44,7 @@ type Job struct {
 	nixListener net.Listener
 	hostID      string // "UID:GID" of the job's own host ids, or "caller"
 	early       *earlyInit
+	asCaller    bool // Prepare decided the job runs as the caller (see launchEarly)
 
 	mu      sync.Mutex      // guards everything below, and serialises AddPaths
 	visible map[string]bool // see visibleSet
@@ -188,8 +189,16 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 		}
 		return e.init.Run(ctx, &s, hooks)
 	}
-	o, err := j.launchOptions(s.Mounts, s.Limits)
+	var ident *sandbox.Identity
+	if !j.asCaller {
+		var err error
+		if ident, err = j.identity(s.Mounts); err != nil {
+			return nil, cmp.Or(held(), err)
+		}
+	}
+	o, err := j.launchOptions(ident, s.Limits)
 	if err != nil {
+		ident.Release()
 		return nil, cmp.Or(held(), err)
 	}
 	defer o.Identity.Release() // after every process of the job is gone
@@ -217,18 +226,12 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 	return sandbox.Run(ctx, &s, o, hooks)
 }
 
-// launchOptions is what the init's clone needs, from the request alone
-// and the job's binds (mounts), with the limits it will have: the job's
-// host identity (a slot taken when the job gets ids of its own; the
-// caller releases it after the job) and its fds 0-2.
-func (j *Job) launchOptions(mounts []spec.Mount, lim spec.Limits) (sandbox.LaunchOptions, error) {
-	ident, err := j.identity(mounts)
-	if err != nil {
-		return sandbox.LaunchOptions{}, err
-	}
+// launchOptions is what the init's clone needs, from the request alone,
+// for a job of host identity ident (see identity) with the limits it will
+// have: those, and the job's fds 0-2.
+func (j *Job) launchOptions(ident *sandbox.Identity, lim spec.Limits) (sandbox.LaunchOptions, error) {
 	stdio, err := j.stdio()
 	if err != nil {
-		ident.Release()
 		return sandbox.LaunchOptions{}, err
 	}
 	return sandbox.LaunchOptions{
@@ -248,11 +251,24 @@ type earlyInit struct {
 // launchEarly launches the init, first thing: Prepare then resolves the
 // roots and reads their closure while the init's execve and its Go
 // runtime's start (about a millisecond) go on. Nothing of the job runs in
-// it until Start sends the spec.
+// it until Start sends the spec. It launches nothing (nil) for a job that
+// a cached view may serve: one that runs as the caller, with
+// Request.Views, whose view does not grow (Request.Nix); its closure
+// decides, and Start launches.
 func (j *Job) launchEarly(mounts []spec.Mount, lim spec.Limits) *earlyInit {
 	e := &earlyInit{}
-	o, err := j.launchOptions(mounts, lim)
+	ident, err := j.identity(mounts)
 	if err != nil {
+		e.err = err
+		return e
+	}
+	if ident == nil && j.req.Views != nil && !j.req.Nix {
+		j.asCaller = true // decided: Start does not decide again
+		return nil
+	}
+	o, err := j.launchOptions(ident, lim)
+	if err != nil {
+		ident.Release()
 		e.err = err
 		return e
 	}

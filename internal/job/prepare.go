@@ -60,7 +60,7 @@ func Prepare(ctx context.Context, req Request) (*Job, error) {
 		return nil, err
 	}
 	j.tty = j.wantTTY()
-	if req.EarlyInit && req.Views == nil && !needsNix(&req) {
+	if req.EarlyInit && !needsNix(&req) {
 		j.early = j.launchEarly(mounts, lim)
 	}
 	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite", Env: req.Env, Cache: req.Closures})

@@ -101,8 +101,9 @@ type Request struct {
 	// Prepare (closet run), not for --dry-run. Nothing of the job runs
 	// before Start sends the spec; a Prepare that fails, or a Close
 	// before Start, kills and reaps the init and removes its cgroups. It
-	// is ignored with Views (the closure decides which cached view, if
-	// any, serves the job) and where nix must build roots first.
+	// is ignored where a cached view may serve the job (Views, a job that
+	// runs as the caller and does not grow: its closure decides) and
+	// where nix must build roots first.
 	EarlyInit bool
 
 	// StageBinary is the static closet binary started as the sandbox's
