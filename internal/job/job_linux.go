@@ -248,9 +248,9 @@ type earlyInit struct {
 	err   error // the launch failed: Start fails with it, as a late launch would
 }
 
-// launchEarly launches the init, first thing: Prepare then resolves the
-// roots and reads their closure while the init's execve and its Go
-// runtime's start (about a millisecond) go on. Nothing of the job runs in
+// launchEarly launches the init, first thing: Prepare then opens the
+// store, resolves the roots and reads their closure while the init's
+// execve and its Go runtime's start (about a millisecond) go on. Nothing of the job runs in
 // it until Start sends the spec. It launches nothing (nil) for a job that
 // a cached view may serve: one that runs as the caller, with
 // Request.Views, whose view does not grow (Request.Nix); its closure
