@@ -58,6 +58,9 @@ func (o *runOpts) run(ctx context.Context) error {
 	if err != nil {
 		return o.limits.refused(err)
 	}
+	// The sandbox's init starts while the closure is read; --dry-run
+	// starts nothing.
+	req.EarlyInit = !o.dryRun
 	j, err := job.Prepare(ctx, req)
 	if err != nil {
 		return o.limits.refused(err)

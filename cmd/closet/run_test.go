@@ -269,10 +269,20 @@ func TestBadInputRunsNothing(t *testing.T) {
 	}
 }
 
+// TestDryRunPrintsSpec: --dry-run prints the spec and starts nothing, not
+// even the sandbox's init that a run launches while it reads the closure
+// (the control: a run says, with -v, that it launched one).
 func TestDryRunPrintsSpec(t *testing.T) {
 	app, bb := fixture.Path(t, "app"), fixture.Path(t, "busybox")
 	dir := testutil.TempDir(t)
-	r := run(t, dir, "--dry-run", "--network", "--hostname", "box", app, bb, "--", "sh", "-c", "touch ran")
+	const launched = "sandbox init launched early"
+	if r := run(t, "", "-v", "--cwd", "none", bb, "--", "true"); r.Code != 0 || !strings.Contains(r.Stderr, launched) {
+		t.Fatalf("control: exit %d, stderr %q, want a line saying %q", r.Code, r.Stderr, launched)
+	}
+	r := run(t, dir, "-v", "--dry-run", "--network", "--hostname", "box", app, bb, "--", "sh", "-c", "touch ran")
+	if strings.Contains(r.Stderr, launched) {
+		t.Errorf("--dry-run launched the sandbox's init: %s", r.Stderr)
+	}
 	if r.Code != 0 {
 		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}

@@ -12,8 +12,10 @@
 //
 // The order of a run, and why:
 //
-//	Prepare   resolve roots -> closure -> spec      nothing is registered or started
-//	Start     GC roots -> sandbox.Run               the closure is pinned before any mount
+//	Prepare   [launch init] -> resolve roots -> closure -> spec
+//	          nothing is registered; with Request.EarlyInit the init is
+//	          launched first (namespaces, cgroups) and waits for its spec
+//	Start     GC roots -> sandbox.Run (or Init.Run)  the closure is pinned before any mount
 //	          (returns when the target's execve succeeded, or why it could not)
 //	AddPaths  validate -> closure -> GC roots -> mount in the view
 //	          (a path is pinned before the job can see it; never removed)

@@ -43,6 +43,8 @@ type Job struct {
 	nix         *nixInside
 	nixListener net.Listener
 	hostID      string // "UID:GID" of the job's own host ids, or "caller"
+	early       *earlyInit
+	asCaller    bool // Prepare decided the job runs as the caller (see launchEarly)
 
 	mu      sync.Mutex      // guards everything below, and serialises AddPaths
 	visible map[string]bool // see visibleSet
@@ -94,13 +96,18 @@ func (j *Job) Spec() *spec.Spec { return j.spec }
 // job (an exposed directory that holds sockets).
 func (j *Job) Warnings() []string { return j.warnings }
 
-// Start registers the closure as GC roots and starts the sandbox. It
+// Start registers the closure as GC roots and starts the sandbox (or, with
+// Request.EarlyInit, gives the init Prepare launched its spec). It
 // returns once the target has started, or with the reason it could not;
-// either way Wait then gives the report (XX for a failed start).
+// either way Wait then gives the report (XX for a failed start, a failed
+// early launch included).
 func (j *Job) Start(ctx context.Context) error {
 	j.mu.Lock()
-	if j.state != prepared {
+	if j.state != prepared || j.closed {
 		j.mu.Unlock()
+		if j.closed {
+			return errors.New("job: Start called after Close")
+		}
 		return errors.New("job: Start called twice")
 	}
 	j.state = starting
@@ -155,15 +162,6 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 	held := j.holdRoots()
 	defer held() // j.hold is set, or the roots failed, before release runs
 	s := *j.spec
-	ident, err := j.identity()
-	if err != nil {
-		return nil, cmp.Or(held(), err)
-	}
-	defer ident.Release() // after every process of the job is gone
-	stdio, err := j.stdio()
-	if err != nil {
-		return nil, cmp.Or(held(), err)
-	}
 	hooks := sandbox.Hooks{
 		// Running from the moment the parent learns the target is, not
 		// when Start returns (a job that ends at once must not be marked
@@ -173,26 +171,45 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 			j.running(pid)
 			started <- pid
 		},
-		// The init starts while the roots are registered; the spec, and
-		// so every mount of the view, waits for them.
-		Ready:    held,
-		Console:  j.req.Console,
-		Exe:      j.req.StageBinary,
-		Identity: ident,
+		// The init starts (or was launched by Prepare) while the roots
+		// are registered; the spec, and so every mount of the view, waits
+		// for them.
+		Ready:   held,
+		Console: j.req.Console,
 		Control: func(c *sandbox.Control) {
 			j.mu.Lock()
 			j.grow = c
 			j.mu.Unlock()
 		},
 	}
+	if e := j.early; e != nil {
+		defer e.ident.Release() // after every process of the job is gone
+		if e.err != nil {
+			return nil, cmp.Or(held(), e.err)
+		}
+		return e.init.Run(ctx, &s, hooks)
+	}
+	var ident *sandbox.Identity
+	if !j.asCaller {
+		var err error
+		if ident, err = j.identity(s.Mounts); err != nil {
+			return nil, cmp.Or(held(), err)
+		}
+	}
+	o, err := j.launchOptions(ident, s.Limits)
+	if err != nil {
+		ident.Release()
+		return nil, cmp.Or(held(), err)
+	}
+	defer o.Identity.Release() // after every process of the job is gone
 	// A cached view serves jobs that run as the caller (the holder's
 	// copies were tested across user namespaces of one host uid), whose
 	// view never grows (a copy cannot: see internal/viewcache), and whose
 	// closure is large enough to gain from it.
-	if j.req.Views != nil && ident == nil && !j.growsView() && j.req.Views.Serves(len(s.Store)) {
+	if j.req.Views != nil && o.Identity == nil && !j.growsView() && j.req.Views.Serves(len(s.Store)) {
 		if v, hit, err := j.req.Views.TakeHit(ctx, s.StoreRoot, s.Store); err == nil {
 			defer v.Close()
-			hooks.View = v
+			o.View = v
 			j.mu.Lock()
 			j.cachedView, j.warmHit = true, hit
 			j.mu.Unlock()
@@ -206,7 +223,85 @@ func (j *Job) launch(ctx context.Context, started chan<- int) (*sandbox.Outcome,
 			j.req.Logf("view cache: %v; building the view", err)
 		}
 	}
-	return sandbox.Run(ctx, &s, stdio, hooks)
+	return sandbox.Run(ctx, &s, o, hooks)
+}
+
+// launchOptions is what the init's clone needs, from the request alone,
+// for a job of host identity ident (see identity) with the limits it will
+// have: those, and the job's fds 0-2.
+func (j *Job) launchOptions(ident *sandbox.Identity, lim spec.Limits) (sandbox.LaunchOptions, error) {
+	stdio, err := j.stdio()
+	if err != nil {
+		return sandbox.LaunchOptions{}, err
+	}
+	return sandbox.LaunchOptions{
+		UID: j.req.UID, GID: j.req.GID, Network: j.req.Network, TTY: j.tty, Limits: lim,
+		Stdio: stdio, Exe: j.req.StageBinary, Identity: ident,
+	}, nil
+}
+
+// earlyInit is the sandbox's init launched before Prepare reads the
+// closure (Request.EarlyInit).
+type earlyInit struct {
+	init  *sandbox.Init
+	ident *sandbox.Identity
+	err   error // the launch failed: Start fails with it, as a late launch would
+}
+
+// launchEarly launches the init, first thing: Prepare then opens the
+// store, resolves the roots and reads their closure while the init's
+// execve and its Go runtime's start (about a millisecond) go on. Nothing of the job runs in
+// it until Start sends the spec. It launches nothing (nil) for a job that
+// a cached view may serve: one that runs as the caller, with
+// Request.Views, whose view does not grow (Request.Nix); its closure
+// decides, and Start launches.
+func (j *Job) launchEarly(mounts []spec.Mount, lim spec.Limits) *earlyInit {
+	e := &earlyInit{}
+	ident, err := j.identity(mounts)
+	if err != nil {
+		e.err = err
+		return e
+	}
+	if ident == nil && j.req.Views != nil && !j.req.Nix {
+		j.asCaller = true // decided: Start does not decide again
+		return nil
+	}
+	o, err := j.launchOptions(ident, lim)
+	if err != nil {
+		ident.Release()
+		e.err = err
+		return e
+	}
+	t0 := time.Now()
+	if e.init, e.err = sandbox.Launch(o); e.err != nil {
+		o.Identity.Release()
+		return e
+	}
+	e.ident = o.Identity
+	j.req.Logf("sandbox init launched early: pid %d (%v)", e.init.Pid(), time.Since(t0).Round(time.Microsecond))
+	return e
+}
+
+// dropEarly kills and reaps an init launched early that will never get
+// its spec (Prepare failed, or the job is closed unstarted), removes its
+// cgroups, frees its host identity and closes the relays of its stdio.
+func (j *Job) dropEarly() {
+	e := j.early
+	if e == nil {
+		return
+	}
+	j.early = nil
+	if e.init != nil {
+		e.init.Close()
+	}
+	e.ident.Release()
+	j.mu.Lock()
+	relays := j.relays
+	j.relays = nil
+	j.mu.Unlock()
+	for _, r := range relays {
+		r()
+	}
 }
 
 // holdRoots registers the closure's GC roots (j.hold) on a goroutine of
@@ -242,13 +337,13 @@ func (j *Job) growsView() bool {
 	return false
 }
 
-// identity decides who the job is on the host (Request.HostUID) and takes
-// a slot when the job gets ids of its own. A nil Identity means the
-// caller's own ids.
-func (j *Job) identity() (*sandbox.Identity, error) {
+// identity decides who the job is on the host (Request.HostUID), from
+// the job's binds, and takes a slot when the job gets ids of its own. A
+// nil Identity means the caller's own ids.
+func (j *Job) identity(mounts []spec.Mount) (*sandbox.Identity, error) {
 	var b idmap.Binds
 	var ro []string
-	for _, m := range j.spec.Mounts {
+	for _, m := range mounts {
 		if m.Why == "nix" {
 			continue // the proxy's socket: private to the caller, connected to only
 		}
@@ -299,7 +394,7 @@ func (j *Job) stdio() (sandbox.Stdio, error) {
 		j.addRelay(func() { r.Close() })
 		in = r
 	}
-	if !j.spec.Limits.Capture {
+	if !j.req.capture() {
 		// With Capture the sandbox's own pipes carry stdout and stderr.
 		var err error
 		if out, err = j.relayOut(out); err != nil {
@@ -532,6 +627,7 @@ func (j *Job) Close() error {
 		<-j.done
 	} else if st == prepared {
 		j.stopNix()
+		j.dropEarly()
 	}
 	j.mu.Lock()
 	gone, mustWait := j.gone, j.mustWait

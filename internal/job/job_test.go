@@ -121,7 +121,7 @@ func runJob(ctx context.Context, t *testing.T, req job.Request) (*output, error)
 }
 
 // TestConcurrentJobs starts 50 jobs at once from one process, each with a
-// closure of its own: each sees exactly its closure, exits with its own
+// closure of its own (half with Request.EarlyInit): each sees exactly its closure, exits with its own
 // code, and every GC root is released afterwards; no init is left a
 // zombie, and no cgroup is left.
 func TestConcurrentJobs(t *testing.T) {
@@ -150,6 +150,7 @@ func TestConcurrentJobs(t *testing.T) {
 		go func(i int, node string) {
 			defer wg.Done()
 			req := baseRequest([]string{bb, node}, bb+"/bin/sh", "-c", fmt.Sprintf("ls -1 /nix/store; exit %d", i%7))
+			req.EarlyInit = i%2 == 0 // half of them launch their init while Prepare reads the closure
 			results[i].out, results[i].err = runJob(ctx, t, req)
 		}(i, node)
 	}

@@ -10,16 +10,18 @@ import (
 	"github.com/closet-sandbox/closet/internal/spec"
 )
 
-// applyLimits turns the request's limits into the spec's. Nothing has run.
-func (j *Job) applyLimits(s *spec.Spec) error {
+// limits turns the request's limits into the spec's, from the request
+// alone (the init can be launched with them before the closure is read).
+// Nothing has run.
+func (j *Job) limits() (spec.Limits, error) {
 	l := j.req.Limits
 	if l.OpenFiles > 0 && l.OpenFiles < 16 {
 		// The target's dynamic loader and libc open a few files as it
 		// starts, under the limit.
-		return badf("--open-files %d: want at least 16 (leave the flag out for no limit)", l.OpenFiles)
+		return spec.Limits{}, badf("--open-files %d: want at least 16 (leave the flag out for no limit)", l.OpenFiles)
 	}
 	if l.Memory > 0 && l.Memory < 1<<20 {
-		return badf("--memory %d: at least 1M, please", l.Memory)
+		return spec.Limits{}, badf("--memory %d: at least 1M, please", l.Memory)
 	}
 	lim := spec.Limits{
 		WallTime: l.WallTime, CPUTime: l.CPUTime, SilentTime: l.SilentTime,
@@ -44,8 +46,7 @@ func (j *Job) applyLimits(s *spec.Spec) error {
 	if len(rl) > 0 {
 		lim.Rlimits = rl
 	}
-	s.Limits = lim
-	return nil
+	return lim, nil
 }
 
 // ParseDuration reads 1.5 (seconds), 2s, 500ms, 1m, 1m30s: positive and

@@ -31,8 +31,11 @@ var (
 )
 
 // Prepare resolves the request's roots, reads their closure and builds the
-// sandbox spec. Nothing runs and nothing is registered: a prepared job can
-// be printed (Spec) and dropped (Close).
+// sandbox spec. Nothing of the job runs and nothing is registered: a
+// prepared job can be printed (Spec) and dropped (Close). With
+// Request.EarlyInit the sandbox's init is launched first and waits,
+// blocked reading the spec, for Start; a Prepare that fails, or a Close
+// before Start, kills and reaps it.
 func Prepare(ctx context.Context, req Request) (*Job, error) {
 	req = req.withDefaults()
 	if err := req.check(); err != nil {
@@ -43,13 +46,32 @@ func Prepare(ctx context.Context, req Request) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite", Env: req.Env, Cache: req.Closures})
+	j := &Job{req: req, storeRoot: storeRoot, done: make(chan struct{})}
+	// What the init's clone needs comes from the request alone (the binds
+	// decide the job's host identity), so it can start first: the store
+	// is opened, the roots resolved and their closure read while it
+	// execs and its runtime starts (Request.EarlyInit).
+	mounts, err := j.binds()
 	if err != nil {
 		return nil, err
 	}
-	j := &Job{req: req, st: st, storeRoot: storeRoot, done: make(chan struct{})}
-	if err := j.prepare(ctx); err != nil {
+	lim, err := j.limits()
+	if err != nil {
+		return nil, err
+	}
+	j.tty = j.wantTTY()
+	if req.EarlyInit && !needsNix(&req) {
+		j.early = j.launchEarly(mounts, lim)
+	}
+	st, err := closure.Open(closure.Options{Root: storeRoot, SQLOnly: req.DBReader == "sqlite", Env: req.Env, Cache: req.Closures})
+	if err != nil {
+		j.dropEarly()
+		return nil, err
+	}
+	j.st = st
+	if err := j.prepare(ctx, mounts, lim); err != nil {
 		j.stopNix()
+		j.dropEarly()
 		if j.realiseDir != "" {
 			os.RemoveAll(j.realiseDir)
 		}
@@ -75,8 +97,9 @@ func storeRootOf(root string) (string, error) {
 	return abs, nil
 }
 
-// prepare fills j.roots and j.spec from j.req.
-func (j *Job) prepare(ctx context.Context) error {
+// prepare fills j.roots and j.spec from j.req, with the job's binds and
+// limits.
+func (j *Job) prepare(ctx context.Context, mounts []spec.Mount, lim spec.Limits) error {
 	req := &j.req
 	pathVar, _ := lookupEnv(req.Env, "PATH")
 	r := &resolve.Resolver{Root: req.Store, Path: pathVar, Dir: req.Cwd}
@@ -151,7 +174,7 @@ func (j *Job) prepare(ctx context.Context) error {
 		Version: spec.Version, Path: exe, Args: command,
 		UID: req.UID, GID: req.GID, Hostname: req.Hostname, Network: req.Network,
 		StoreRoot: j.storeRoot, Seccomp: req.Seccomp, Landlock: req.Landlock,
-		Mounts: []spec.Mount{},
+		Mounts: mounts, TTY: j.tty, Limits: lim,
 	}
 	s.Store = make([]string, 0, len(c.Paths))
 	for _, p := range c.Paths {
@@ -161,37 +184,11 @@ func (j *Job) prepare(ctx context.Context) error {
 	s.User, s.Home = identity(req.UID, req.UserName)
 	s.Cwd = s.Home
 	if req.CwdMode != "none" {
-		wd := req.Cwd
-		if !filepath.IsAbs(wd) || wd == "/" || spec.IsReserved(wd) {
-			return badf("the current directory %s cannot be shared (closet builds %s itself); cd elsewhere or use --cwd none", wd, wd)
-		}
-		if err := j.checkBindSource("cwd", wd, false); err != nil {
-			return err
-		}
-		s.Mounts = append(s.Mounts, spec.Mount{Source: wd, Target: wd, Writable: req.CwdMode == "rw", Why: "cwd"})
-		s.Cwd = wd
-	}
-	for _, b := range []struct {
-		args     []string
-		writable bool
-		why      string
-	}{{req.Expose, false, "expose"}, {req.Share, true, "share"}} {
-		for _, a := range b.args {
-			m, err := j.parseBind(a, b.writable, b.why)
-			if err != nil {
-				return err
-			}
-			s.Mounts = append(s.Mounts, m)
-		}
+		s.Cwd = req.Cwd // checked and bound by binds
 	}
 	s.Env = j.environment(s, roots)
 	s.Etc = etcFiles(s)
 	s.Links = shebangLinks(j.storeRoot, roots)
-	j.tty = j.wantTTY()
-	s.TTY = j.tty
-	if err := j.applyLimits(s); err != nil {
-		return err
-	}
 	if req.Nix {
 		if err := j.prepareNix(ctx, s); err != nil {
 			return err
@@ -202,6 +199,37 @@ func (j *Job) prepare(ctx context.Context) error {
 	}
 	j.spec = s
 	return nil
+}
+
+// binds are the job's binds of host directories: the working directory
+// (--cwd) and --expose and --share, checked, in that order.
+func (j *Job) binds() ([]spec.Mount, error) {
+	req := &j.req
+	mounts := []spec.Mount{}
+	if req.CwdMode != "none" {
+		wd := req.Cwd
+		if !filepath.IsAbs(wd) || wd == "/" || spec.IsReserved(wd) {
+			return nil, badf("the current directory %s cannot be shared (closet builds %s itself); cd elsewhere or use --cwd none", wd, wd)
+		}
+		if err := j.checkBindSource("cwd", wd, false); err != nil {
+			return nil, err
+		}
+		mounts = append(mounts, spec.Mount{Source: wd, Target: wd, Writable: req.CwdMode == "rw", Why: "cwd"})
+	}
+	for _, b := range []struct {
+		args     []string
+		writable bool
+		why      string
+	}{{req.Expose, false, "expose"}, {req.Share, true, "share"}} {
+		for _, a := range b.args {
+			m, err := j.parseBind(a, b.writable, b.why)
+			if err != nil {
+				return nil, err
+			}
+			mounts = append(mounts, m)
+		}
+	}
+	return mounts, nil
 }
 
 // exposed reports whether p is the target of an --expose.

@@ -94,6 +94,18 @@ type Request struct {
 	// even without an output limit (reports need the counts).
 	Capture bool
 
+	// EarlyInit launches the sandbox's init (its clone into fresh
+	// namespaces and the job's cgroups, its ids mapped) during Prepare,
+	// while the roots are resolved and their closure read, so that Start
+	// finds it waiting for its spec: for callers that Start what they
+	// Prepare (closet run), not for --dry-run. Nothing of the job runs
+	// before Start sends the spec; a Prepare that fails, or a Close
+	// before Start, kills and reaps the init and removes its cgroups. It
+	// is ignored where a cached view may serve the job (Views, a job that
+	// runs as the caller and does not grow: its closure decides) and
+	// where nix must build roots first.
+	EarlyInit bool
+
 	// StageBinary is the static closet binary started as the sandbox's
 	// stages ("": this process's own executable, which must then call
 	// sandbox.RunStageIfAny first thing in main).

@@ -19,15 +19,21 @@ func lsStore(ctx context.Context, t *testing.T, views *viewcache.Cache, roots ..
 }
 
 // lsStoreWarm is lsStore, and whether the report says the job started in
-// a view already cached (a hit).
+// a view already cached (a hit). The job asks for an early init, as the
+// service's do: one that a cached view may serve (it runs as the caller,
+// here nobody without subordinate ids) launches none.
 func lsStoreWarm(ctx context.Context, t *testing.T, views *viewcache.Cache, roots ...string) ([]string, bool) {
 	t.Helper()
 	bb := fixture.Path(t, "busybox")
 	req := baseRequest(append([]string{bb}, roots...), bb+"/bin/ls", "-1", "/nix/store")
 	req.Views = views
+	early := earlyPids(&req)
 	out, err := runJob(ctx, t, req)
 	if err != nil {
 		t.Fatalf("job: %v", err)
+	}
+	if p := early(); len(p) > 0 && out.report.HostIdentity == "caller" {
+		t.Errorf("a job a cached view may serve launched its init early (pid %v)", p)
 	}
 	if out.report.Status != report.OK {
 		t.Fatalf("job: %s %s; stderr %s", out.report.Status, out.report.Message, out.stderr)

@@ -40,7 +40,7 @@ func runSpec(t *testing.T, s *spec.Spec) (string, string, *Outcome, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	out, err := Run(ctx, s, Stdio{Stdout: outF, Stderr: errF}, Hooks{})
+	out, err := Run(ctx, s, LaunchOptions{Stdio: Stdio{Stdout: outF, Stderr: errF}}, Hooks{})
 	stdout, _ := os.ReadFile(outF.Name())
 	stderr, _ := os.ReadFile(errF.Name())
 	return string(stdout), string(stderr), out, err

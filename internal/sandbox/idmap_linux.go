@@ -12,7 +12,6 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/idmap"
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
-	"github.com/closet-sandbox/closet/internal/spec"
 )
 
 // Identity is a job's host identity of its own: the slot it holds (a host
@@ -77,12 +76,12 @@ func (i *Identity) prepareClone(cmd *exec.Cmd) {
 // writeMaps maps the sandbox's uid and gid to the slot's in the user
 // namespace of pid, the just-cloned init, which is blocked reading its
 // spec: nothing has run there yet.
-func (i *Identity) writeMaps(pid int, s *spec.Spec) error {
+func (i *Identity) writeMaps(pid, uid, gid int) error {
 	if err := i.Slot.SetOwner(pid); err != nil {
 		return fmt.Errorf("record the job's init in %s: %w", i.Slot.Lock.Name(), err)
 	}
-	uidMap := fmt.Sprintf("%d %d 1", s.UID, i.Slot.UID)
-	gidMap := fmt.Sprintf("%d %d 1", s.GID, i.Slot.GID)
+	uidMap := fmt.Sprintf("%d %d 1", uid, i.Slot.UID)
+	gidMap := fmt.Sprintf("%d %d 1", gid, i.Slot.GID)
 	if i.Helper == "direct" {
 		for _, m := range []struct{ file, line string }{{"uid_map", uidMap}, {"gid_map", gidMap}} {
 			p := "/proc/" + strconv.Itoa(pid) + "/" + m.file
@@ -121,7 +120,8 @@ type Caller struct {
 // when the caller asked for that). An error (wrapping
 // idmap.ErrUnavailable where the host cannot) means the job must not run:
 // Subordinate was asked and is impossible, or the caller is root.
-// Release the Identity once sandbox.Run has returned.
+// Release the Identity once sandbox.Run (or Init.Run, or Init.Close) has
+// returned.
 func ChooseIdentity(mode string, c Caller, b idmap.Binds) (ident *Identity, why string, err error) {
 	id, err := idmap.Decide(idmap.ProbeHost(c.UID, c.GID, c.Name, c.StateDir), mode, b)
 	if err != nil {

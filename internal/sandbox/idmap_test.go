@@ -51,6 +51,9 @@ type helperJob struct {
 	// Count: while the job runs, count the host's processes whose real
 	// uid is the job's; the report has the most seen at once.
 	Count bool
+	// LaunchOnly launches the init (Launch) and closes it without a spec,
+	// then takes a slot again; the report says what was seen.
+	LaunchOnly bool
 }
 
 type helperReport struct {
@@ -66,6 +69,11 @@ type helperReport struct {
 	Err                   string
 	Stderr                string // the job's and the helper's, filled in by the test
 	Console               string // what the job wrote to its pty
+	// LaunchOnly: the launched init's uid_map, whether its pid was gone
+	// after Close, and the host uid of the slot taken after it.
+	UIDMap   string
+	Gone     bool
+	HostUID2 int
 }
 
 func runHelper(arg string) int {
@@ -95,6 +103,9 @@ func runHelper(arg string) int {
 		defer ident.Release()
 		rep.Own, rep.HostUID = true, ident.HostUID()
 	}
+	if job.LaunchOnly {
+		return launchOnly(job, ident, &rep)
+	}
 	s := &spec.Spec{
 		Version: spec.Version, Path: job.Busybox + "/bin/sh", Args: []string{"sh", "-c", job.Script},
 		Env: []string{"PATH=" + job.Busybox + "/bin"}, Cwd: "/", UID: 1000, GID: 1000, User: "u", Home: "/home/u",
@@ -106,7 +117,7 @@ func runHelper(arg string) int {
 		s.Mounts = []spec.Mount{{Source: job.Bind, Target: "/src", Why: "expose"}}
 	}
 	started := make(chan int, 1)
-	hooks := Hooks{Identity: ident, Started: func(initPid int) { started <- initPid }}
+	hooks := Hooks{Started: func(initPid int) { started <- initPid }}
 	var console strings.Builder
 	consoleDone := make(chan struct{})
 	close(consoleDone)
@@ -148,7 +159,7 @@ func runHelper(arg string) int {
 			}
 		}
 	}()
-	o, err := Run(context.Background(), s, Stdio{Stderr: os.Stderr}, hooks)
+	o, err := Run(context.Background(), s, LaunchOptions{Stdio: Stdio{Stderr: os.Stderr}, Identity: ident}, hooks)
 	close(runDone)
 	<-done
 	<-consoleDone
@@ -161,6 +172,36 @@ func runHelper(arg string) int {
 		rep.Code = 128 + o.Result.Signal
 	}
 	rep.SampledKiB, rep.RusageKiB = o.SampledMaxRSSKiB, o.Result.MaxRSSKiB
+	return 0
+}
+
+// launchOnly launches an init with ident, closes it unrun, releases the
+// slot and takes one again.
+func launchOnly(job helperJob, ident *Identity, rep *helperReport) int {
+	if ident == nil {
+		rep.Err = "no identity of its own"
+		return 0
+	}
+	in, err := Launch(LaunchOptions{UID: 1000, GID: 1000, Identity: ident, Stdio: Stdio{Stderr: os.Stderr}})
+	if err != nil {
+		rep.Err = err.Error()
+		return 0
+	}
+	pid := in.Pid()
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	rep.UIDMap = strings.Join(strings.Fields(string(b)), " ")
+	in.Close()
+	_, err = os.Stat(fmt.Sprintf("/proc/%d", pid))
+	rep.Gone = err != nil
+	ident.Release()
+	u, _ := user.Current()
+	again, _, err := ChooseIdentity(job.HostUID, Caller{UID: os.Getuid(), GID: os.Getgid(), Name: u.Username, StateDir: job.StateDir}, idmap.Binds{})
+	if err != nil {
+		rep.Err = err.Error()
+		return 0
+	}
+	defer again.Release()
+	rep.HostUID2 = again.HostUID()
 	return 0
 }
 
@@ -335,6 +376,29 @@ func stateDir(t *testing.T, u *user.User) string {
 	// (the job's own uid) must be able to search it.
 	os.Chmod(dir, 0o711)
 	return filepath.Join(dir, "slots")
+}
+
+// An init launched with a host uid of its own has its ids mapped to the
+// slot before any spec; closed unrun, it is gone (no zombie) and its slot
+// is free again: the next job of the user takes the same host uid.
+func TestLaunchedIdentityClosedFreesSlot(t *testing.T) {
+	u := testUser(t)
+	bin := testutil.ExecutableCopy(t)
+	bb := fixture.Path(t, "busybox")
+	_, wait := startHelper(t, bin, u, helperJob{Busybox: bb, HostUID: idmap.Subordinate, StateDir: stateDir(t, u), LaunchOnly: true})
+	r := wait()
+	if r.Err != "" || !r.Own {
+		t.Fatalf("helper: %+v", r)
+	}
+	if want := fmt.Sprintf("1000 %d 1", r.HostUID); r.UIDMap != want {
+		t.Errorf("the launched init's uid_map %q, want %q", r.UIDMap, want)
+	}
+	if !r.Gone {
+		t.Error("the launched init is still there after Close")
+	}
+	if r.HostUID2 != r.HostUID {
+		t.Errorf("after Close the next job took host uid %d, not the freed %d", r.HostUID2, r.HostUID)
+	}
 }
 
 // Two read-only jobs of one user, running at once, run as two different

@@ -154,7 +154,7 @@ func TestPidsJoinFailsClosed(t *testing.T) {
 		go func() { io.Copy(&stdout, outR); close(done) }()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		out, err := Run(ctx, s, Stdio{Stdout: outW}, Hooks{Ready: ready})
+		out, err := Run(ctx, s, LaunchOptions{Stdio: Stdio{Stdout: outW}}, Hooks{Ready: ready})
 		outW.Close()
 		<-done
 		if err == nil {

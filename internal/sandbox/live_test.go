@@ -102,7 +102,6 @@ func liveJobIn(t *testing.T, bb string, store []string, view *os.File, landlock,
 	var ctl *Control
 	done := make(chan struct{})
 	hooks := Hooks{
-		View:    view,
 		Control: func(c *Control) { ctl = c },
 		Started: func(int) {
 			go func() {
@@ -113,7 +112,7 @@ func liveJobIn(t *testing.T, bb string, store []string, view *os.File, landlock,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	out, err := Run(ctx, s, Stdio{Stdout: outW, Stderr: errW}, hooks)
+	out, err := Run(ctx, s, LaunchOptions{Stdio: Stdio{Stdout: outW, Stderr: errW}, View: view}, hooks)
 	outW.Close()
 	errW.Close()
 	wg.Wait()

@@ -15,11 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,7 +41,8 @@ type Stdio struct {
 // Outcome is how a run ended.
 type Outcome struct {
 	Result stage.Result
-	Wall   time.Duration
+	// Wall is from the init's clone to the job's end.
+	Wall time.Duration
 	// Started is when the target's execve succeeded; Ended when the last
 	// process of the job was gone.
 	Started, Ended time.Time
@@ -104,13 +108,31 @@ type Hooks struct {
 	// Control receives the job's live-view control before the target
 	// starts; it is valid until Run returns.
 	Control func(*Control)
+}
+
+// LaunchOptions is everything the init's clone needs, all of it known
+// before the spec: a caller that knows these from its request can launch
+// the init (Launch) while it still reads the closure, and give the spec
+// to the waiting init afterwards (Init.Run).
+type LaunchOptions struct {
+	// The spec's part, which Init.Run checks the spec agrees with: the
+	// sandbox's ids (the uid and gid maps), whether it shares the host's
+	// network (no CLONE_NEWNET), whether it gets a pty (the console
+	// socket instead of stdio), and its limits (the cgroups, the rlimit
+	// stand-ins, the output pipes).
+	UID, GID     int
+	Network, TTY bool
+	Limits       spec.Limits
+
+	// Stdio is what the target gets as fds 0-2 (unused with TTY).
+	Stdio Stdio
 	// Exe is the closet binary started as the init stage ("": this
 	// process's own, /proc/self/exe). A program that is not closet, or
 	// not a static build of it (a race-enabled test), names one here.
 	Exe string
 	// Identity, when set, runs the job as the host uid and gid of its
-	// slot instead of the caller's (see Identity). Not a hook: it goes
-	// with the start options once Run is split.
+	// slot instead of the caller's (see Identity). The caller releases
+	// it once Run has returned, or Close.
 	Identity *Identity
 	// View is a ready store view for this job (from viewcache.Cache.Take),
 	// attached by the init instead of building one; nil: build it. The
@@ -119,67 +141,119 @@ type Hooks struct {
 	View *os.File
 }
 
-// Run builds the sandbox s describes and runs its target to the end.
-// An error wrapping ErrSetup (and a *stage.Error where one crossed the
-// pipe) means the target never ran.
-func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome, error) {
+// For is o with the spec's part taken from s.
+func (o LaunchOptions) For(s *spec.Spec) LaunchOptions {
+	o.UID, o.GID, o.Network, o.TTY, o.Limits = s.UID, s.GID, s.Network, s.TTY, s.Limits
+	return o
+}
+
+// agrees says where s differs from what the init was launched for.
+func (o LaunchOptions) agrees(s *spec.Spec) error {
+	a, b := o.Limits, s.Limits
+	sameRlimits := maps.Equal(a.Rlimits, b.Rlimits)
+	a.Rlimits, b.Rlimits = nil, nil
+	switch {
+	case o.UID != s.UID || o.GID != s.GID:
+		return fmt.Errorf("the init was launched for ids %d:%d, the spec says %d:%d", o.UID, o.GID, s.UID, s.GID)
+	case o.Network != s.Network:
+		return fmt.Errorf("the init was launched for network sharing %v, the spec says %v", o.Network, s.Network)
+	case o.TTY != s.TTY:
+		return fmt.Errorf("the init was launched for tty %v, the spec says %v", o.TTY, s.TTY)
+	case !sameRlimits || !reflect.DeepEqual(a, b):
+		return fmt.Errorf("the init was launched for limits %+v, the spec says %+v", o.Limits, s.Limits)
+	}
+	return nil
+}
+
+// Run builds the sandbox s describes and runs its target to the end: it
+// launches the init for s (Launch) and runs it (Init.Run). o's spec part
+// is taken from s. An error wrapping ErrSetup (and a *stage.Error where
+// one crossed the pipe) means the target never ran.
+func Run(ctx context.Context, s *spec.Spec, o LaunchOptions, hooks Hooks) (*Outcome, error) {
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
+	in, err := Launch(o.For(s))
+	if err != nil {
+		return nil, err
+	}
+	return in.Run(ctx, s, hooks)
+}
+
+// Init is a launched init: cloned into its namespaces and placed in its
+// cgroups, its ids mapped, and blocked reading the spec it has not been
+// given. Nothing of the job has run. Exactly one of Run and Close must
+// follow: Close kills and reaps an init that never got its spec, and
+// removes its cgroups.
+type Init struct {
+	o   LaunchOptions
+	jl  *jobLimits
+	cmd *exec.Cmd
+	// The parent's ends: the spec pipe, the status and result pipes, the
+	// console socket (TTY) and the control socket.
+	specW, statusR, resultR *os.File
+	console                 *os.File
+	ctl                     *Control
+	// The init's ends, closed once it holds them; consoleChild until the
+	// spec is sent (see Run).
+	specR, statusW, resultW, ctlChild, consoleChild *os.File
+	// wait reaps the init (once; any number of callers).
+	wait       func() error
+	begin      time.Time
+	outStarted bool // the output pipes' copiers run (jobLimits.out)
+
+	mu   sync.Mutex
+	used bool // Run or Close was called
+}
+
+// Launch starts the init for o: the limits' cgroups and mechanisms are
+// chosen, the init is cloned (every namespace at clone time, straight
+// into its cgroup where the kernel allows), its ids are mapped and it is
+// placed in its v1 cgroups. It returns with the init blocked reading its
+// spec. An error wraps ErrSetup; nothing is left behind.
+func Launch(o LaunchOptions) (_ *Init, err error) {
 	if err := CheckUserNamespaces(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	// Limits: the cgroups exist, and every mechanism is chosen, before
 	// anything starts. The init reads the rlimits from the spec.
-	jl, err := newJobLimits(s.Limits, hooks.Identity != nil)
+	jl, err := newJobLimits(o.Limits, o.Identity != nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	// Removed before Run returns, except when the init is reaped in the
-	// background (see Outcome.Gone): then once it has been.
-	removeCgroup := true
+	in := &Init{o: o, jl: jl, used: true}
 	defer func() {
-		if removeCgroup {
-			jl.cg.Remove()
+		if err != nil {
+			in.abort()
 		}
 	}()
-	defer jl.stop()
-	sent := *s
-	sent.Limits.Rlimits = jl.rlimits
-	sent.OwnHostID = hooks.Identity != nil
-	s = &sent
-	specR, specW, err := os.Pipe()
-	if err != nil {
-		return nil, err
+	if in.specR, in.specW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	statusR, statusW, err := os.Pipe()
-	if err != nil {
-		return nil, err
+	if in.statusR, in.statusW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	resultR, resultW, err := os.Pipe()
-	if err != nil {
-		return nil, err
+	if in.resultR, in.resultW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	defer specW.Close()
-	defer statusR.Close()
-	defer resultR.Close()
 
 	flags := unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP
-	if !s.Network {
+	if !o.Network {
 		flags |= unix.CLONE_NEWNET
 	}
+	stdio := o.Stdio
 	cmd := &exec.Cmd{
-		Path:       exeOr(hooks.Exe),
+		Path:       exeOr(o.Exe),
 		Args:       []string{stage.Init},
 		Env:        []string{stage.EnvMarker + "=" + stage.Init},
 		Stdin:      stdio.Stdin,
 		Stdout:     stdio.Stdout,
 		Stderr:     stdio.Stderr,
-		ExtraFiles: []*os.File{specR, statusW, resultW},
+		ExtraFiles: []*os.File{in.specR, in.statusW, in.resultW},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:                 uintptr(flags),
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: s.UID, HostID: os.Getuid(), Size: 1}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: s.GID, HostID: os.Getgid(), Size: 1}},
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: o.UID, HostID: os.Getuid(), Size: 1}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: o.GID, HostID: os.Getgid(), Size: 1}},
 			GidMappingsEnableSetgroups: false,
 			// The init needs these over its own namespaces only: mounts and
 			// pivot_root, bringing lo up, rooting the live view's stager
@@ -195,41 +269,30 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	if stdio.Stdin == nil {
 		cmd.Stdin = nil
 	}
-	var console *os.File
-	if s.TTY {
+	if o.TTY {
 		// The job's terminal is made inside; the init needs none of ours.
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
-		var child *os.File
-		if console, child, err = newConsoleSocket(); err != nil {
+		if in.console, in.consoleChild, err = newConsoleSocket(); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 		}
-		defer console.Close()
-		defer child.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, in.consoleChild)
 	}
-	if hooks.Identity != nil {
-		hooks.Identity.prepareClone(cmd)
+	if o.Identity != nil {
+		o.Identity.prepareClone(cmd)
 	}
 	// The control socket, whatever fds 6 and 7 are (a nil ExtraFiles
 	// entry is closed in the init).
-	ctl, ctlChild, err := newControl()
-	if err != nil {
+	if in.ctl, in.ctlChild, err = newControl(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	defer ctl.close()
-	defer ctlChild.Close()
 	for len(cmd.ExtraFiles) < stage.ControlFD-3 {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, nil)
 	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, ctlChild)
-	if hooks.View != nil {
+	cmd.ExtraFiles = append(cmd.ExtraFiles, in.ctlChild)
+	if o.View != nil {
 		// fd 9, after the control socket.
-		cmd.ExtraFiles = append(cmd.ExtraFiles, hooks.View)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, o.View)
 		cmd.Env = append(cmd.Env, stage.EnvView+"=1")
-		// The init attaches the view whole and never reads the list:
-		// at 10,000 paths it is 600 KB less to encode and decode. (s is
-		// this call's copy of the caller's spec.)
-		s.Store = nil
 	}
 	if f := jl.cg.JobProcs(); f != nil {
 		// fd 10: the job's pids cgroup, which the target's child joins
@@ -253,51 +316,37 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 
 	// Pdeathsig fires when the thread that forked the init exits, not the
 	// process: start and wait on one locked thread.
-	type started struct {
-		err error
-	}
-	startc := make(chan started, 1)
+	startc := make(chan error, 1)
 	waitc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		err := cmd.Start()
-		startc <- started{err}
+		startc <- err
 		if err != nil {
 			return
 		}
 		waitc <- cmd.Wait()
 	}()
-	if st := <-startc; st.err != nil {
-		specR.Close()
-		statusW.Close()
-		resultW.Close()
-		if jl.out != nil {
-			jl.out.abort()
-		}
-		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, st.err, cloneHint(st.err))
+	if err := <-startc; err != nil {
+		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, err, cloneHint(err))
 	}
-	begin := time.Now()
-	if hooks.Identity != nil {
+	in.cmd = cmd
+	in.wait = sync.OnceValue(func() error { return <-waitc })
+	in.begin = time.Now()
+	if o.Identity != nil {
 		// Before the spec is sent: the init is still blocked reading it.
-		if err := hooks.Identity.writeMaps(cmd.Process.Pid, s); err != nil {
-			cmd.Process.Kill()
-			specR.Close()
-			statusW.Close()
-			resultW.Close()
-			<-waitc
-			if jl.out != nil {
-				jl.out.abort()
-			}
+		if err := o.Identity.writeMaps(cmd.Process.Pid, o.UID, o.GID); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 		}
 	}
-	specR.Close()
-	statusW.Close()
-	resultW.Close()
-	ctlChild.Close()
+	in.specR.Close()
+	in.statusW.Close()
+	in.resultW.Close()
+	in.ctlChild.Close()
 	if jl.out != nil {
 		jl.out.start(writerOf(stdio.Stdout), writerOf(stdio.Stderr))
+		in.outStarted = true
 	}
 	jl.setKill(func() {
 		jl.cg.Kill()
@@ -305,13 +354,116 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	})
 	// cgroup v1 has no CLONE_INTO_CGROUP: the init is placed now, right
 	// after clone. No job code can have run yet: the init is closet itself,
-	// blocked reading the spec, which is sent below, only once the init is
-	// in place; and the init's children inherit its cgroups.
+	// blocked reading the spec, which Run sends only once the init is in
+	// place; and the init's children inherit its cgroups.
 	if err := jl.attach(cmd.Process.Pid); err != nil {
-		cmd.Process.Kill()
-		<-waitc
-		jl.outWait()
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	in.used = false
+	return in, nil
+}
+
+// Pid is the init's pid on the host.
+func (in *Init) Pid() int { return in.cmd.Process.Pid }
+
+// take claims the init for Run or Close; false when one of them had it.
+func (in *Init) take() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.used {
+		return false
+	}
+	in.used = true
+	return true
+}
+
+// Close kills and reaps an init that Run was never given, closes every
+// fd of it and removes its cgroups; it returns once they are gone. After
+// Run (or a second Close) it does nothing.
+func (in *Init) Close() error {
+	if in.take() {
+		in.abort()
+	}
+	return nil
+}
+
+// abort ends a launch that will not run: the init (if it was cloned) is
+// killed and reaped, and everything Launch made is closed or removed.
+// Nothing of the job ran: the init was blocked reading its spec.
+func (in *Init) abort() {
+	if in.cmd != nil {
+		in.cmd.Process.Kill()
+		in.wait()
+	}
+	for _, f := range []*os.File{in.specR, in.specW, in.statusR, in.statusW, in.resultR, in.resultW, in.console, in.consoleChild, in.ctlChild} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if in.ctl != nil {
+		in.ctl.close()
+	}
+	if in.jl.out != nil {
+		if in.outStarted {
+			in.jl.outWait() // EOF now that the init is gone
+		} else {
+			in.jl.out.abort()
+		}
+	}
+	in.jl.stop()
+	in.jl.cg.Remove()
+}
+
+// Run gives the launched init its spec and runs the target to the end. s
+// must agree with the LaunchOptions the init was launched for (ids,
+// network, pty, limits), or nothing runs. Run is called at most once, and
+// never after Close; whatever it returns, the init is then Run's (no
+// Close is needed). An error wrapping ErrSetup (and a *stage.Error where
+// one crossed the pipe) means the target never ran.
+func (in *Init) Run(ctx context.Context, s *spec.Spec, hooks Hooks) (*Outcome, error) {
+	if !in.take() {
+		return nil, fmt.Errorf("%w: this init was run or closed already", ErrSetup)
+	}
+	err := s.Validate()
+	if err == nil {
+		err = in.o.agrees(s)
+	}
+	if err != nil {
+		in.abort()
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	jl, cmd := in.jl, in.cmd
+	// Removed before Run returns, except when the init is reaped in the
+	// background (see Outcome.Gone): then once it has been.
+	removeCgroup := true
+	defer func() {
+		if removeCgroup {
+			jl.cg.Remove()
+		}
+	}()
+	defer jl.stop()
+	defer in.specW.Close()
+	defer in.statusR.Close()
+	defer in.resultR.Close()
+	defer in.ctl.close()
+	if in.console != nil {
+		defer in.console.Close()
+		defer in.consoleChild.Close()
+	}
+	sent := *s
+	sent.Limits.Rlimits = jl.rlimits
+	sent.OwnHostID = in.o.Identity != nil
+	if in.o.View != nil {
+		// The init attaches the view whole and never reads the list:
+		// at 10,000 paths it is 600 KB less to encode and decode.
+		sent.Store = nil
+	}
+	s = &sent
+	// kill ends a run whose target never started.
+	kill := func() {
+		cmd.Process.Kill()
+		in.wait()
+		jl.outWait()
 	}
 
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
@@ -319,27 +471,22 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 
 	if hooks.Ready != nil {
 		if err := hooks.Ready(); err != nil {
-			cmd.Process.Kill()
-			<-waitc
-			jl.outWait()
+			kill()
 			return nil, err
 		}
 	}
 	// The spec goes in one write; init reads it to EOF.
-	if err := sendSpec(specW, s); err != nil {
-		cmd.Process.Kill()
-		<-waitc
-		jl.outWait()
+	if err := sendSpec(in.specW, s); err != nil {
+		kill()
 		return nil, fmt.Errorf("%w: send spec: %v", ErrSetup, err)
 	}
-	specW.Close()
+	in.specW.Close()
 
-	if console != nil {
-		cmd.ExtraFiles[stage.ConsoleFD-3].Close()
-		master, err := recvConsole(console)
+	if in.console != nil {
+		in.consoleChild.Close()
+		master, err := recvConsole(in.console)
 		if err != nil {
-			cmd.Process.Kill()
-			<-waitc
+			kill()
 			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 		}
 		if master != nil && hooks.Console != nil {
@@ -349,18 +496,16 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		}
 	}
 	if hooks.Control != nil {
-		hooks.Control(ctl)
+		hooks.Control(in.ctl)
 	}
-	if err := stage.ReadStatus(statusR); err != nil {
-		<-waitc
+	if err := stage.ReadStatus(in.statusR); err != nil {
+		in.wait()
 		jl.outWait()
 		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
 	}
 	out := &Outcome{Started: time.Now(), Enforced: jl.enforced}
 	if err := jl.started(cmd.Process.Pid); err != nil {
-		cmd.Process.Kill()
-		<-waitc
-		jl.outWait()
+		kill()
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	if hooks.Started != nil {
@@ -368,11 +513,11 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 	}
 	// One Result, then EOF once the init is gone.
 	var res stage.Result
-	resErr := json.NewDecoder(resultR).Decode(&res)
+	resErr := json.NewDecoder(in.resultR).Decode(&res)
 	var waitErr error
 	alone := resErr == nil && res.Alone
 	if !alone {
-		waitErr = <-waitc
+		waitErr = in.wait()
 		// The init is gone, so is its pid namespace and every process in
 		// it (the kernel kills and reaps them before the init's wait
 		// returns).
@@ -388,7 +533,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		out.Output, out.OutputKept = jl.out.wait()
 	}
 	out.Ended = time.Now()
-	out.Wall = out.Ended.Sub(begin)
+	out.Wall = out.Ended.Sub(in.begin)
 	out.Cgroup = jl.cg.Stats()
 	if out.Cgroup.HasCPU {
 		out.Cgroup.CPU -= jl.cpu0
@@ -408,7 +553,7 @@ func Run(ctx context.Context, s *spec.Spec, stdio Stdio, hooks Hooks) (*Outcome,
 		removeCgroup = false
 		out.MustWait = jl.cg != nil
 		go func() {
-			<-waitc
+			in.wait()
 			jl.cg.Remove()
 			close(gone)
 		}()

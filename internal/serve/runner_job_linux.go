@@ -68,6 +68,10 @@ func (r *JobRunner) Run(ctx context.Context, s Spec) (Result, error) {
 			WallTime: secs(s.Limits.WallTime), CPUTime: secs(s.Limits.CPUTime),
 			Memory: uint64(s.Limits.Memory), Pids: uint64(s.Limits.Pids), Output: uint64(s.Limits.Output),
 		},
+		// Every job prepared here is started at once: its init starts
+		// while the closure is read (not with Views: the closure decides
+		// which cached view serves it).
+		EarlyInit: true,
 	}
 	if s.Dir != "" {
 		req.Expose = []string{s.Dir + "=" + SubmissionPath}
