@@ -58,7 +58,6 @@ func (o *runOpts) run(ctx context.Context) error {
 	// passed to nothing (Job.Signal: ErrEnded) and closet exits with the
 	// job's status as planned.
 	sigs := catchSignals()
-	go warmPidfd()
 	req, err := o.request()
 	if err != nil {
 		return o.limits.refused(err)
@@ -139,17 +138,6 @@ func callerName() string {
 		return u.Username
 	}
 	return os.Getenv("USER")
-}
-
-// warmPidfd makes the os package run, now, the check it runs once before
-// its first process start: that pidfds work (pidfd_open, waitid,
-// pidfd_send_signal and a vforked child, 0.12-0.19 ms here). Called on a
-// goroutine of its own at the start of a run, the check overlaps with
-// preparing the job instead of delaying the clone of the job's init.
-func warmPidfd() {
-	if p, err := os.FindProcess(os.Getpid()); err == nil {
-		p.Release()
-	}
 }
 
 // forwarded are the signals a terminal or a supervisor sends closet that
