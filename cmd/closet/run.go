@@ -20,7 +20,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/sandbox"
 )
 
-func init() { register(newRunCmd) }
+func init() { register("run", newRunCmd) }
 
 func newRunCmd() *cobra.Command {
 	o := &runOpts{}
