@@ -22,7 +22,7 @@ import (
 // only audit gives it.
 const exitAuditFindings = 3
 
-func init() { register(newAuditCmd) }
+func init() { register("audit", newAuditCmd) }
 
 type auditFlags struct {
 	root       string

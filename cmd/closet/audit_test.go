@@ -20,7 +20,7 @@ import (
 // execute would.
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	root := newRootCmd()
+	root := newRootCmd(args)
 	var out, errb bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&errb)

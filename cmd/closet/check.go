@@ -15,8 +15,8 @@ import (
 )
 
 func init() {
-	register(newCheckCmd)
-	register(newAttackCmd)
+	register("check", newCheckCmd)
+	register("__attack", newAttackCmd)
 }
 
 func newCheckCmd() *cobra.Command {

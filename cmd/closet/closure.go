@@ -11,7 +11,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/exitcode"
 )
 
-func init() { register(newClosureCmd) }
+func init() { register("closure", newClosureCmd) }
 
 func newClosureCmd() *cobra.Command {
 	var (

@@ -193,6 +193,17 @@ func TestLimitsUnprivileged(t *testing.T) {
 			t.Errorf("closure figures missing: %+v", rp)
 		}
 	})
+	t.Run("max-rss", func(t *testing.T) {
+		// The sampler runs on its own goroutine from the target's start:
+		// a job that holds 50 MB for a moment is seen holding it.
+		r, rp := run(sh(`x=$(head -c 50000000 /dev/zero | tr '\0' a); sleep 0.05`)...)
+		if r.Code != 0 || rp.MaxRSS < 50_000_000 {
+			t.Errorf("exit %d: maxRSS %d, want at least 50 MB (%s)", r.Code, rp.MaxRSS, r.Stderr)
+		}
+		if _, rp := run(sh("true")...); rp.MaxRSS > 16<<20 {
+			t.Errorf("sh -c true: maxRSS %d, more than a shell holds", rp.MaxRSS)
+		}
+	})
 	t.Run("RE", func(t *testing.T) {
 		r, rp := run(sh("exit 3")...)
 		if r.Code != 3 || rp.Status != report.RE || rp.ExitCode != 3 || rp.Killed {

@@ -24,7 +24,7 @@ func main() {
 
 // execute runs the CLI with args and returns the process exit code.
 func execute(args []string) int {
-	root := newRootCmd()
+	root := newRootCmd(args)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime/debug"
+	"slices"
 
 	"github.com/spf13/cobra"
 )
@@ -29,13 +30,26 @@ func withCode(code int, err error) error {
 	return &exitError{code: code, err: err}
 }
 
-// commands holds the constructors of the subcommands; each verb's file
-// registers itself in an init function so that verbs stay independent.
-var commands []func() *cobra.Command
+// commands holds the constructors of the subcommands, by name; each verb's
+// file registers itself in an init function so that verbs stay
+// independent.
+var commands []verb
 
-func register(f func() *cobra.Command) { commands = append(commands, f) }
+type verb struct {
+	name string // the command's Name(): the first word of its Use
+	new  func() *cobra.Command
+}
 
-func newRootCmd() *cobra.Command {
+func register(name string, f func() *cobra.Command) {
+	commands = append(commands, verb{name, f})
+}
+
+// newRootCmd builds the command line for args. When args name a
+// subcommand, only that one is built: its flags, help and errors need
+// nothing of the others, and building them all was 0.04 ms of every
+// run. Anything else (no verb, help, completion, a mistyped verb that
+// cobra suggests a fix for) gets every subcommand.
+func newRootCmd(args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "closet",
 		Short: "Run programs with /nix/store narrowed to exactly their closure",
@@ -54,13 +68,17 @@ Start with:
 	root.CompletionOptions.HiddenDefaultCmd = true
 	root.Version = versionString()
 	root.SetVersionTemplate("{{.Version}}\n")
-	for _, f := range commands {
-		root.AddCommand(f())
+	sub := subcommandName(args)
+	one := slices.ContainsFunc(commands, func(v verb) bool { return v.name == sub })
+	for _, v := range commands {
+		if !one || v.name == sub {
+			root.AddCommand(v.new())
+		}
 	}
 	return root
 }
 
-func init() { register(newVersionCmd) }
+func init() { register("version", newVersionCmd) }
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{

@@ -20,7 +20,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/sandbox"
 )
 
-func init() { register(newRunCmd) }
+func init() { register("run", newRunCmd) }
 
 func newRunCmd() *cobra.Command {
 	o := &runOpts{}
@@ -52,8 +52,12 @@ func newRunCmd() *cobra.Command {
 // run is flags -> Request -> Job -> exit code.
 func (o *runOpts) run(ctx context.Context) error {
 	roomyGC()
+	// Caught until closet exits: no signal.Stop on the way out (its
+	// handshake with the signal goroutine cost a third of a millisecond
+	// after the job had ended). A signal caught after the job ended is
+	// passed to nothing (Job.Signal: ErrEnded) and closet exits with the
+	// job's status as planned.
 	sigs := catchSignals()
-	defer sigs.stop()
 	req, err := o.request()
 	if err != nil {
 		return o.limits.refused(err)
@@ -146,10 +150,8 @@ var forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT
 // signals catches the forwarded signals from the start of a run and
 // passes them on to its job once there is one.
 type signals struct {
-	c        chan os.Signal
-	job      chan *job.Job
-	notified chan struct{}
-	done     chan struct{}
+	c   chan os.Signal
+	job chan *job.Job
 }
 
 // catchSignals starts catching at once, on a goroutine of its own: the
@@ -157,14 +159,11 @@ type signals struct {
 // that now overlap with preparing the job instead of coming after it.
 // Until forwardTo, a caught signal does what it did uncaught: closet dies
 // of it (there is no job to pass it to, and nothing of one to clean up).
+// The catching lasts as long as the process.
 func catchSignals() *signals {
-	s := &signals{c: make(chan os.Signal, 8), job: make(chan *job.Job, 1), notified: make(chan struct{}), done: make(chan struct{})}
+	s := &signals{c: make(chan os.Signal, 8), job: make(chan *job.Job, 1)}
+	go signal.Notify(s.c, forwarded...)
 	go func() {
-		signal.Notify(s.c, forwarded...)
-		close(s.notified)
-	}()
-	go func() {
-		defer close(s.done)
 		var j *job.Job
 		for sig := range s.c {
 			if j == nil {
@@ -185,14 +184,6 @@ func catchSignals() *signals {
 // forwardTo passes every signal caught from now on, and any caught since
 // the job was made, to j.
 func (s *signals) forwardTo(j *job.Job) { s.job <- j }
-
-// stop ends the catching.
-func (s *signals) stop() {
-	<-s.notified
-	signal.Stop(s.c)
-	close(s.c)
-	<-s.done
-}
 
 // exitFor is closet's exit status for a report, after saying on stderr
 // what the status alone does not.

@@ -194,18 +194,25 @@ func TestExitCodesAndSignals(t *testing.T) {
 			t.Errorf("%q: exit %d, want %d (%s)", tt.script, r.Code, tt.code, r.Stderr)
 		}
 	}
-	// A signal sent to closet reaches the job.
-	cmd := testutil.Command(t, "", "run", bb, "--", "sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done")
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 6)
-	stdout.Read(buf)
-	cmd.Process.Signal(syscall.SIGTERM)
-	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
-		t.Errorf("SIGTERM to closet: %v, want the job's trap to exit 42", err)
+	// Every signal closet forwards, sent to closet, reaches the job; and
+	// closet, which keeps catching them until it exits, exits with the
+	// job's status.
+	for i, sig := range forwarded {
+		s := sig.(syscall.Signal)
+		name := strings.TrimPrefix(unix.SignalName(s), "SIG")
+		code := 40 + i
+		cmd := testutil.Command(t, "", "run", bb, "--", "sh", "-c", fmt.Sprintf("trap 'exit %d' %s; echo ready; while :; do sleep 0.05; done", code, name))
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 6)
+		stdout.Read(buf)
+		cmd.Process.Signal(s)
+		err := cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != code {
+			t.Errorf("%s to closet: %v, want the job's trap to exit %d", name, err, code)
+		}
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/serve/servebin"
 )
 
-func init() { register(newServeCmd) }
+func init() { register("serve", newServeCmd) }
 
 // serveHelp is what `closet serve --help` teaches when closet-serve is
 // missing; with it installed, closet-serve's own help answers.

@@ -9,7 +9,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/resolve"
 )
 
-func init() { register(newShellCmd) }
+func init() { register("shell", newShellCmd) }
 
 func newShellCmd() *cobra.Command {
 	o := &runOpts{}

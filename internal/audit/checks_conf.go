@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -150,7 +151,7 @@ func (k *checker) checkAllowedUsers() {
 
 // adminGroups already grant root through sudo; a trusted-users entry for
 // them removes the password, not a boundary.
-var adminGroups = map[string]bool{"wheel": true, "sudo": true, "admin": true}
+var adminGroups = []string{"wheel", "sudo", "admin"}
 
 func (k *checker) checkTrustedUsers() {
 	if !k.multiUser {
@@ -183,7 +184,7 @@ func (k *checker) checkTrustedUsers() {
 			case name == "users" || name == "nixbld" || (sockGroup != "" && name == sockGroup):
 				f = f.at(Critical)
 				f.Detail += "; it is a group of ordinary users"
-			case adminGroups[name]:
+			case slices.Contains(adminGroups, name):
 				f = f.at(Medium)
 				f.Detail += "; its members can already sudo, but now without a password and from any process they run"
 			}
@@ -206,7 +207,7 @@ func (k *checker) socketPath() string {
 	return path.Clean(k.h.envNonEmpty("NIX_DAEMON_SOCKET_PATH", path.Join(k.stateDir(), "daemon-socket", "socket")))
 }
 
-var loginShellOff = map[string]bool{"nologin": true, "false": true, "sync": true, "true": true}
+var loginShellOff = []string{"nologin", "false", "sync", "true"}
 
 func (k *checker) checkBuildUsersGroup() {
 	if !k.multiUser {
@@ -235,7 +236,7 @@ func (k *checker) checkBuildUsersGroup() {
 		if !ok {
 			continue
 		}
-		if shell := path.Base(u.shell); u.shell != "" && !loginShellOff[shell] {
+		if shell := path.Base(u.shell); u.shell != "" && !slices.Contains(loginShellOff, shell) {
 			k.add(newFinding("NIX016", k.c.evidence("build-users-group"),
 				fmt.Sprintf("`%s` (uid %d) is in `%s` and has the login shell %s", u.name, u.uid, g.name, u.shell)))
 		}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // knob is one kernel setting the audit judges.
@@ -96,7 +97,7 @@ func (k *checker) checkUserNamespaces() {
 	}
 }
 
-var versionRe = regexp.MustCompile(`(\d+)\.(\d+)(?:\.(\d+))?`)
+var versionRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(\d+)\.(\d+)(?:\.(\d+))?`) })
 
 // checkNixVersion runs `nix --version` on the real host and compares it
 // with the releases that fixed the 2025 daemon escalations.
@@ -112,7 +113,7 @@ func (k *checker) checkNixVersion(ctx context.Context) {
 	if strings.Contains(line, "Lix") {
 		return // Lix numbers its releases differently; see its advisories
 	}
-	m := versionRe.FindAllStringSubmatch(line, -1)
+	m := versionRe().FindAllStringSubmatch(line, -1)
 	if len(m) == 0 {
 		return
 	}

@@ -295,7 +295,7 @@ func (c *Config) Get(name string) Setting {
 	if s, ok := c.set[name]; ok {
 		return *s
 	}
-	spec := settingIndex[name]
+	spec := settingIndex()[name]
 	if spec == nil {
 		return Setting{Name: name, Default: true}
 	}
@@ -472,9 +472,9 @@ func (c *Config) apply(as []assignment) {
 }
 
 func (c *Config) set1(a assignment) {
-	spec, appendTo := settingIndex[a.name], false
+	spec, appendTo := settingIndex()[a.name], false
 	if spec == nil && strings.HasPrefix(a.name, "extra-") {
-		if base := settingIndex[a.name[len("extra-"):]]; base != nil && base.kind == kList {
+		if base := settingIndex()[a.name[len("extra-"):]]; base != nil && base.kind == kList {
 			spec, appendTo = base, true
 		}
 	}
@@ -483,7 +483,7 @@ func (c *Config) set1(a assignment) {
 		if s := suggestSetting(strings.TrimPrefix(a.name, "extra-")); s != "" {
 			d += fmt.Sprintf("; did you mean `%s`?", s)
 		}
-		if base := settingIndex[strings.TrimPrefix(a.name, "extra-")]; base != nil && strings.HasPrefix(a.name, "extra-") {
+		if base := settingIndex()[strings.TrimPrefix(a.name, "extra-")]; base != nil && strings.HasPrefix(a.name, "extra-") {
 			d = fmt.Sprintf("`%s` is not a list, so `%s` does not exist; set `%s` instead", base.name, a.name, base.name)
 		}
 		c.Issues = append(c.Issues, Issue{ID: "NIX005", Pos: a.pos, Detail: d})

@@ -19,7 +19,7 @@ type TableOptions struct {
 	Min Severity
 }
 
-var sevColor = map[Severity]string{
+var sevColor = [...]string{
 	Critical: "\x1b[1;97;41m", // bold white on red
 	High:     "\x1b[1;31m",
 	Medium:   "\x1b[33m",

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Severity orders findings. The zero value is Info.
@@ -319,7 +320,9 @@ var Rules = []Rule{
 		"`chmod o-w` it, or delete and re-fetch the path (`nix-store --repair-path`)."},
 }
 
-var rulesByID = func() map[string]*Rule {
+// rulesByID is built on first use: no package initialiser for a table
+// only audit reads (every closet process, a run included, links it).
+var rulesByID = sync.OnceValue(func() map[string]*Rule {
 	m := make(map[string]*Rule, len(Rules))
 	for i := range Rules {
 		if _, dup := m[Rules[i].ID]; dup {
@@ -328,10 +331,10 @@ var rulesByID = func() map[string]*Rule {
 		m[Rules[i].ID] = &Rules[i]
 	}
 	return m
-}()
+})
 
 // RuleByID returns the rule with this id, or nil.
-func RuleByID(id string) *Rule { return rulesByID[id] }
+func RuleByID(id string) *Rule { return rulesByID()[id] }
 
 // Evidence says where a finding was seen: a file and line, or the command
 // whose output showed it, and the value seen there (never a secret's content).

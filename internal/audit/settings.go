@@ -1,5 +1,7 @@
 package audit
 
+import "sync"
+
 // kind is how Nix parses a setting's value. It decides whether extra-NAME
 // appends (only list kinds do) and which values Nix rejects.
 type kind uint8
@@ -181,8 +183,8 @@ var knownSettings = []settingSpec{
 	{name: "ssl-cert-file", kind: kString},
 }
 
-// settingIndex maps every name and alias to its spec.
-var settingIndex = func() map[string]*settingSpec {
+// settingIndex maps every name and alias to its spec; built on first use.
+var settingIndex = sync.OnceValue(func() map[string]*settingSpec {
 	m := map[string]*settingSpec{}
 	for i := range knownSettings {
 		s := &knownSettings[i]
@@ -192,7 +194,7 @@ var settingIndex = func() map[string]*settingSpec {
 		}
 	}
 	return m
-}()
+})
 
 // suggestSetting returns the known setting closest to a misspelt name, or
 // "" when none is close (edit distance at most 2).

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -424,10 +425,7 @@ func openNoFollow(p string, flags int) (*os.File, error) {
 // headRule judges a file by its first bytes.
 type headRule func(head []byte) (id, what string)
 
-var sshKeyNames = map[string]bool{
-	"id_rsa": true, "id_dsa": true, "id_ecdsa": true, "id_ed25519": true,
-	"id_ecdsa_sk": true, "id_ed25519_sk": true, "identity": true,
-}
+var sshKeyNames = []string{"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk", "identity"}
 
 var keyExts = []string{".pem", ".key", ".p8", ".pk8", ".priv", ".ppk", ".sec", ".secret"}
 
@@ -435,7 +433,7 @@ var keyExts = []string{".pem", ".key", ".p8", ".pk8", ".priv", ".ppk", ".sec", "
 // when the name is enough, or a headRule when the first bytes decide.
 func nameRule(p, lower string) (id, what string, read headRule) {
 	switch {
-	case sshKeyNames[lower]:
+	case slices.Contains(sshKeyNames, lower):
 		return "", "", func(h []byte) (string, string) {
 			if bytes.Contains(h, []byte("PRIVATE KEY")) {
 				return "NIX300", "SSH private key (" + lower + ")"

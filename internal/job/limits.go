@@ -70,12 +70,20 @@ func ParseDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
-var sizeUnits = map[string]float64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-	"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-	"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-	"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
+func sizeUnit(unit string) (float64, bool) {
+	switch unit {
+	case "", "b":
+		return 1, true
+	case "k", "kb", "kib":
+		return 1 << 10, true
+	case "m", "mb", "mib":
+		return 1 << 20, true
+	case "g", "gb", "gib":
+		return 1 << 30, true
+	case "t", "tb", "tib":
+		return 1 << 40, true
+	}
+	return 0, false
 }
 
 // ParseSize reads 512k, 64M, 1G, 1.5G, or plain bytes; units are powers of
@@ -87,7 +95,7 @@ func ParseSize(v string) (uint64, error) {
 		i++
 	}
 	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
-	mul, ok := sizeUnits[unit]
+	mul, ok := sizeUnit(unit)
 	if num == "" || !ok {
 		return 0, errors.New("want a size: bytes, or a number with k, M, G or T (512k, 64M, 1.5G)")
 	}

@@ -99,7 +99,7 @@ func (f *fakeDaemon) serve(c net.Conn) {
 				f.bad = append(f.bad, fmt.Sprintf("SetOptions reached the daemon unclamped: %+v", o))
 			}
 			for _, kv := range q.Options.Overrides {
-				if !allowedOverrides[kv[0]] {
+				if !allowedOverride(kv[0]) {
 					f.bad = append(f.bad, fmt.Sprintf("SetOptions override %q reached the daemon", kv[0]))
 				}
 			}

@@ -608,9 +608,13 @@ func (c *conn) growOrRefuse(q *Request, p string) error {
 // allowedOverrides are the settings a job may pass in SetOptions. The daemon
 // already ignores restricted ones for untrusted users; closet drops
 // everything else so that a trusted closet user cannot be steered either.
-var allowedOverrides = map[string]bool{
-	"max-silent-time": true, "timeout": true, "build-timeout": true, "connect-timeout": true,
-	"keep-going": true, "fallback": true, "print-missing": true, "log-lines": true,
+func allowedOverride(name string) bool {
+	switch name {
+	case "max-silent-time", "timeout", "build-timeout", "connect-timeout",
+		"keep-going", "fallback", "print-missing", "log-lines":
+		return true
+	}
+	return false
 }
 
 func (s *Server) sanitizeOptions(o *ClientOptions) *ClientOptions {
@@ -631,7 +635,7 @@ func (s *Server) sanitizeOptions(o *ClientOptions) *ClientOptions {
 	n.Verbosity = min(n.Verbosity, 7)
 	n.Overrides = nil
 	for _, kv := range o.Overrides {
-		if allowedOverrides[kv[0]] {
+		if allowedOverride(kv[0]) {
 			n.Overrides = append(n.Overrides, kv)
 		}
 	}

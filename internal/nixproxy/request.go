@@ -57,7 +57,9 @@ const (
 	OpBuildPathsWithResults       Op = 46
 )
 
-var opNames = map[Op]string{
+// opNames is an array, static data: a map literal would be built by a
+// package initialiser in every closet process.
+var opNames = [...]string{
 	1: "IsValidPath", 3: "HasSubstitutes", 4: "QueryPathHash", 5: "QueryReferences",
 	6: "QueryReferrers", 7: "AddToStore", 8: "AddTextToStore", 9: "BuildPaths",
 	10: "EnsurePath", 11: "AddTempRoot", 12: "AddIndirectRoot", 13: "SyncWithGC",
@@ -74,8 +76,8 @@ var opNames = map[Op]string{
 }
 
 func (o Op) String() string {
-	if n, ok := opNames[o]; ok {
-		return fmt.Sprintf("%s (%d)", n, uint64(o))
+	if o < Op(len(opNames)) && opNames[o] != "" {
+		return fmt.Sprintf("%s (%d)", opNames[o], uint64(o))
 	}
 	return fmt.Sprintf("unknown operation %d", uint64(o))
 }

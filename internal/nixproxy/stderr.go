@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // logMsg is one message of the daemon's log stream other than LAST/ERROR.
@@ -188,7 +189,9 @@ func writeError(e *enc, version uint64, msg string, traces []string) {
 // hidden replaces a store path the job may not see in a relayed text.
 const hidden = "/nix/store/<hidden-by-closet>"
 
-var storePathRE = regexp.MustCompile(`/nix/store/[0-9a-z]{32}(-[-.+_?=0-9a-zA-Z]*)?`)
+var storePathRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`/nix/store/[0-9a-z]{32}(-[-.+_?=0-9a-zA-Z]*)?`)
+})
 
 // scrubText replaces every store path in s that visible rejects. A match may
 // have swallowed a sentence's final dots; the path without them is tried too.
@@ -196,7 +199,7 @@ func scrubText(s string, visible func(string) bool) string {
 	if !strings.Contains(s, "/nix/store/") {
 		return s
 	}
-	return storePathRE.ReplaceAllStringFunc(s, func(m string) string {
+	return storePathRE().ReplaceAllStringFunc(s, func(m string) string {
 		if visible(m) {
 			return m
 		}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -161,6 +162,12 @@ func (j *jobLimits) trip(name string) {
 	}
 }
 
+// canTrip says some limit can end the job through trip: the wall and
+// CPU clocks, silence, output.
+func (j *jobLimits) canTrip() bool {
+	return j.lim.WallTime > 0 || j.lim.CPUTime > 0 || j.lim.SilentTime > 0 || j.lim.Output > 0
+}
+
 // setKill arms trip; a trip before that kills as soon as it is armed.
 func (j *jobLimits) setKill(kill func()) {
 	j.mu.Lock()
@@ -217,7 +224,9 @@ const setupTasks = 32
 func (j *jobLimits) started(initPid int) error {
 	if cpu, ok := j.cg.CPUTime(); ok {
 		j.cpu0 = cpu
-	} else {
+	} else if j.canTrip() {
+		// The baseline a trip's CPU time is counted from: a walk of
+		// the init's tree, taken only where some limit can trip.
 		j.proc0 = treeCPU(initPid)
 	}
 	j.mu.Lock()
@@ -303,16 +312,14 @@ func (j *jobLimits) outWait() {
 // process of the tree once.
 func treeCPU(pid int) time.Duration {
 	var ticks uint64
-	walkTree(pid, func(p int) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
-		if err != nil {
-			return
-		}
-		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
-			f := strings.Fields(string(b[i+1:]))
+	var p procReader
+	p.walk(pid, func(q int) {
+		b := p.read(q, "stat")
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+			f := bytes.Fields(b[i+1:])
 			if len(f) > 14 {
 				for _, x := range f[11:15] {
-					n, _ := strconv.ParseUint(x, 10, 64)
+					n, _ := strconv.ParseUint(string(x), 10, 64)
 					ticks += n
 				}
 			}

@@ -58,7 +58,17 @@ const (
 	ActionEAFNOSUPPORT = actionErrno | 97 // EAFNOSUPPORT: refused socket family
 )
 
-var errnoNames = map[uint16]string{1: "EPERM", 38: "ENOSYS", 97: "EAFNOSUPPORT"}
+func errnoName(e uint16) (string, bool) {
+	switch e {
+	case 1:
+		return "EPERM", true
+	case 38:
+		return "ENOSYS", true
+	case 97:
+		return "EAFNOSUPPORT", true
+	}
+	return "", false
+}
 
 // Errno returns the errno an errno action answers, and whether a is one.
 func (a Action) Errno() (uint16, bool) {
@@ -76,7 +86,7 @@ func (a Action) String() string {
 		return "allow"
 	}
 	if e, ok := a.Errno(); ok {
-		if name, ok := errnoNames[e]; ok {
+		if name, ok := errnoName(e); ok {
 			return "errno " + name
 		}
 		return fmt.Sprintf("errno %d", e)
