@@ -47,15 +47,19 @@ type state struct {
 	target *launch // what the target's child needs, prepared after pivot_root
 	// seccomp delivers the compiled filter, once.
 	seccomp chan compiledFilter
+	// lo delivers the outcome of bringing lo up, once.
+	lo chan error
 
 	// The live view: the control socket, the view and the stager thread
 	// that clones later paths from the store.
 	ctl    *os.File
 	view   *mountview.View
 	stager *mountview.Stager
-	// signalsDropped is closed once init survives the signals it does not
-	// relay.
-	signalsDropped chan struct{}
+	// sigs receives the signals the init relays to the target;
+	// signalsSet is closed once they are caught and the init survives
+	// the ones it does not relay (catchSignals).
+	sigs       chan os.Signal
+	signalsSet chan struct{}
 }
 
 type userTree struct {
@@ -66,7 +70,11 @@ type userTree struct {
 
 // Run is the init stage's main. It never returns.
 func Run() {
-	st := &state{status: os.NewFile(stage.StatusFD, "status")}
+	st := &state{status: os.NewFile(stage.StatusFD, "status"), sigs: make(chan os.Signal, 8), signalsSet: make(chan struct{})}
+	// First, and off the steps' path: os/signal enables each signal in a
+	// round trip with the runtime's signal thread, some thirty here.
+	// runAndReap waits for it before the target can start.
+	go st.catchSignals()
 	var sb unix.Stat_t
 	if unix.Fstat(stage.ControlFD, &sb) != nil || sb.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		stage.Fail(&stage.Error{Stage: stage.Init, Op: "open control channel", Msg: fmt.Sprintf("fd %d is not a socket", stage.ControlFD), Hint: "mixed closet binaries?"})
@@ -79,10 +87,13 @@ func Run() {
 		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
 	}
 	st.s, st.rootFD = s, -1
-	// The seccomp program depends on the spec alone: compiled on another
-	// thread while the root is built (prepareTarget takes it).
+	// Bringing lo up and the seccomp program depend on the spec alone:
+	// done on another thread while the root is built (the step "bring up
+	// lo" and prepareTarget take them).
 	st.seccomp = make(chan compiledFilter, 1)
+	st.lo = make(chan error, 1)
 	go func() {
+		st.lo <- loopbackUp(s.Network)
 		prog, err := seccompProgram(s.Seccomp, s.Limits.Rlimits["AS"] > 0)
 		st.seccomp <- compiledFilter{prog, err}
 	}()
@@ -114,7 +125,7 @@ func Run() {
 		{"write etc", (*state).writeEtc},
 		{"attach user binds", (*state).attachUserBinds},
 		{"set hostname", (*state).setHostname},
-		{"bring up lo", (*state).loopbackUp},
+		{"bring up lo", func(st *state) error { return <-st.lo }},
 		{"wait for stager", (*state).waitStager},
 		{"pivot root", (*state).pivotRoot},
 		// In the sandbox's root: the Landlock rules bind to its inodes.
@@ -134,19 +145,25 @@ func Run() {
 // The result pipe and the control socket are marked close-on-exec so that
 // only init holds them.
 //
-// The signal handlers (dropSignals) are installed off the critical path,
-// and waited for before the target can start.
+// The signal handlers (catchSignals) are installed off the critical path
+// from the start of Run, and waited for before the target can start.
 func protect(st *state) error {
 	unix.CloseOnExec(stage.ResultFD)
 	unix.CloseOnExec(stage.ControlFD)
 	unix.CloseOnExec(stage.ViewFD) // EBADF without a cached view: nothing to do
 	unix.CloseOnExec(stage.PidsFD) // EBADF without a pids cgroup: likewise
-	st.signalsDropped = make(chan struct{})
-	go func() {
-		dropSignals()
-		close(st.signalsDropped)
-	}()
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+}
+
+// catchSignals catches the relayed signals on st.sigs, which runAndReap
+// relays to the target once it runs (one sent earlier waits there, as the
+// parent's own relay holds signals until the target runs), and makes the
+// init survive the others (dropSignals). It closes st.signalsSet when
+// done.
+func (st *state) catchSignals() {
+	signal.Notify(st.sigs, relayed...)
+	dropSignals()
+	close(st.signalsSet)
 }
 
 // relayed are the signals init passes on to the target (runAndReap); they
@@ -389,10 +406,11 @@ var userQuotas = map[string]string{
 func (st *state) capUserQuotas() error {
 	for name, v := range userQuotas {
 		p := filepath.Join(st.root, "proc/sys/user", name)
-		if _, err := os.Stat(p); err != nil {
+		err := writeFile(p, unix.O_TRUNC, 0, []byte(v))
+		if err == unix.ENOENT {
 			continue
 		}
-		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+		if err != nil {
 			return stage.Errorf(stage.Init, "cap user quota", "/proc/sys/user/"+name, err)
 		}
 	}
@@ -485,8 +503,10 @@ func (st *state) mountDev() error {
 	}
 	for _, n := range devNodes {
 		t := filepath.Join(dev, n)
-		if err := os.WriteFile(t, nil, 0o666); err != nil {
-			return err
+		// The mount point: an empty file (mknod of a regular file needs
+		// no privilege and is one call).
+		if err := unix.Mknodat(unix.AT_FDCWD, t, unix.S_IFREG|0o666, 0); err != nil {
+			return stage.Errorf(stage.Init, "create mount point", "/dev/"+n, err)
 		}
 		if err := unix.Mount("/dev/"+n, t, "", unix.MS_BIND, ""); err != nil {
 			return stage.Errorf(stage.Init, "bind", "/dev/"+n, err)
@@ -616,8 +636,8 @@ func (st *state) writeEtc() error {
 		etc = maps(etc, "resolv.conf", st.dns)
 	}
 	for name, body := range etc {
-		if err := os.WriteFile(filepath.Join(st.root, "etc", name), []byte(body), 0o644); err != nil {
-			return err
+		if err := writeFile(filepath.Join(st.root, "etc", name), unix.O_CREAT|unix.O_TRUNC, 0o644, []byte(body)); err != nil {
+			return stage.Errorf(stage.Init, "write", "/etc/"+name, err)
 		}
 	}
 	return nil
@@ -743,10 +763,11 @@ func (st *state) setHostname() error {
 }
 
 // loopbackUp brings lo up in the sandbox's own network namespace, so that
-// programs that talk to localhost work. With --network the host's is shared
-// and left alone.
-func (st *state) loopbackUp() error {
-	if st.s.Network {
+// programs that talk to localhost work. With --network (shared) the host's
+// is shared and left alone. Every thread of the init is in the namespace
+// it was cloned in, so any of them may.
+func loopbackUp(shared bool) error {
+	if shared {
 		return nil
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -796,11 +817,9 @@ func (st *state) pivotRoot() error {
 // the kernel kills whatever else may still be in the pid namespace:
 // nothing outlives the target either way.
 func (st *state) runAndReap() int {
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, relayed...)
-	// The init survives the signals it does not relay before any job
-	// code runs.
-	<-st.signalsDropped
+	// The relayed signals are caught, and the init survives the others,
+	// before any job code runs.
+	<-st.signalsSet
 	target, err := st.startTarget()
 	if err != nil {
 		// A child that failed has exited; the init's exit ends the rest.
@@ -812,7 +831,7 @@ func (st *state) runAndReap() int {
 	go func() {
 		// To the target's process group, as a terminal would: the child
 		// made the target a session and group leader.
-		for s := range sigs {
+		for s := range st.sigs {
 			if unix.Kill(-target, s.(unix.Signal)) != nil {
 				unix.Kill(target, s.(unix.Signal))
 			}

@@ -167,7 +167,7 @@ func seccompProgram(profile string, memoryByRlimit bool) (*unix.SockFprog, error
 }
 
 func lastCap() (uintptr, error) {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	b, err := readSmallFile("/proc/sys/kernel/cap_last_cap")
 	if err != nil {
 		return 0, err
 	}
