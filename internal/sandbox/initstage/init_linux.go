@@ -176,9 +176,18 @@ var relayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, 
 // every signal, and for many (SIGABRT, SIGTRAP, SIGILL, SIGSYS, SIGSTKFLT,
 // a kill(2)'d SIGSEGV, SIGALRM, SIGXCPU...) that handler ends the process.
 // A job that could kill init would turn its own failure into closet's
-// (XX) where Landlock cannot scope signals. Notify-and-drop rather than
-// signal.Ignore: an ignored disposition would be inherited by the target
-// across fork and execve, while a handled one is reset to the default.
+// (XX) where Landlock cannot scope signals.
+//
+// The asynchronous ones (ignoredSignals) are ignored: the kernel then
+// drops them. The synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+// SIGTRAP, SIGSTKFLT, SIGSYS), whose handler the runtime keeps whatever
+// os/signal is asked, are caught and dropped (Notify), as is anything
+// else. Ignoring rather than catching the others: os/signal enables each
+// caught signal in a round trip with the runtime's signal thread, and
+// ignores one with a single sigaction. An ignored disposition would be
+// inherited by the target across fork and execve, so the target's child
+// sets each of ignoredSignals back to the default first thing
+// (confineAndExec); a caught one is reset by the fork itself.
 //
 // Left alone: SIGKILL and SIGSTOP (the kernel drops them from inside the
 // namespace), SIGCHLD (init waits for children), the job-control stops
@@ -191,11 +200,16 @@ func dropSignals() {
 		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGURG:
 			continue
 		}
-		if slices.Contains(relayed, os.Signal(s)) {
+		if slices.Contains(relayed, os.Signal(s)) || slices.Contains(ignoredSignals, s) {
 			continue
 		}
 		drop = append(drop, s)
 	}
+	ignore := make([]os.Signal, len(ignoredSignals))
+	for i, s := range ignoredSignals {
+		ignore[i] = s
+	}
+	signal.Ignore(ignore...)
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, drop...)
 	go func() {
@@ -203,6 +217,10 @@ func dropSignals() {
 		}
 	}()
 }
+
+// ignoredSignals are the signals the init ignores (dropSignals) and the
+// target's child resets to the default.
+var ignoredSignals = []unix.Signal{unix.SIGABRT, unix.SIGPIPE, unix.SIGALRM, unix.SIGXCPU, unix.SIGXFSZ, unix.SIGVTALRM, unix.SIGWINCH, unix.SIGIO, unix.SIGPWR}
 
 // makePrivate stops mount events from propagating back to the host.
 func makePrivate(*state) error {
