@@ -463,18 +463,36 @@ var readOnlyProc = []string{"sys", "sysrq-trigger", "irq", "bus", "fs"}
 // addresses, the Nix daemon's included) --network already puts in reach:
 // the job can connect to the host's abstract sockets and listeners, while
 // pathname sockets stay out of its view.
+//
+// The first mask of each kind is made (an empty read-only tmpfs, /dev/null
+// bound and made read-only); every next one is a bind of that first one,
+// which has its mount options (a bind copies its source's): one call a
+// mask instead of two, and no new tmpfs per directory. The masks are all
+// read-only and empty, so sharing one tmpfs or one node shares nothing
+// writable.
 func (st *state) maskProc() error {
+	var dirMask, fileMask string // the first masks made
 	for _, name := range maskedProc {
 		p := filepath.Join(st.root, "proc", name)
-		fi, err := os.Lstat(p)
-		if err != nil {
+		var sb unix.Stat_t
+		if err := unix.Lstat(p, &sb); err != nil {
 			continue // not on this kernel
 		}
-		if fi.IsDir() {
-			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=0555")
-		} else {
+		var err error
+		switch {
+		case sb.Mode&unix.S_IFMT == unix.S_IFDIR && dirMask != "":
+			err = unix.Mount(dirMask, p, "", unix.MS_BIND, "")
+		case sb.Mode&unix.S_IFMT == unix.S_IFDIR:
+			if err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=0555"); err == nil {
+				dirMask = p
+			}
+		case fileMask != "":
+			err = unix.Mount(fileMask, p, "", unix.MS_BIND, "")
+		default:
 			if err = unix.Mount("/dev/null", p, "", unix.MS_BIND, ""); err == nil {
-				err = readOnly(p, false)
+				if err = readOnly(p, false); err == nil {
+					fileMask = p
+				}
 			}
 		}
 		if err != nil {
@@ -483,7 +501,8 @@ func (st *state) maskProc() error {
 	}
 	for _, name := range readOnlyProc {
 		p := filepath.Join(st.root, "proc", name)
-		if _, err := os.Lstat(p); err != nil || slices.Contains(maskedProc, name) {
+		var sb unix.Stat_t
+		if err := unix.Lstat(p, &sb); err != nil || slices.Contains(maskedProc, name) {
 			continue // not on this kernel, or already under a read-only mask
 		}
 		err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, "")
@@ -624,12 +643,16 @@ func (st *state) mountScratch() error {
 		if err := os.MkdirAll(t, 0o755); err != nil {
 			return err
 		}
+		// The bind has the tmpfs's nosuid and nodev (a bind copies its
+		// source's mount options); only what a directory adds is set.
 		if err := unix.Mount(src, t, "", unix.MS_BIND, ""); err != nil {
 			return stage.Errorf(stage.Init, "bind scratch", target, err)
 		}
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | d.flags}
-		if err := unix.MountSetattr(unix.AT_FDCWD, t, 0, &attr); err != nil {
-			return stage.Errorf(stage.Init, "set flags on scratch", target, err)
+		if d.flags != 0 {
+			attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | d.flags}
+			if err := unix.MountSetattr(unix.AT_FDCWD, t, 0, &attr); err != nil {
+				return stage.Errorf(stage.Init, "set flags on scratch", target, err)
+			}
 		}
 	}
 	if err := unix.Unmount(stg, unix.MNT_DETACH); err != nil {
