@@ -71,9 +71,10 @@ type userTree struct {
 // Run is the init stage's main. It never returns.
 func Run() {
 	st := &state{status: os.NewFile(stage.StatusFD, "status"), sigs: make(chan os.Signal, 8), signalsSet: make(chan struct{})}
-	// First, and off the steps' path: os/signal enables each signal in a
-	// round trip with the runtime's signal thread, some thirty here.
-	// runAndReap waits for it before the target can start.
+	// First, and off the steps' path: os/signal enables each relayed
+	// signal in a round trip with the runtime's signal thread, which it
+	// starts first (the six took 0.8 ms on a loaded 2-core VM).
+	// runAndReap waits for them before the target can start.
 	go st.catchSignals()
 	var sb unix.Stat_t
 	if unix.Fstat(stage.ControlFD, &sb) != nil || sb.Mode&unix.S_IFMT != unix.S_IFSOCK {
@@ -187,7 +188,8 @@ var relayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, 
 // ignores one with a single sigaction. An ignored disposition would be
 // inherited by the target across fork and execve, so the target's child
 // sets each of ignoredSignals back to the default first thing
-// (confineAndExec); a caught one is reset by the fork itself.
+// (confineAndExec); a caught one the runtime's fork hook resets
+// (runtimeAfterForkInChild).
 //
 // Left alone: SIGKILL and SIGSTOP (the kernel drops them from inside the
 // namespace), SIGCHLD (init waits for children), the job-control stops
