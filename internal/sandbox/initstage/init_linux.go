@@ -906,7 +906,7 @@ func (st *state) runAndReap() int {
 		break
 	}
 	res.Alone = st.endJob()
-	stage.WriteJSON(os.NewFile(stage.ResultFD, "result"), res)
+	os.NewFile(stage.ResultFD, "result").Write(stage.AppendResult(nil, res))
 	return 0
 }
 
