@@ -80,7 +80,7 @@ func TestTargetIsConfined(t *testing.T) {
 		return
 	}
 	bb := fixture.Path(t, "busybox")
-	s := confineSpec(bb, `cat /proc/self/status; echo "--limits"; cat /proc/self/limits; echo "--init"; cat /proc/1/status; echo "--cwd"; pwd`)
+	s := confineSpec(bb, `cat /proc/self/status; echo "--limits"; cat /proc/self/limits; echo "--init"; cat /proc/1/status; echo "--initlimits"; cat /proc/1/limits; echo "--cwd"; pwd`)
 	s.Cwd = "/tmp"
 	s.Limits.Rlimits = map[string]uint64{"NOFILE": 77, "FSIZE": 1 << 20, "CORE": 0, "AS": 4 << 30, "STACK": 4 << 20}
 	stdout, stderr, out, err := runSpec(t, s)
@@ -99,6 +99,9 @@ func TestTargetIsConfined(t *testing.T) {
 		"CapAmb":     "0000000000000000",
 		"Uid":        "1000 1000 1000 1000",
 		"Gid":        "100 100 100 100",
+		// The init ignores some signals to survive them; the child sets
+		// them back to the default before anything of the job runs.
+		"SigIgn": "0000000000000000",
 	} {
 		if got := statusField(self, key); got != want {
 			t.Errorf("target's %s: %q, want %q", key, got, want)
@@ -135,6 +138,11 @@ func TestTargetIsConfined(t *testing.T) {
 	}
 	if got := statusField(init, "CapEff"); got == "0000000000000000" || got == "" {
 		t.Errorf("the init's CapEff: %q, want its capabilities", got)
+	}
+	// The child shares the init's memory until its execve (amd64), not
+	// its process: the rlimits it set are its own.
+	if got := limitLine(sec["initlimits"], "Max open files"); got == "77 77" || got == "" {
+		t.Errorf("the init's open files limit: %q, want its own, not the target's\n%s", got, sec["initlimits"])
 	}
 }
 

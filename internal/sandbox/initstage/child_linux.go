@@ -33,6 +33,7 @@ func runtimeAfterForkInChild()
 // error pipe as its step, errno and an index into the step's array.
 const (
 	stepJoinPids uint32 = iota
+	stepSignals
 	stepConsole
 	stepSession
 	stepUID
@@ -99,23 +100,36 @@ type launch struct {
 	// child writes joinSelf ("0": the writer) to it.
 	pidsFD   int
 	joinSelf [1]byte
+	// defaultSigs are the signals the init ignores, which the child sets
+	// back to the default with sigDfl (a zeroed struct sigaction: SIG_DFL,
+	// no flags, no mask).
+	defaultSigs []uintptr
+	sigDfl      [4]uint64
 }
 
-// forkTarget forks the child that becomes the target and returns its pid;
-// an error is the clone's own. The child's failures come on l.errPipe.
+// forkTarget clones the child that becomes the target and returns its
+// pid; an error is the clone's own. The child's failures come on
+// l.errPipe.
+//
+// On amd64 the child shares the init's memory and this goroutine's stack
+// until its execve (CLONE_VM|CLONE_VFORK, as Go's own forkAndExecInChild
+// does), while this thread waits: the child returns from rawClone into
+// this frame and never returns from it (confineAndExec ends in execve or
+// exit), and rawClone keeps its own return address off the stack (see
+// clone_linux_amd64.s). Elsewhere it is a plain fork (clone_linux_other.go).
+// Either way the child has its own fd table, fs (cwd, root), signal
+// handlers, credentials, rlimits and session: it is its own process, not a
+// thread of the init, so nothing it sets reaches the init.
 //
 //go:noinline
 //go:norace
 //go:nocheckptr
 func forkTarget(l *launch) (pid int, err syscall.Errno) {
 	runtimeBeforeFork()
-	// A plain fork (no CLONE_VM): the child gets a copy of this stack, so
-	// this frame and the next may be used by both (see target_linux.go
-	// for why not vfork).
-	r, _, errno := syscall.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
-	if errno != 0 || r != 0 {
+	r, e := rawClone(cloneFlags)
+	if e != 0 || r != 0 {
 		runtimeAfterFork()
-		return int(r), errno
+		return int(r), syscall.Errno(e)
 	}
 	runtimeAfterForkInChild()
 	confineAndExec(l)
@@ -130,6 +144,9 @@ func forkTarget(l *launch) (pid int, err syscall.Errno) {
 // It must not allocate, grow its stack, or call anything but raw system
 // calls: the other threads of the runtime are not in the child, and the
 // runtime's locks may be held by them forever (hence nosplit, norace).
+// Where it shares the init's memory (cloneFlags) it writes only its own
+// stack and what the init left for it alone (l.cwdBuf): the init's other
+// threads run meanwhile.
 //
 //go:nosplit
 //go:norace
@@ -151,6 +168,16 @@ func confineAndExec(l *launch) {
 			goto fail
 		}
 	}
+	// The signals the init ignores (dropSignals) start at their default,
+	// as an ignored disposition would outlive execve.
+	f.step = stepSignals
+	for i = 0; i < len(l.defaultSigs); i++ {
+		f.index = uint32(l.defaultSigs[i])
+		if _, _, errno = syscall.RawSyscall6(unix.SYS_RT_SIGACTION, l.defaultSigs[i], uintptr(unsafe.Pointer(&l.sigDfl)), 0, 8, 0, 0); errno != 0 {
+			goto fail
+		}
+	}
+	f.index = 0
 	// The console: the pty slave becomes stdin, stdout and stderr.
 	if l.tty >= 0 {
 		f.step = stepConsole

@@ -47,15 +47,19 @@ type state struct {
 	target *launch // what the target's child needs, prepared after pivot_root
 	// seccomp delivers the compiled filter, once.
 	seccomp chan compiledFilter
+	// lo delivers the outcome of bringing lo up, once.
+	lo chan error
 
 	// The live view: the control socket, the view and the stager thread
 	// that clones later paths from the store.
 	ctl    *os.File
 	view   *mountview.View
 	stager *mountview.Stager
-	// signalsDropped is closed once init survives the signals it does not
-	// relay.
-	signalsDropped chan struct{}
+	// sigs receives the signals the init relays to the target;
+	// signalsSet is closed once they are caught and the init survives
+	// the ones it does not relay (catchSignals).
+	sigs       chan os.Signal
+	signalsSet chan struct{}
 }
 
 type userTree struct {
@@ -66,7 +70,12 @@ type userTree struct {
 
 // Run is the init stage's main. It never returns.
 func Run() {
-	st := &state{status: os.NewFile(stage.StatusFD, "status")}
+	st := &state{status: os.NewFile(stage.StatusFD, "status"), sigs: make(chan os.Signal, 8), signalsSet: make(chan struct{})}
+	// First, and off the steps' path: os/signal enables each relayed
+	// signal in a round trip with the runtime's signal thread, which it
+	// starts first (the six took 0.8 ms on a loaded 2-core VM).
+	// runAndReap waits for them before the target can start.
+	go st.catchSignals()
 	var sb unix.Stat_t
 	if unix.Fstat(stage.ControlFD, &sb) != nil || sb.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		stage.Fail(&stage.Error{Stage: stage.Init, Op: "open control channel", Msg: fmt.Sprintf("fd %d is not a socket", stage.ControlFD), Hint: "mixed closet binaries?"})
@@ -79,10 +88,13 @@ func Run() {
 		stage.Fail(stage.Errorf(stage.Init, "read spec", "", err))
 	}
 	st.s, st.rootFD = s, -1
-	// The seccomp program depends on the spec alone: compiled on another
-	// thread while the root is built (prepareTarget takes it).
+	// Bringing lo up and the seccomp program depend on the spec alone:
+	// done on another thread while the root is built (the step "bring up
+	// lo" and prepareTarget take them).
 	st.seccomp = make(chan compiledFilter, 1)
+	st.lo = make(chan error, 1)
 	go func() {
+		st.lo <- loopbackUp(s.Network)
 		prog, err := seccompProgram(s.Seccomp, s.Limits.Rlimits["AS"] > 0)
 		st.seccomp <- compiledFilter{prog, err}
 	}()
@@ -114,7 +126,7 @@ func Run() {
 		{"write etc", (*state).writeEtc},
 		{"attach user binds", (*state).attachUserBinds},
 		{"set hostname", (*state).setHostname},
-		{"bring up lo", (*state).loopbackUp},
+		{"bring up lo", func(st *state) error { return <-st.lo }},
 		{"wait for stager", (*state).waitStager},
 		{"pivot root", (*state).pivotRoot},
 		// In the sandbox's root: the Landlock rules bind to its inodes.
@@ -134,19 +146,25 @@ func Run() {
 // The result pipe and the control socket are marked close-on-exec so that
 // only init holds them.
 //
-// The signal handlers (dropSignals) are installed off the critical path,
-// and waited for before the target can start.
+// The signal handlers (catchSignals) are installed off the critical path
+// from the start of Run, and waited for before the target can start.
 func protect(st *state) error {
 	unix.CloseOnExec(stage.ResultFD)
 	unix.CloseOnExec(stage.ControlFD)
 	unix.CloseOnExec(stage.ViewFD) // EBADF without a cached view: nothing to do
 	unix.CloseOnExec(stage.PidsFD) // EBADF without a pids cgroup: likewise
-	st.signalsDropped = make(chan struct{})
-	go func() {
-		dropSignals()
-		close(st.signalsDropped)
-	}()
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+}
+
+// catchSignals catches the relayed signals on st.sigs, which runAndReap
+// relays to the target once it runs (one sent earlier waits there, as the
+// parent's own relay holds signals until the target runs), and makes the
+// init survive the others (dropSignals). It closes st.signalsSet when
+// done.
+func (st *state) catchSignals() {
+	signal.Notify(st.sigs, relayed...)
+	dropSignals()
+	close(st.signalsSet)
 }
 
 // relayed are the signals init passes on to the target (runAndReap); they
@@ -159,9 +177,19 @@ var relayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, 
 // every signal, and for many (SIGABRT, SIGTRAP, SIGILL, SIGSYS, SIGSTKFLT,
 // a kill(2)'d SIGSEGV, SIGALRM, SIGXCPU...) that handler ends the process.
 // A job that could kill init would turn its own failure into closet's
-// (XX) where Landlock cannot scope signals. Notify-and-drop rather than
-// signal.Ignore: an ignored disposition would be inherited by the target
-// across fork and execve, while a handled one is reset to the default.
+// (XX) where Landlock cannot scope signals.
+//
+// The asynchronous ones (ignoredSignals) are ignored: the kernel then
+// drops them. The synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+// SIGTRAP, SIGSTKFLT, SIGSYS), whose handler the runtime keeps whatever
+// os/signal is asked, are caught and dropped (Notify), as is anything
+// else. Ignoring rather than catching the others: os/signal enables each
+// caught signal in a round trip with the runtime's signal thread, and
+// ignores one with a single sigaction. An ignored disposition would be
+// inherited by the target across fork and execve, so the target's child
+// sets each of ignoredSignals back to the default first thing
+// (confineAndExec); a caught one the runtime's fork hook resets
+// (runtimeAfterForkInChild).
 //
 // Left alone: SIGKILL and SIGSTOP (the kernel drops them from inside the
 // namespace), SIGCHLD (init waits for children), the job-control stops
@@ -174,11 +202,16 @@ func dropSignals() {
 		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGURG:
 			continue
 		}
-		if slices.Contains(relayed, os.Signal(s)) {
+		if slices.Contains(relayed, os.Signal(s)) || slices.Contains(ignoredSignals, s) {
 			continue
 		}
 		drop = append(drop, s)
 	}
+	ignore := make([]os.Signal, len(ignoredSignals))
+	for i, s := range ignoredSignals {
+		ignore[i] = s
+	}
+	signal.Ignore(ignore...)
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, drop...)
 	go func() {
@@ -186,6 +219,10 @@ func dropSignals() {
 		}
 	}()
 }
+
+// ignoredSignals are the signals the init ignores (dropSignals) and the
+// target's child resets to the default.
+var ignoredSignals = []unix.Signal{unix.SIGABRT, unix.SIGPIPE, unix.SIGALRM, unix.SIGXCPU, unix.SIGXFSZ, unix.SIGVTALRM, unix.SIGWINCH, unix.SIGIO, unix.SIGPWR}
 
 // makePrivate stops mount events from propagating back to the host.
 func makePrivate(*state) error {
@@ -389,10 +426,11 @@ var userQuotas = map[string]string{
 func (st *state) capUserQuotas() error {
 	for name, v := range userQuotas {
 		p := filepath.Join(st.root, "proc/sys/user", name)
-		if _, err := os.Stat(p); err != nil {
+		err := writeFile(p, unix.O_TRUNC, 0, []byte(v))
+		if err == unix.ENOENT {
 			continue
 		}
-		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+		if err != nil {
 			return stage.Errorf(stage.Init, "cap user quota", "/proc/sys/user/"+name, err)
 		}
 	}
@@ -427,18 +465,36 @@ var readOnlyProc = []string{"sys", "sysrq-trigger", "irq", "bus", "fs"}
 // addresses, the Nix daemon's included) --network already puts in reach:
 // the job can connect to the host's abstract sockets and listeners, while
 // pathname sockets stay out of its view.
+//
+// The first mask of each kind is made (an empty read-only tmpfs, /dev/null
+// bound and made read-only); every next one is a bind of that first one,
+// which has its mount options (a bind copies its source's): one call a
+// mask instead of two, and no new tmpfs per directory. The masks are all
+// read-only and empty, so sharing one tmpfs or one node shares nothing
+// writable.
 func (st *state) maskProc() error {
+	var dirMask, fileMask string // the first masks made
 	for _, name := range maskedProc {
 		p := filepath.Join(st.root, "proc", name)
-		fi, err := os.Lstat(p)
-		if err != nil {
+		var sb unix.Stat_t
+		if err := unix.Lstat(p, &sb); err != nil {
 			continue // not on this kernel
 		}
-		if fi.IsDir() {
-			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=0555")
-		} else {
+		var err error
+		switch {
+		case sb.Mode&unix.S_IFMT == unix.S_IFDIR && dirMask != "":
+			err = unix.Mount(dirMask, p, "", unix.MS_BIND, "")
+		case sb.Mode&unix.S_IFMT == unix.S_IFDIR:
+			if err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=0555"); err == nil {
+				dirMask = p
+			}
+		case fileMask != "":
+			err = unix.Mount(fileMask, p, "", unix.MS_BIND, "")
+		default:
 			if err = unix.Mount("/dev/null", p, "", unix.MS_BIND, ""); err == nil {
-				err = readOnly(p, false)
+				if err = readOnly(p, false); err == nil {
+					fileMask = p
+				}
 			}
 		}
 		if err != nil {
@@ -447,7 +503,8 @@ func (st *state) maskProc() error {
 	}
 	for _, name := range readOnlyProc {
 		p := filepath.Join(st.root, "proc", name)
-		if _, err := os.Lstat(p); err != nil || slices.Contains(maskedProc, name) {
+		var sb unix.Stat_t
+		if err := unix.Lstat(p, &sb); err != nil || slices.Contains(maskedProc, name) {
 			continue // not on this kernel, or already under a read-only mask
 		}
 		err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, "")
@@ -485,8 +542,10 @@ func (st *state) mountDev() error {
 	}
 	for _, n := range devNodes {
 		t := filepath.Join(dev, n)
-		if err := os.WriteFile(t, nil, 0o666); err != nil {
-			return err
+		// The mount point: an empty file (mknod of a regular file needs
+		// no privilege and is one call).
+		if err := unix.Mknodat(unix.AT_FDCWD, t, unix.S_IFREG|0o666, 0); err != nil {
+			return stage.Errorf(stage.Init, "create mount point", "/dev/"+n, err)
 		}
 		if err := unix.Mount("/dev/"+n, t, "", unix.MS_BIND, ""); err != nil {
 			return stage.Errorf(stage.Init, "bind", "/dev/"+n, err)
@@ -586,12 +645,16 @@ func (st *state) mountScratch() error {
 		if err := os.MkdirAll(t, 0o755); err != nil {
 			return err
 		}
+		// The bind has the tmpfs's nosuid and nodev (a bind copies its
+		// source's mount options); only what a directory adds is set.
 		if err := unix.Mount(src, t, "", unix.MS_BIND, ""); err != nil {
 			return stage.Errorf(stage.Init, "bind scratch", target, err)
 		}
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | d.flags}
-		if err := unix.MountSetattr(unix.AT_FDCWD, t, 0, &attr); err != nil {
-			return stage.Errorf(stage.Init, "set flags on scratch", target, err)
+		if d.flags != 0 {
+			attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | d.flags}
+			if err := unix.MountSetattr(unix.AT_FDCWD, t, 0, &attr); err != nil {
+				return stage.Errorf(stage.Init, "set flags on scratch", target, err)
+			}
 		}
 	}
 	if err := unix.Unmount(stg, unix.MNT_DETACH); err != nil {
@@ -616,8 +679,8 @@ func (st *state) writeEtc() error {
 		etc = maps(etc, "resolv.conf", st.dns)
 	}
 	for name, body := range etc {
-		if err := os.WriteFile(filepath.Join(st.root, "etc", name), []byte(body), 0o644); err != nil {
-			return err
+		if err := writeFile(filepath.Join(st.root, "etc", name), unix.O_CREAT|unix.O_TRUNC, 0o644, []byte(body)); err != nil {
+			return stage.Errorf(stage.Init, "write", "/etc/"+name, err)
 		}
 	}
 	return nil
@@ -743,10 +806,11 @@ func (st *state) setHostname() error {
 }
 
 // loopbackUp brings lo up in the sandbox's own network namespace, so that
-// programs that talk to localhost work. With --network the host's is shared
-// and left alone.
-func (st *state) loopbackUp() error {
-	if st.s.Network {
+// programs that talk to localhost work. With --network (shared) the host's
+// is shared and left alone. Every thread of the init is in the namespace
+// it was cloned in, so any of them may.
+func loopbackUp(shared bool) error {
+	if shared {
 		return nil
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -796,11 +860,9 @@ func (st *state) pivotRoot() error {
 // the kernel kills whatever else may still be in the pid namespace:
 // nothing outlives the target either way.
 func (st *state) runAndReap() int {
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, relayed...)
-	// The init survives the signals it does not relay before any job
-	// code runs.
-	<-st.signalsDropped
+	// The relayed signals are caught, and the init survives the others,
+	// before any job code runs.
+	<-st.signalsSet
 	target, err := st.startTarget()
 	if err != nil {
 		// A child that failed has exited; the init's exit ends the rest.
@@ -812,7 +874,7 @@ func (st *state) runAndReap() int {
 	go func() {
 		// To the target's process group, as a terminal would: the child
 		// made the target a session and group leader.
-		for s := range sigs {
+		for s := range st.sigs {
 			if unix.Kill(-target, s.(unix.Signal)) != nil {
 				unix.Kill(target, s.(unix.Signal))
 			}
@@ -844,7 +906,7 @@ func (st *state) runAndReap() int {
 		break
 	}
 	res.Alone = st.endJob()
-	stage.WriteJSON(os.NewFile(stage.ResultFD, "result"), res)
+	os.NewFile(stage.ResultFD, "result").Write(stage.AppendResult(nil, res))
 	return 0
 }
 

@@ -3,6 +3,7 @@ package initstage_test
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,5 +121,124 @@ print("HELD", n, "MiB")`
 	}
 	if !strings.Contains(r.Stderr, "Operation not permitted") && r.Code != 123 && r.Code < 128 {
 		t.Errorf("want memfd_create refused (EPERM) or the memory limit's verdict, got exit %d: %s", r.Code, r.Stderr)
+	}
+}
+
+// rootLayout prints what the steps built: every mount with its options,
+// the modes of the scratch directories, /dev and /etc, and which scratch
+// directories the job can write.
+const rootLayout = `cat /proc/self/mountinfo
+echo "--modes"; for d in /tmp /dev/shm "$HOME"; do echo "$d $(stat -c %a "$d")"; done
+echo "--dev"; ls -A /dev | sort | tr '\n' ' '; echo
+echo "--etc"; ls -A /etc | sort | tr '\n' ' '; echo
+echo "--write"; for d in /tmp /dev/shm "$HOME"; do if echo x > "$d/.w"; then echo "wrote $d"; fi; done
+echo "--home"; echo "$HOME"`
+
+// mountOptions maps each mount point in a mountinfo text to its
+// per-mount options.
+func mountOptions(mountinfo string) map[string][]string {
+	m := map[string][]string{}
+	for l := range strings.Lines(mountinfo) {
+		f := strings.Fields(l)
+		if len(f) > 6 && strings.HasPrefix(f[4], "/") {
+			m[f[4]] = strings.Split(f[5], ",")
+		}
+	}
+	return m
+}
+
+// TestRootLayout: every mount the init makes has the flags it always had
+// (the root read-only, /proc and the scratch directories nosuid and
+// nodev, /dev and /dev/shm noexec, the /proc masks read-only, the view
+// read-only), /dev, /etc and the scratch directories hold what they
+// should with the modes they should, and the job can write its scratch
+// directories. It guards the steps against a faster build that loses a
+// flag.
+func TestRootLayout(t *testing.T) {
+	bb := fixture.Path(t, "busybox")
+	r := testutil.Closet(t, "", "run", "--cwd", "none", "--landlock", "off", bb, "--", "sh", "-c", rootLayout)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	mountinfo, rest, _ := strings.Cut(r.Stdout, "--modes\n")
+	sec := map[string]string{}
+	name := "modes"
+	for l := range strings.Lines(rest) {
+		if n, ok := strings.CutPrefix(strings.TrimSpace(l), "--"); ok {
+			name = n
+			continue
+		}
+		sec[name] += l
+	}
+	home := strings.TrimSpace(sec["home"])
+	if home == "" || home == "/" {
+		t.Fatalf("no $HOME in the job: %q", home)
+	}
+	opts := mountOptions(mountinfo)
+	want := map[string][]string{
+		"/":          {"ro", "nosuid", "nodev"},
+		"/nix/store": {"ro", "nosuid", "nodev"},
+		"/dev":       {"nosuid", "noexec"},
+		"/dev/pts":   {"nosuid", "noexec"},
+		"/dev/shm":   {"rw", "nosuid", "nodev", "noexec"},
+		"/tmp":       {"rw", "nosuid", "nodev"},
+		home:         {"rw", "nosuid", "nodev"},
+		"/proc":      {"nosuid", "nodev", "noexec"},
+		"/proc/sys":  {"ro", "nosuid", "noexec"},
+	}
+	for _, n := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		want["/dev/"+n] = nil // a bind of the host's node
+	}
+	for p, w := range want {
+		got, ok := opts[p]
+		if !ok {
+			t.Errorf("no mount on %s", p)
+			continue
+		}
+		for _, o := range w {
+			if !slices.Contains(got, o) {
+				t.Errorf("%s is mounted %v, without %s", p, got, o)
+			}
+		}
+	}
+	// The masks of /proc, where this kernel has the paths.
+	for _, p := range []string{"/proc/keys", "/proc/key-users", "/proc/kcore", "/proc/timer_list", "/proc/sysrq-trigger", "/proc/cmdline", "/proc/fs"} {
+		if got, ok := opts[p]; ok {
+			for _, o := range []string{"ro", "nosuid", "noexec"} {
+				if !slices.Contains(got, o) {
+					t.Errorf("mask %s is mounted %v, without %s", p, got, o)
+				}
+			}
+		}
+	}
+	for _, p := range []string{"/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/bus", "/proc/irq", "/proc/driver"} {
+		if got, ok := opts[p]; ok {
+			for _, o := range []string{"ro", "nosuid", "nodev", "noexec"} {
+				if !slices.Contains(got, o) {
+					t.Errorf("mask %s is mounted %v, without %s", p, got, o)
+				}
+			}
+		}
+	}
+	if _, ok := opts["/proc/cmdline"]; !ok {
+		t.Errorf("/proc/cmdline is not masked:\n%s", mountinfo)
+	}
+	for _, l := range []string{"/tmp 1777", "/dev/shm 1777", home + " 700"} {
+		if !strings.Contains(sec["modes"], l+"\n") {
+			t.Errorf("want %q among the modes:\n%s", l, sec["modes"])
+		}
+	}
+	if got, want := strings.TrimSpace(sec["dev"]), "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"; got != want {
+		t.Errorf("/dev holds %q, want %q", got, want)
+	}
+	for _, f := range []string{"group", "hosts", "nsswitch.conf", "passwd"} {
+		if !strings.Contains(" "+sec["etc"], " "+f+" ") {
+			t.Errorf("/etc lacks %s: %q", f, sec["etc"])
+		}
+	}
+	for _, d := range []string{"/tmp", "/dev/shm", home} {
+		if !strings.Contains(sec["write"], "wrote "+d+"\n") {
+			t.Errorf("the job cannot write %s: %q %s", d, sec["write"], r.Stderr)
+		}
 	}
 }
