@@ -392,6 +392,24 @@ func TestLimitsCgroupV1(t *testing.T) {
 			t.Errorf("ML meta %v", m)
 		}
 	})
+	t.Run("the job's cgroups read as its root", func(t *testing.T) {
+		// Placed in cgroups beneath closet's after its clone, the job
+		// would read their host names (closet's pid, the job's number) in
+		// /proc/self/cgroup; its own cgroup namespace shows "/".
+		r, rp := run(append([]string{"--memory", "64M", "--pids", "50"}, sh("busybox cat /proc/self/cgroup")...)...)
+		if r.Code != 0 || rp.Limits["memory"].Mechanism != "cgroup-v1" {
+			t.Fatalf("exit %d stderr %q limits %+v", r.Code, r.Stderr, rp.Limits)
+		}
+		lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+		if len(lines) < 2 {
+			t.Fatalf("/proc/self/cgroup: %q", r.Stdout)
+		}
+		for _, l := range lines {
+			if !strings.HasSuffix(l, ":/") {
+				t.Errorf("/proc/self/cgroup line %q: want the job's cgroup as /", l)
+			}
+		}
+	})
 	t.Run("memory within the limit", func(t *testing.T) {
 		r, rp := run(append([]string{"--memory", "64M"}, sh(`x=$(busybox head -c 5000000 /dev/zero | busybox tr '\0' a); echo ${#x}`)...)...)
 		if r.Code != 0 || rp.Status != report.OK || r.Stdout != "5000000\n" || rp.PeakMemory == 0 {

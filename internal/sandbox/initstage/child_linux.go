@@ -33,6 +33,7 @@ func runtimeAfterForkInChild()
 // error pipe as its step, errno and an index into the step's array.
 const (
 	stepJoinPids uint32 = iota
+	stepCgroupNS
 	stepSignals
 	stepConsole
 	stepSession
@@ -167,6 +168,16 @@ func confineAndExec(l *launch) {
 		if _, _, errno = syscall.RawSyscall(unix.SYS_WRITE, uintptr(l.pidsFD), uintptr(unsafe.Pointer(&l.joinSelf[0])), 1); errno != 0 {
 			goto fail
 		}
+	}
+	// A cgroup namespace rooted where the job now is, in every hierarchy:
+	// its /proc/self/cgroup reads "/" instead of the host's names for its
+	// cgroups (closet's pid and the job's number under cgroup v1, where
+	// the init is placed after its clone, and the pids cgroup's "job"
+	// part it has just joined). Before the capabilities are dropped:
+	// it takes CAP_SYS_ADMIN over the job's user namespace.
+	f.step = stepCgroupNS
+	if _, _, errno = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); errno != 0 {
+		goto fail
 	}
 	// The signals the init ignores (dropSignals) start at their default,
 	// as an ignored disposition would outlive execve.

@@ -37,6 +37,7 @@ import (
 // stepNames name the child's steps in errors, as the user sees them.
 var stepNames = [numSteps]string{
 	stepJoinPids:    "join the job's pids cgroup",
+	stepCgroupNS:    "new cgroup namespace",
 	stepSignals:     "reset signal dispositions",
 	stepConsole:     "attach console",
 	stepSession:     "new session",
