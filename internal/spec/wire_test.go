@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // A field added to Spec changes its layout: wireFingerprint, and the
@@ -74,7 +76,7 @@ func TestWireMatchesReflective(t *testing.T) {
 			t.Errorf("%s: AppendWire\n%q\nthe reflective encoder\n%q", name, got, want.Bytes())
 			continue
 		}
-		dec, err := parseWire(got)
+		dec, err := parseWire(string(got))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -103,11 +105,11 @@ func TestWireRefusesMalformed(t *testing.T) {
 	good.Links = map[string]string{"/bin/sh": "/nix/store/x-sh/bin/sh", "/usr/bin/env": "/nix/store/x/bin/env"}
 	b := good.AppendWire(nil)
 	for i := range len(b) {
-		if _, err := parseWire(b[:i]); err == nil {
+		if _, err := parseWire(string(b[:i])); err == nil {
 			t.Errorf("the first %d of %d bytes decoded", i, len(b))
 		}
 	}
-	if _, err := parseWire(append(b[:len(b):len(b)], 0)); err == nil || !strings.Contains(err.Error(), "after the spec") {
+	if _, err := parseWire(string(b) + "\x00"); err == nil || !strings.Contains(err.Error(), "after the spec") {
 		t.Errorf("a trailing byte: %v", err)
 	}
 	// Field by field from the front: magic, fingerprint, Version, Path, Args.
@@ -147,9 +149,16 @@ func TestWireRefusesMalformed(t *testing.T) {
 		want string
 	}{"key twice", dup, "out of order"})
 	for _, tt := range tests {
-		if _, err := parseWire(tt.b); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := parseWire(string(tt.b)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
+	}
+	// Read a byte at a time, or cut short by an error, as a pipe may.
+	if got, err := DecodeWire(iotest.OneByteReader(bytes.NewReader(b))); err != nil || !reflect.DeepEqual(got, good) {
+		t.Errorf("read a byte at a time: %v", err)
+	}
+	if _, err := DecodeWire(io.MultiReader(bytes.NewReader(b[:len(b)/2]), iotest.ErrReader(io.ErrUnexpectedEOF))); err == nil {
+		t.Error("a read error decoded")
 	}
 	// DecodeWire refuses what Validate refuses.
 	v := valid()
@@ -169,7 +178,7 @@ func FuzzWireDifferential(f *testing.F) {
 	f.Add(filled().AppendWire(nil))
 	f.Add((&Spec{}).AppendWire(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := parseWire(b)
+		s, err := parseWire(string(b))
 		if err != nil {
 			return
 		}
