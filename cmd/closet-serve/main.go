@@ -5,9 +5,10 @@
 // Prometheus: `closet serve ARGS...` executes closet-serve ARGS... found
 // beside closet (then on PATH), and closet-serve ARGS... is the same thing.
 //
-// It runs jobs in its own process through internal/job, starting the
-// sandbox's stages from closet-stage beside it (or, without one, from
-// itself: main dispatches to a stage first, as closet does).
+// It runs jobs in its own process through internal/job, starting each
+// job's init from closet-stage beside it (or, without one, from itself:
+// main dispatches to a stage first, as closet does), and the view cache's
+// holder from itself.
 package main
 
 import (

@@ -49,8 +49,8 @@ on Postgres with --database, where several machines may run
 A guide from nothing to a graded burst: docs/grading.md.
 
 The service is the closet-serve binary ('closet serve ARGS' runs
-closet-serve ARGS, found beside closet or on PATH); it starts the sandbox's
-stages from closet-stage beside it.`,
+closet-serve ARGS, found beside closet or on PATH); it starts each job's
+init from closet-stage beside it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd.Context()) },
 	}
@@ -92,7 +92,8 @@ func (f *serveFlags) run(ctx context.Context) error {
 			Closures: closure.NewCache(256)}
 		// Warm starts: built store views kept by closure hash (jobs that
 		// run as the server's own uid; the rest build their view).
-		views, err := viewcache.New(viewcache.Options{Exe: jr.StageBinary})
+		// The holder runs from this binary: closet-stage is the init alone.
+		views, err := viewcache.New(viewcache.Options{})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "closet serve: no cached views, every job builds its own: %v\n", err)
 		} else {

@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"unsafe"
 
-	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,26 +14,46 @@ import (
 // caller, and the policy relies on it anyway.
 var ErrNoNewPrivs = errors.New("seccomp: no_new_privs is not set on this thread (set PR_SET_NO_NEW_PRIVS first)")
 
-// Program compiles the policy for opts into the filter Install loads, for this
-// binary's architecture (x86_64 or aarch64); on any other Program fails rather
-// than return a filter that would kill every call.
+// Program returns the filter Install loads for opts, for this binary's
+// architecture (x86_64 or aarch64); on any other Program fails rather than
+// return a filter that would kill every call.
+//
+// The policy is compiled when closet is built, not when a job starts:
+// compiling took 0.35 ms of CPU in every init, on a core the init's own
+// steps and the parent need then. programs_linux_*.go hold the assembled
+// filters, and TestProgramsCurrent fails, saying how to regenerate them,
+// unless they are exactly what the compiler makes of today's policy.
 func Program(opts Options) ([]unix.SockFilter, error) {
 	if err := Supported(); err != nil {
 		return nil, err
 	}
-	insns, err := compileFor(archFor(runtime.GOARCH), opts)
-	if err != nil {
-		return nil, err
+	return unpack(programs[programIndex(opts)]), nil
+}
+
+// programIndex is opts' place in programs.
+func programIndex(opts Options) int {
+	i := 0
+	if opts.MemoryByRlimit {
+		i |= 1
 	}
-	raw, err := bpf.Assemble(insns)
-	if err != nil {
-		return nil, fmt.Errorf("seccomp: assemble: %w", err)
+	if opts.Grading {
+		i |= 2
 	}
-	prog := make([]unix.SockFilter, len(raw))
-	for i, r := range raw {
-		prog[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	return i
+}
+
+// pack and unpack turn an instruction into a uint64 and back: the code in
+// the top 16 bits, then jt, jf and k.
+func pack(f unix.SockFilter) uint64 {
+	return uint64(f.Code)<<48 | uint64(f.Jt)<<40 | uint64(f.Jf)<<32 | uint64(f.K)
+}
+
+func unpack(p []uint64) []unix.SockFilter {
+	prog := make([]unix.SockFilter, len(p))
+	for i, x := range p {
+		prog[i] = unix.SockFilter{Code: uint16(x >> 48), Jt: uint8(x >> 40), Jf: uint8(x >> 32), K: uint32(x)}
 	}
-	return prog, nil
+	return prog
 }
 
 // Supported is nil where the policy can be compiled for this binary's

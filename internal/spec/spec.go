@@ -212,24 +212,6 @@ func (s *Spec) Encode(w io.Writer) error {
 	return json.NewEncoder(w).Encode(s)
 }
 
-// EncodeWire writes s in the form the init reads (wire.go): paths, argv
-// and environment cross as the bytes they are.
-func (s *Spec) EncodeWire(w io.Writer) error {
-	return EncodeBinary(w, s)
-}
-
-// DecodeWire reads and validates a spec EncodeWire wrote.
-func DecodeWire(r io.Reader) (*Spec, error) {
-	var s Spec
-	if err := DecodeBinary(r, &s); err != nil {
-		return nil, fmt.Errorf("decode spec: %w", err)
-	}
-	if err := s.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid spec: %w", err)
-	}
-	return &s, nil
-}
-
 // Decode reads and validates a spec.
 func Decode(r io.Reader) (*Spec, error) {
 	var s Spec

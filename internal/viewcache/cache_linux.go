@@ -38,7 +38,8 @@ type Options struct {
 	// 9.0 ms cached; 3,000 paths 47 ms built, 11 ms cached).
 	MinPaths int
 	// Exe is the static closet binary started as the holder ("": this
-	// process's own, which must call sandbox.RunStageIfAny first in main).
+	// process's own), one that calls sandbox.RunStageIfAny first in main:
+	// closet or closet-serve, not closet-stage, which is the init alone.
 	Exe string
 }
 

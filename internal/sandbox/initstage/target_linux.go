@@ -148,7 +148,7 @@ type compiledFilter struct {
 	err  error
 }
 
-// seccompProgram compiles the named profile (nil for "off"). An RLIMIT_AS
+// seccompProgram is the named profile's filter (nil for "off"). An RLIMIT_AS
 // among the rlimits means the parent found no memory cgroup and holds
 // --memory by RLIMIT_AS alone: the policy then also refuses what makes
 // memory outside any address space (memfd, SysV shared memory and message
