@@ -8,7 +8,11 @@
 // runtime's fork hooks.
 package rawclone
 
-import _ "unsafe" // go:linkname
+import (
+	_ "unsafe" // go:linkname
+
+	"golang.org/x/sys/unix"
+)
 
 // The runtime's fork hooks, as package syscall uses them around its own
 // fork: BeforeFork blocks every signal on this thread and keeps the
@@ -25,3 +29,23 @@ func AfterFork()
 
 //go:linkname AfterForkInChild syscall.runtime_AfterForkInChild
 func AfterForkInChild()
+
+// ReadFull reads fd until buf is full or EOF, retrying EINTR. On a
+// child's error pipe, EOF with nothing read means its execve succeeded.
+func ReadFull(fd int, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
