@@ -162,8 +162,21 @@ func startInit(cmd *exec.Cmd) (*os.Process, error) {
 	if f.step == initStepExecve {
 		step += " " + cmd.Path
 	}
-	return nil, fmt.Errorf("the init's child could not %s: %w", step, syscall.Errno(f.errno))
+	return nil, &initChildError{step: step, errno: syscall.Errno(f.errno)}
 }
+
+// initChildError is a step of the init's child that failed: the clone
+// itself worked (so cloneHint does not apply).
+type initChildError struct {
+	step  string
+	errno syscall.Errno
+}
+
+func (e *initChildError) Error() string {
+	return "the init's child could not " + e.step + ": " + e.errno.Error()
+}
+
+func (e *initChildError) Unwrap() error { return e.errno }
 
 // prepareInitClone lays out what the init's child needs from cmd. The
 // files returned are the parent's copies of /dev/null (os/exec's stand-in

@@ -349,6 +349,10 @@ func Launch(o LaunchOptions) (_ *Init, err error) {
 		}
 	}()
 	if err := <-startc; err != nil {
+		var child *initChildError
+		if errors.As(err, &child) {
+			return nil, fmt.Errorf("%w: start init: %w", ErrSetup, err)
+		}
 		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, err, cloneHint(err))
 	}
 	in.wait = sync.OnceValue(func() error { return <-waitc })
