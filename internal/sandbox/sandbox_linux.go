@@ -3,8 +3,9 @@
 // relays signals, and collects how the target ended.
 //
 // The parent is an ordinary multithreaded Go process on the host. Every
-// namespace is created by clone(2) itself (exec.Cmd's SysProcAttr), so no
-// thread ever changes namespace; the init stage is this same binary,
+// namespace is created by clone(2) itself (the init's own clone, or
+// exec.Cmd's SysProcAttr for a job with a host identity), so no thread ever
+// changes namespace; the init stage is this same binary,
 // re-executed from /proc/self/exe.
 package sandbox
 
