@@ -102,9 +102,12 @@ type initLaunch struct {
 
 // useInitClone says whether the init is cloned by startInit rather than
 // os/exec: where rawclone can share memory, and the job runs as the
-// caller (an Identity needs its maps written by the parent).
+// caller (an Identity needs its maps written by the parent) whose real
+// ids are its effective ones (a process may map only its euid and egid
+// itself; the maps name the real ones).
 func useInitClone(o LaunchOptions) bool {
-	return rawclone.VforkFlags != 0 && o.Identity == nil
+	return rawclone.VforkFlags != 0 && o.Identity == nil &&
+		os.Getuid() == os.Geteuid() && os.Getgid() == os.Getegid()
 }
 
 // startInit starts cmd (built for os/exec by Launch: path, argv, env,
