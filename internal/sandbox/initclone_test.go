@@ -360,3 +360,75 @@ func TestReadParent(t *testing.T) {
 		t.Errorf("readParent: %d, %v; want %d", got, errno, os.Getppid())
 	}
 }
+
+// cgroup2Env carries TestInitCloneIntoCgroup2 into its private mount
+// namespace: the cgroup v2 directory to clone into.
+const cgroup2Env = "CLOSET_TEST_INIT_CGROUP2"
+
+// TestInitCloneIntoCgroup2: the init's own clone with a cgroup v2 fd is a
+// clone3 with CLONE_INTO_CGROUP: the child is in that cgroup from its
+// birth. Hosts with cgroup v1 only (as this test's first host) never take
+// that path in the other tests, so as root it mounts cgroup2 in a mount
+// namespace of its own (unshare -m) and clones into a cgroup it makes
+// there and removes afterwards (the hierarchy is the host's one: only the
+// mount is private).
+func TestInitCloneIntoCgroup2(t *testing.T) {
+	dir := os.Getenv(cgroup2Env)
+	if dir == "" {
+		if os.Geteuid() != 0 || !useInitClone(LaunchOptions{}) {
+			t.Skip("needs root (to mount cgroup2 in a mount namespace of its own) and the init's own clone")
+		}
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skip("no unshare(1)")
+		}
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mnt := t.TempDir()
+		name := fmt.Sprintf("closet-test-%d", os.Getpid())
+		script := `mount -t cgroup2 none "$1" && mkdir "$1/$3" || exit 1
+"$2" -test.run='^TestInitCloneIntoCgroup2$' -test.count=1 -test.v; rc=$?
+rmdir "$1/$3" && exit $rc`
+		cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c", script, "sh", mnt, self, name)
+		cmd.Env = append(os.Environ(), cgroup2Env+"="+filepath.Join(mnt, name))
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s", out)
+		if err != nil {
+			t.Fatalf("in a mount namespace with cgroup2: %v", err)
+		}
+		if !strings.Contains(string(out), "--- PASS: TestInitCloneIntoCgroup2") {
+			t.Fatal("the test did not run in its mount namespace")
+		}
+		return
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	cmd := &exec.Cmd{Path: "/bin/cat", Args: []string{"cat"}, Env: []string{}, Stdin: r,
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 1000, HostID: os.Getuid(), Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 100, HostID: os.Getgid(), Size: 1}},
+			UseCgroupFD: true, CgroupFD: fd,
+		}}
+	p, err := startInit(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg := procOf(t, p.Pid, "cgroup")
+	w.Close()
+	p.Wait()
+	if want := "0::/" + filepath.Base(dir) + "\n"; !strings.Contains(cg, want) {
+		t.Errorf("the init's cgroups:\n%s\nwant %s", cg, want)
+	}
+}
