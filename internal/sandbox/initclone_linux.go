@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"syscall"
 	"unsafe"
@@ -138,6 +139,7 @@ func startInit(cmd *exec.Cmd) (*os.Process, error) {
 	l.nextfd = max(l.nextfd, p[1]+1)
 	pid, errno := cloneInit(l)
 	syscall.ForkLock.Unlock()
+	runtime.KeepAlive(cmd) // its files' fds are in l.fd until here
 	unix.Close(p[1])
 	defer unix.Close(p[0])
 	if errno != 0 {
