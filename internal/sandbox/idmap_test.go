@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv(helperEnv); p != "" {
 		os.Exit(runHelper(p))
 	}
+	if os.Getenv(launcherEnv) != "" {
+		os.Exit(runLauncher())
+	}
 	os.Exit(m.Run())
 }
 

@@ -3,8 +3,9 @@
 // relays signals, and collects how the target ended.
 //
 // The parent is an ordinary multithreaded Go process on the host. Every
-// namespace is created by clone(2) itself (exec.Cmd's SysProcAttr), so no
-// thread ever changes namespace; the init stage is this same binary,
+// namespace is created by clone(2) itself (the init's own clone, or
+// exec.Cmd's SysProcAttr for a job with a host identity), so no thread ever
+// changes namespace; the init stage is this same binary,
 // re-executed from /proc/self/exe.
 package sandbox
 
@@ -186,9 +187,11 @@ func Run(ctx context.Context, s *spec.Spec, o LaunchOptions, hooks Hooks) (*Outc
 // follow: Close kills and reaps an init that never got its spec, and
 // removes its cgroups.
 type Init struct {
-	o   LaunchOptions
-	jl  *jobLimits
-	cmd *exec.Cmd
+	o  LaunchOptions
+	jl *jobLimits
+	// proc is the init; state is how it ended, once wait has returned.
+	proc  *os.Process
+	state *os.ProcessState
 	// The parent's ends: the spec pipe, the status and result pipes, the
 	// console socket (TTY) and the control socket.
 	specW, statusR, resultR *os.File
@@ -315,28 +318,49 @@ func Launch(o LaunchOptions) (_ *Init, err error) {
 	}
 
 	// Pdeathsig fires when the thread that forked the init exits, not the
-	// process: start and wait on one locked thread.
+	// process: start and wait on one locked thread. A job that runs as the
+	// caller gets the init's own clone, which shares closet's memory
+	// (startInit); one with an Identity, whose maps the parent writes,
+	// gets os/exec's.
 	startc := make(chan error, 1)
 	waitc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		err := cmd.Start()
-		startc <- err
-		if err != nil {
+		if !useInitClone(o) {
+			err := cmd.Start()
+			in.proc = cmd.Process
+			startc <- err
+			if err == nil {
+				err = cmd.Wait()
+				in.state = cmd.ProcessState
+				waitc <- err
+			}
 			return
 		}
-		waitc <- cmd.Wait()
+		var err error
+		in.proc, err = startInit(cmd)
+		startc <- err
+		if err == nil {
+			in.state, err = in.proc.Wait()
+			if err == nil && !in.state.Success() {
+				err = &exec.ExitError{ProcessState: in.state}
+			}
+			waitc <- err
+		}
 	}()
 	if err := <-startc; err != nil {
+		var child *initChildError
+		if errors.As(err, &child) {
+			return nil, fmt.Errorf("%w: start init: %w", ErrSetup, err)
+		}
 		return nil, fmt.Errorf("%w: start init: %v%s", ErrSetup, err, cloneHint(err))
 	}
-	in.cmd = cmd
 	in.wait = sync.OnceValue(func() error { return <-waitc })
 	in.begin = time.Now()
 	if o.Identity != nil {
 		// Before the spec is sent: the init is still blocked reading it.
-		if err := o.Identity.writeMaps(cmd.Process.Pid, o.UID, o.GID); err != nil {
+		if err := o.Identity.writeMaps(in.proc.Pid, o.UID, o.GID); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 		}
 	}
@@ -350,13 +374,13 @@ func Launch(o LaunchOptions) (_ *Init, err error) {
 	}
 	jl.setKill(func() {
 		jl.cg.Kill()
-		cmd.Process.Kill()
+		in.proc.Kill()
 	})
 	// cgroup v1 has no CLONE_INTO_CGROUP: the init is placed now, right
 	// after clone. No job code can have run yet: the init is closet itself,
 	// blocked reading the spec, which Run sends only once the init is in
 	// place; and the init's children inherit its cgroups.
-	if err := jl.attach(cmd.Process.Pid); err != nil {
+	if err := jl.attach(in.proc.Pid); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	in.used = false
@@ -364,7 +388,7 @@ func Launch(o LaunchOptions) (_ *Init, err error) {
 }
 
 // Pid is the init's pid on the host.
-func (in *Init) Pid() int { return in.cmd.Process.Pid }
+func (in *Init) Pid() int { return in.proc.Pid }
 
 // take claims the init for Run or Close; false when one of them had it.
 func (in *Init) take() bool {
@@ -391,8 +415,8 @@ func (in *Init) Close() error {
 // killed and reaped, and everything Launch made is closed or removed.
 // Nothing of the job ran: the init was blocked reading its spec.
 func (in *Init) abort() {
-	if in.cmd != nil {
-		in.cmd.Process.Kill()
+	if in.proc != nil {
+		in.proc.Kill()
 		in.wait()
 	}
 	for _, f := range []*os.File{in.specR, in.specW, in.statusR, in.statusW, in.resultR, in.resultW, in.console, in.consoleChild, in.ctlChild} {
@@ -432,7 +456,7 @@ func (in *Init) Run(ctx context.Context, s *spec.Spec, hooks Hooks) (*Outcome, e
 		in.abort()
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	jl, cmd := in.jl, in.cmd
+	jl := in.jl
 	// Removed before Run returns, except when the init is reaped in the
 	// background (see Outcome.Gone): then once it has been.
 	removeCgroup := true
@@ -461,12 +485,12 @@ func (in *Init) Run(ctx context.Context, s *spec.Spec, hooks Hooks) (*Outcome, e
 	s = &sent
 	// kill ends a run whose target never started.
 	kill := func() {
-		cmd.Process.Kill()
+		in.proc.Kill()
 		in.wait()
 		jl.outWait()
 	}
 
-	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
+	stop := context.AfterFunc(ctx, func() { in.proc.Kill() })
 	defer stop()
 
 	if hooks.Ready != nil {
@@ -504,12 +528,12 @@ func (in *Init) Run(ctx context.Context, s *spec.Spec, hooks Hooks) (*Outcome, e
 		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
 	}
 	out := &Outcome{Started: time.Now(), Enforced: jl.enforced}
-	if err := jl.started(cmd.Process.Pid); err != nil {
+	if err := jl.started(in.proc.Pid); err != nil {
 		kill()
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	if hooks.Started != nil {
-		hooks.Started(cmd.Process.Pid)
+		hooks.Started(in.proc.Pid)
 	}
 	// One Result, then EOF once the init is gone.
 	var res stage.Result
@@ -565,12 +589,12 @@ func (in *Init) Run(ctx context.Context, s *spec.Spec, hooks Hooks) (*Outcome, e
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSetup, ctx.Err())
 		}
-		if !out.Killed || cmd.ProcessState == nil {
+		if !out.Killed || in.state == nil {
 			return nil, fmt.Errorf("%w: the sandbox's init ended without a result (%v)", ErrSetup, waitErr)
 		}
 		// A limit killed the init: its end and resource use stand in for
 		// the target's.
-		out.Result = initResult(cmd.ProcessState)
+		out.Result = initResult(in.state)
 		return out, nil
 	}
 	if resErr != nil {

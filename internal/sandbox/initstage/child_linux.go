@@ -5,29 +5,25 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/sandbox/rawclone"
 )
+
+// cloneFlags make the target's child share the init's memory, and the
+// init's calling thread wait, until the child's execve or exit: no copy of
+// the init's page tables, no copy-on-write faults in either process, and
+// nothing to tear down at the execve (see forkTarget). Where rawclone
+// cannot share memory, a plain fork: the child gets a copy.
+const cloneFlags = rawclone.VforkFlags | uintptr(unix.SIGCHLD)
 
 // The target is a child of the init forked with a raw clone, not a second
 // Go program: between the fork and execve it runs confineAndExec only,
 // which makes raw system calls on what prepareTarget laid out in memory
 // beforehand, and allocates nothing. The pattern is the one of Go's own
 // syscall.forkAndExecInChild1: the runtime's fork hooks around the clone,
-// one function with loops over prepared arrays in the child.
-
-// The runtime's fork hooks, as package syscall uses them around its own
-// fork: BeforeFork blocks every signal on this thread and keeps the
-// runtime from preempting or growing its stack; AfterForkInChild resets
-// the handlers the runtime installed to their defaults and restores the
-// signal mask, which execve then hands the target.
-
-//go:linkname runtimeBeforeFork syscall.runtime_BeforeFork
-func runtimeBeforeFork()
-
-//go:linkname runtimeAfterFork syscall.runtime_AfterFork
-func runtimeAfterFork()
-
-//go:linkname runtimeAfterForkInChild syscall.runtime_AfterForkInChild
-func runtimeAfterForkInChild()
+// one function with loops over prepared arrays in the child; the clone
+// and the fork hooks are package rawclone's, shared with the init's own
+// clone (sandbox.Launch).
 
 // Steps of the child, in the order it takes them; a failure crosses the
 // error pipe as its step, errno and an index into the step's array.
@@ -114,10 +110,10 @@ type launch struct {
 //
 // On amd64 the child shares the init's memory and this goroutine's stack
 // until its execve (CLONE_VM|CLONE_VFORK, as Go's own forkAndExecInChild
-// does), while this thread waits: the child returns from rawClone into
+// does), while this thread waits: the child returns from rawclone.Clone into
 // this frame and never returns from it (confineAndExec ends in execve or
-// exit), and rawClone keeps its own return address off the stack (see
-// clone_linux_amd64.s). Elsewhere it is a plain fork (clone_linux_other.go).
+// exit), and rawclone.Clone keeps its own return address off the stack.
+// Elsewhere it is a plain fork (rawclone.VforkFlags is 0).
 // Either way the child has its own fd table, fs (cwd, root), signal
 // handlers, credentials, rlimits and session: it is its own process, not a
 // thread of the init, so nothing it sets reaches the init.
@@ -126,13 +122,13 @@ type launch struct {
 //go:norace
 //go:nocheckptr
 func forkTarget(l *launch) (pid int, err syscall.Errno) {
-	runtimeBeforeFork()
-	r, e := rawClone(cloneFlags)
+	rawclone.BeforeFork()
+	r, e := rawclone.Clone(unix.SYS_CLONE, cloneFlags, 0)
 	if e != 0 || r != 0 {
-		runtimeAfterFork()
+		rawclone.AfterFork()
 		return int(r), syscall.Errno(e)
 	}
-	runtimeAfterForkInChild()
+	rawclone.AfterForkInChild()
 	confineAndExec(l)
 	return 0, 0 // never reached
 }

@@ -2,6 +2,8 @@ package initstage
 
 import (
 	"golang.org/x/sys/unix"
+
+	"github.com/closet-sandbox/closet/internal/sandbox/rawclone"
 )
 
 // The init's few small files are read and written with plain system
@@ -41,7 +43,7 @@ func readSmallFile(name string) ([]byte, error) {
 	}
 	defer unix.Close(fd)
 	var buf [64]byte
-	n, err := readFull(fd, buf[:])
+	n, err := rawclone.ReadFull(fd, buf[:])
 	if err != nil {
 		return nil, err
 	}

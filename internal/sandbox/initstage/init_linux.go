@@ -189,7 +189,7 @@ var relayed = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, 
 // inherited by the target across fork and execve, so the target's child
 // sets each of ignoredSignals back to the default first thing
 // (confineAndExec); a caught one the runtime's fork hook resets
-// (runtimeAfterForkInChild).
+// (rawclone.AfterForkInChild).
 //
 // Left alone: SIGKILL and SIGSTOP (the kernel drops them from inside the
 // namespace), SIGCHLD (init waits for children), the job-control stops

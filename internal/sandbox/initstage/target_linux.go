@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/closet-sandbox/closet/internal/sandbox/rawclone"
+
 	"github.com/closet-sandbox/closet/internal/sandbox/stage"
 	"github.com/closet-sandbox/closet/internal/seccomp"
 )
@@ -212,7 +214,7 @@ func (st *state) startTarget() (int, error) {
 		return 0, stage.Errorf(stage.Init, "fork the target", "", errno)
 	}
 	var buf [unsafe.Sizeof(childFailure{})]byte
-	n, err := readFull(p[0], buf[:])
+	n, err := rawclone.ReadFull(p[0], buf[:])
 	unix.Close(p[0])
 	if err != nil {
 		return pid, stage.Errorf(stage.Init, "start the target", "", err)
@@ -229,25 +231,6 @@ func (st *state) startTarget() (int, error) {
 		index: binary.NativeEndian.Uint32(buf[8:]),
 	}
 	return pid, st.childError(f)
-}
-
-// readFull reads until buf is full or EOF.
-func readFull(fd int, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-	}
-	return n, nil
 }
 
 // childError turns the child's failure record into the Error the parent
