@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/signal"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,12 @@ func TestTargetIsConfined(t *testing.T) {
 	s := confineSpec(bb, `cat /proc/self/status; echo "--limits"; cat /proc/self/limits; echo "--init"; cat /proc/1/status; echo "--initlimits"; cat /proc/1/limits; echo "--cwd"; pwd`)
 	s.Cwd = "/tmp"
 	s.Limits.Rlimits = map[string]uint64{"NOFILE": 77, "FSIZE": 1 << 20, "CORE": 0, "AS": 4 << 30, "STACK": 4 << 20}
+	// Started with signals ignored (nohup: SIGHUP; a shell without job
+	// control: the stop signals), which the Go runtime of closet and of
+	// its init leave ignored unless they catch them, and which outlive
+	// every execve down to the job.
+	signal.Ignore(unix.SIGHUP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	defer signal.Reset(unix.SIGHUP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
 	stdout, stderr, out, err := runSpec(t, s)
 	if err != nil || out.Result.Code != 0 {
 		t.Fatalf("run: %v\nstdout: %s\nstderr: %s", err, stdout, stderr)
@@ -99,9 +106,11 @@ func TestTargetIsConfined(t *testing.T) {
 		"CapAmb":     "0000000000000000",
 		"Uid":        "1000 1000 1000 1000",
 		"Gid":        "100 100 100 100",
-		// The init ignores some signals to survive them; the child sets
-		// them back to the default before anything of the job runs.
+		// The init ignores some signals to survive them, and some came
+		// ignored from this process; the child sets every signal back to
+		// its default, and unblocks them, before anything of the job runs.
 		"SigIgn": "0000000000000000",
+		"SigBlk": "0000000000000000",
 	} {
 		if got := statusField(self, key); got != want {
 			t.Errorf("target's %s: %q, want %q", key, got, want)

@@ -97,11 +97,13 @@ type launch struct {
 	// child writes joinSelf ("0": the writer) to it.
 	pidsFD   int
 	joinSelf [1]byte
-	// defaultSigs are the signals the init ignores, which the child sets
-	// back to the default with sigDfl (a zeroed struct sigaction: SIG_DFL,
-	// no flags, no mask).
+	// defaultSigs are the signals the child sets to their default with
+	// sigDfl (a zeroed struct sigaction: SIG_DFL, no flags, no mask):
+	// every one but SIGKILL and SIGSTOP. noSigs is the empty signal mask
+	// it then takes.
 	defaultSigs []uintptr
 	sigDfl      [4]uint64
+	noSigs      uint64
 }
 
 // forkTarget clones the child that becomes the target and returns its
@@ -175,8 +177,11 @@ func confineAndExec(l *launch) {
 	if _, _, errno = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); errno != 0 {
 		goto fail
 	}
-	// The signals the init ignores (dropSignals) start at their default,
-	// as an ignored disposition would outlive execve.
+	// Every signal starts at its default and unblocked, as for a process
+	// nobody started specially: an ignored disposition and the signal
+	// mask outlive execve, and both would otherwise come down from the
+	// init (which ignores some: dropSignals) and from whoever started
+	// closet (the runtime restores the mask closet was started with).
 	f.step = stepSignals
 	for i = 0; i < len(l.defaultSigs); i++ {
 		f.index = uint32(l.defaultSigs[i])
@@ -185,6 +190,9 @@ func confineAndExec(l *launch) {
 		}
 	}
 	f.index = 0
+	if _, _, errno = syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&l.noSigs)), 0, 8, 0, 0); errno != 0 {
+		goto fail
+	}
 	// The console: the pty slave becomes stdin, stdout and stderr.
 	if l.tty >= 0 {
 		f.step = stepConsole

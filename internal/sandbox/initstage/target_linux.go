@@ -40,7 +40,7 @@ import (
 var stepNames = [numSteps]string{
 	stepJoinPids:    "join the job's pids cgroup",
 	stepCgroupNS:    "new cgroup namespace",
-	stepSignals:     "reset signal dispositions",
+	stepSignals:     "reset signal dispositions and mask",
 	stepConsole:     "attach console",
 	stepSession:     "new session",
 	stepUID:         "take the job's uid",
@@ -78,8 +78,14 @@ var lateRlimits = []string{"NPROC", "AS"}
 func (st *state) prepareTarget() error {
 	s := st.s
 	l := &launch{tty: -1, landlockFD: -1, errPipe: -1, pidsFD: -1, joinSelf: [1]byte{'0'}, cwdBuf: make([]byte, unix.PathMax)}
-	for _, sig := range ignoredSignals {
-		l.defaultSigs = append(l.defaultSigs, uintptr(sig))
+	// Every signal a process may set: the init's ignored ones, and any
+	// that closet itself was started with ignored (a shell ignores
+	// SIGINT and SIGQUIT for a command it starts in the background, and
+	// an ignored disposition outlives every execve down to the job).
+	for sig := uintptr(1); sig <= 64; sig++ {
+		if sig != uintptr(unix.SIGKILL) && sig != uintptr(unix.SIGSTOP) {
+			l.defaultSigs = append(l.defaultSigs, sig)
+		}
 	}
 	if os.Getenv(stage.EnvPids) == "1" {
 		// Absent or not a cgroup.procs: the child's write fails, and
