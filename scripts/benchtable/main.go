@@ -26,6 +26,7 @@ var (
 	runs     = flag.Int("runs", 15, "runs per measurement (the median is reported)")
 	asUser   = flag.String("user", "nobody", "when run as root, the unprivileged user every measured command runs as, in the nix-users group as a Debian Nix user is (\"root\": as root)")
 	warm     = flag.String("benchwarm", "", "the benchwarm binary (scripts/benchwarm) for the warm-start rows; \"\" skips them")
+	floor    = flag.String("floor", "", "the benchfloor binary (scripts/benchfloor), timed beside the 1-path run; \"\" skips it")
 	noBuild  = flag.Bool("no-concurrent-build", false, "skip the rows measured while nix-build registers paths")
 	bwrapMax = flag.Int("bwrap-max", 2000, "largest closure to give bubblewrap: it is quadratic (13 s at 2,000 binds) and refuses about 3,000 (its 9,000-argument cap)")
 )
@@ -97,7 +98,14 @@ func main() {
 	// exit with nothing to do, and the target run bare.
 	v := medianIn(dir, *runs, *closet, "--version")
 	bare := medianIn(dir, *runs, bb+"/bin/true")
-	fmt.Printf("\nFloors, same run: `closet --version` (closet's own start and exit) %s; `true` run bare %s; bwrap at 1 path %s.\n", ms(v), ms(bare), ms(bw1))
+	fmt.Printf("\nFloors, same run: `closet --version` (closet's own start and exit) %s; `true` run bare %s; bwrap at 1 path %s", ms(v), ms(bare), ms(bw1))
+	if *floor != "" {
+		// Not a sandbox: what a Go parent and an init of raw system calls
+		// (no second Go program) take for about the same mounts.
+		f := medianIn(dir, *runs, *floor, bb)
+		fmt.Printf("; benchfloor (a Go parent, an init of raw system calls, the same mounts, no confinement) %s, %.3f of bwrap", ms(f), float64(f)/float64(bw1))
+	}
+	fmt.Println(".")
 	if *warm != "" {
 		warmStarts(bb, bw1, bw10)
 	}
