@@ -201,7 +201,9 @@ func TestExitCodesAndSignals(t *testing.T) {
 		s := sig.(syscall.Signal)
 		name := strings.TrimPrefix(unix.SignalName(s), "SIG")
 		code := 40 + i
-		cmd := testutil.Command(t, "", "run", bb, "--", "sh", "-c", fmt.Sprintf("trap 'exit %d' %s; echo ready; while :; do sleep 0.05; done", code, name))
+		// A signal that never reaches the trap ends in the wall-time
+		// limit (exit 124), not in a test that waits forever.
+		cmd := testutil.Command(t, "", "run", "--wall-time", "20s", bb, "--", "sh", "-c", fmt.Sprintf("trap 'exit %d' %s; echo ready; while :; do sleep 0.05; done", code, name))
 		stdout, _ := cmd.StdoutPipe()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
