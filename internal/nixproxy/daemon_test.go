@@ -517,11 +517,11 @@ func TestNixCommandThroughProxy(t *testing.T) {
 	if !e.hookBeforeReplies() {
 		t.Errorf("a reply naming a new path reached the client before Policy.Add")
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	for _, op := range []Op{OpBuildPathsWithResults, OpBuildPaths, OpQueryMissing, OpQueryDerivationOutputMap, OpAddToStore, OpQueryPathInfo} {
-		if e.ops[op] == 0 {
+		if e.waitOp(op) == 0 {
+			e.mu.Lock()
 			t.Errorf("the clients never sent %s; seen: %v", op, e.ops)
+			e.mu.Unlock()
 		}
 	}
 }
@@ -547,10 +547,22 @@ func TestJobConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nix build with the job's nix.conf: %v %s", err, out)
 	}
-	e.mu.Lock()
-	n := e.ops[OpBuildPathsWithResults]
-	e.mu.Unlock()
-	if n == 0 {
+	if e.waitOp(OpBuildPathsWithResults) == 0 {
 		t.Fatalf("the build did not go through the proxy")
+	}
+}
+
+// waitOp is how many op requests the proxy has handled, waiting up to 10 s
+// for the first: the proxy counts a request (Server.Observe) after its
+// reply is written, so a client can have its answer, and have exited,
+// before the count moves.
+func (e *proxyEnv) waitOp(op Op) int {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		e.mu.Lock()
+		n := e.ops[op]
+		e.mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			return n
+		}
 	}
 }
