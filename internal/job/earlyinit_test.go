@@ -13,6 +13,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/job"
 	"github.com/closet-sandbox/closet/internal/report"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // earlyPids makes req launch its init early and collects the host pids
@@ -54,7 +55,7 @@ func waitPid(t *testing.T, pids func() []int) int {
 
 // isChild: pid is a child of this process (alive or a zombie).
 func isChild(t *testing.T, pid int) bool {
-	for _, c := range children(t) {
+	for _, c := range testutil.Children(t) {
 		if c == strconv.Itoa(pid) {
 			return true
 		}
@@ -80,7 +81,7 @@ func TestEarlyInitClosedUnstarted(t *testing.T) {
 	}
 	pid := waitPid(t, pids)
 	// The control: the init exists, is this process's child, and waits.
-	if !alive(pid) || !isChild(t, pid) {
+	if !testutil.ProcessExists(pid) || !isChild(t, pid) {
 		t.Fatalf("the early init %d is not a live child of this process", pid)
 	}
 	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
@@ -91,7 +92,7 @@ func TestEarlyInitClosedUnstarted(t *testing.T) {
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid) {
+	if testutil.ProcessExists(pid) {
 		t.Errorf("the early init %d is still there (alive or a zombie) after Close", pid)
 	}
 	if err := j.Start(ctx); err == nil {
@@ -120,7 +121,7 @@ func TestEarlyInitPrepareFails(t *testing.T) {
 	if len(p) != 1 {
 		t.Fatalf("inits launched: %v, want one (the test cannot fail otherwise)", p)
 	}
-	if alive(p[0]) {
+	if testutil.ProcessExists(p[0]) {
 		t.Errorf("the early init %d is still there after Prepare failed", p[0])
 	}
 	assertReaped(t)

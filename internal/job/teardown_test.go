@@ -16,6 +16,7 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/report"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // TestBackgroundProcessesEnd: a target that leaves processes running in
@@ -97,7 +98,7 @@ func TestBackgroundProcessesEnd(t *testing.T) {
 	r := j.Wait()
 	took := time.Since(t0)
 	for _, p := range pids {
-		if alive(p) {
+		if testutil.ProcessExists(p) {
 			t.Errorf("background process %d is alive after Wait returned", p)
 		}
 	}
@@ -135,15 +136,9 @@ func findProcs(t *testing.T, cmdline []byte) []int {
 	return pids
 }
 
-// alive: pid exists, zombie or not.
-func alive(pid int) bool {
-	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
-	return err == nil
-}
-
 func anyAlive(pids []int) bool {
 	for _, p := range pids {
-		if alive(p) {
+		if testutil.ProcessExists(p) {
 			return true
 		}
 	}
@@ -167,21 +162,6 @@ func gcRoots() []string {
 	return out
 }
 
-// children lists this process's child processes (of every thread).
-func children(t *testing.T) []string {
-	t.Helper()
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, task := range tasks {
-		b, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/children")
-		out = append(out, strings.Fields(string(b))...)
-	}
-	return out
-}
-
 // assertReaped: every init this process started is reaped soon after the
 // jobs were closed (their exits go on in the background, see
 // sandbox.Outcome.Gone, but no zombie stays), and no cgroup of this
@@ -190,7 +170,7 @@ func assertReaped(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		kids := children(t)
+		kids := testutil.Children(t)
 		if len(kids) == 0 {
 			break
 		}

@@ -290,7 +290,7 @@ func TestLaunchFailsNamingStep(t *testing.T) {
 		if useInitClone(LaunchOptions{}) && (!strings.Contains(err.Error(), "could not execve "+exe) || strings.Contains(err.Error(), "user namespaces")) {
 			t.Errorf("launch of %s: %v, want it to name the execve step, and no hint about user namespaces", exe, err)
 		}
-		if kids := childrenOfSelf(t); len(kids) > 0 {
+		if kids := testutil.Children(t); len(kids) > 0 {
 			t.Errorf("children left behind: %v", kids)
 		}
 		if left := ownCgroups(); len(left) > 0 {
@@ -334,21 +334,6 @@ func inheritedAbove(t *testing.T, fd int) []int {
 		}
 	}
 	return fds
-}
-
-// childrenOfSelf lists this process's children, zombies included.
-func childrenOfSelf(t *testing.T) []string {
-	t.Helper()
-	tasks, err := filepath.Glob("/proc/self/task/*/children")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kids []string
-	for _, f := range tasks {
-		b, _ := os.ReadFile(f)
-		kids = append(kids, strings.Fields(string(b))...)
-	}
-	return kids
 }
 
 // TestReadParent: the init's child learns its parent's pid from

@@ -12,6 +12,7 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/spec"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // ownCgroups lists the cgroups of this process's jobs, in every hierarchy.
@@ -62,7 +63,7 @@ func TestLaunchClosed(t *testing.T) {
 	if err := in.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+	if testutil.ProcessExists(pid) {
 		t.Errorf("the init %d is still there (alive or a zombie) after Close", pid)
 	}
 	if left := ownCgroups(); len(left) > 0 {
@@ -111,7 +112,7 @@ func TestRunRefusesSpecThatDisagrees(t *testing.T) {
 			if _, err := os.Stat(marker); err == nil {
 				t.Errorf("the job ran")
 			}
-			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			if testutil.ProcessExists(pid) {
 				t.Errorf("the init %d is still there after the refusal", pid)
 			}
 			if left := ownCgroups(); len(left) > 0 {

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -312,4 +314,26 @@ func StagesUnprivileged() string {
 		os.Exit(2)
 	}
 	return bin
+}
+
+// Children lists this process's child processes (of every thread),
+// zombies included, as /proc's children files give them.
+func Children(t testing.TB) []string {
+	t.Helper()
+	tasks, err := filepath.Glob("/proc/self/task/*/children")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []string
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		kids = append(kids, strings.Fields(string(b))...)
+	}
+	return kids
+}
+
+// ProcessExists says whether pid is still a process, alive or a zombie.
+func ProcessExists(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return err == nil
 }
