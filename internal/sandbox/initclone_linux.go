@@ -62,11 +62,6 @@ var initStepNames = [...]string{
 // atFDCWD is AT_FDCWD (-100) as a system call's argument.
 const atFDCWD = ^uintptr(99)
 
-// initFailure is what the init's child writes on the error pipe.
-type initFailure struct {
-	step, errno uint32
-}
-
 // cloneArgs is struct clone_args (clone3).
 type cloneArgs struct {
 	flags, pidfd, childTID, parentTID, exitSignal, stack, stackSize, tls, setTID, setTIDSize, cgroup uint64
@@ -146,9 +141,8 @@ func startInit(cmd *exec.Cmd) (*os.Process, error) {
 		return nil, os.NewSyscallError("clone", errno)
 	}
 	// The child has exec'd (EOF: the pipe closed with it) or exited.
-	var f initFailure
-	n, rerr := rawclone.ReadFull(p[0], (*[unsafe.Sizeof(f)]byte)(unsafe.Pointer(&f))[:])
-	if n == 0 && rerr == nil {
+	f, failed, rerr := rawclone.ReadFailure(p[0])
+	if !failed {
 		return os.FindProcess(pid) // a pidfd, as os/exec's Process holds
 	}
 	var ws unix.WaitStatus
@@ -157,17 +151,17 @@ func startInit(cmd *exec.Cmd) (*os.Process, error) {
 			break
 		}
 	}
-	if rerr != nil || n != int(unsafe.Sizeof(f)) {
-		return nil, fmt.Errorf("the init's child reported nothing readable (%d bytes, %v); it ended with %v", n, rerr, ws)
+	if rerr != nil {
+		return nil, fmt.Errorf("the init's child reported nothing readable (%v); it ended with %v", rerr, ws)
 	}
-	step := "step " + strconv.Itoa(int(f.step))
-	if int(f.step) < len(initStepNames) {
-		step = initStepNames[f.step]
+	step := "step " + strconv.Itoa(int(f.Step))
+	if int(f.Step) < len(initStepNames) {
+		step = initStepNames[f.Step]
 	}
-	if f.step == initStepExecve {
+	if f.Step == initStepExecve {
 		step += " " + cmd.Path
 	}
-	return nil, &initChildError{step: step, errno: syscall.Errno(f.errno)}
+	return nil, &initChildError{step: step, errno: syscall.Errno(f.Errno)}
 }
 
 // initChildError is a step of the init's child that failed: the clone
@@ -304,7 +298,7 @@ func cloneInit(l *initLaunch) (pid int, err syscall.Errno) {
 //go:nocheckptr
 func initChild(l *initLaunch) {
 	var (
-		f     initFailure
+		f     rawclone.Failure
 		errno syscall.Errno
 		r     uintptr
 		i     int
@@ -315,26 +309,26 @@ func initChild(l *initLaunch) {
 	// The maps, as os/exec's parent wrote them: setgroups denied first,
 	// which an unprivileged gid map needs; each line maps the caller's
 	// own id, which the process that created the namespace may.
-	f.step = initStepSetgroups
+	f.Step = initStepSetgroups
 	if errno = writeProcFile(l.setgroupsPath, l.deny); errno != 0 {
 		goto fail
 	}
-	f.step = initStepUIDMap
+	f.Step = initStepUIDMap
 	if errno = writeProcFile(l.uidMapPath, l.uidMap); errno != 0 {
 		goto fail
 	}
-	f.step = initStepGIDMap
+	f.Step = initStepGIDMap
 	if errno = writeProcFile(l.gidMapPath, l.gidMap); errno != 0 {
 		goto fail
 	}
-	f.step = initStepSession
+	f.Step = initStepSession
 	if _, _, errno = syscall.RawSyscall(unix.SYS_SETSID, 0, 0, 0); errno != 0 {
 		goto fail
 	}
 	rawclone.AfterForkInChild()
 	// The ambient capabilities: each must be permitted (it is: the
 	// child holds every capability in its new namespace) and inheritable.
-	f.step = initStepCaps
+	f.Step = initStepCaps
 	hdr.Version = unix.LINUX_CAPABILITY_VERSION_3
 	if _, _, errno = syscall.RawSyscall(unix.SYS_CAPGET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); errno != 0 {
 		goto fail
@@ -344,7 +338,7 @@ func initChild(l *initLaunch) {
 	if _, _, errno = syscall.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); errno != 0 {
 		goto fail
 	}
-	f.step = initStepAmbient
+	f.Step = initStepAmbient
 	for i = 0; i < len(l.ambient); i++ {
 		if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, l.ambient[i], 0, 0, 0); errno != 0 {
 			goto fail
@@ -356,11 +350,11 @@ func initChild(l *initLaunch) {
 	// parent: then it runs nothing. getppid cannot tell (0 for the first
 	// process of a pid namespace); /proc/self/stat, of the host's /proc,
 	// gives the parent's host pid.
-	f.step = initStepPdeathsig
+	f.Step = initStepPdeathsig
 	if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0, 0); errno != 0 {
 		goto fail
 	}
-	f.step = initStepParent
+	f.Step = initStepParent
 	if r, errno = readParent(l.statPath, l.statBuf); errno != 0 {
 		goto fail
 	}
@@ -371,7 +365,7 @@ func initChild(l *initLaunch) {
 	// The descriptors, as os/exec lays them out: first every fd[i] below
 	// i (and the error pipe) moves above them all, then each fd[i] becomes
 	// i without close-on-exec, and a -1 closes i.
-	f.step = initStepFDs
+	f.Step = initStepFDs
 	fd = l.nextfd
 	if l.errPipe < len(l.fd) {
 		if _, _, errno = syscall.RawSyscall(unix.SYS_DUP3, uintptr(l.errPipe), uintptr(fd), unix.O_CLOEXEC); errno != 0 {
@@ -403,15 +397,12 @@ func initChild(l *initLaunch) {
 			}
 		}
 	}
-	f.step = initStepExecve
+	f.Step = initStepExecve
 	_, _, errno = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(l.path)), uintptr(unsafe.Pointer(&l.argv[0])), uintptr(unsafe.Pointer(&l.envv[0])))
 
 fail:
-	f.errno = uint32(errno)
-	syscall.RawSyscall(unix.SYS_WRITE, uintptr(l.errPipe), uintptr(unsafe.Pointer(&f)), unsafe.Sizeof(f))
-	for {
-		syscall.RawSyscall(unix.SYS_EXIT_GROUP, 253, 0, 0)
-	}
+	f.Errno = uint32(errno)
+	rawclone.Fail(l.errPipe, &f)
 }
 
 // writeProcFile writes b to the file at path in one write. It runs in the

@@ -50,13 +50,6 @@ const (
 	numSteps
 )
 
-// childFailure is what the child writes on the error pipe before it exits.
-type childFailure struct {
-	step  uint32
-	errno uint32
-	index uint32
-}
-
 // rlimitSet is one resource limit to set, soft and hard alike.
 type rlimitSet struct {
 	name     string
@@ -152,7 +145,7 @@ func forkTarget(l *launch) (pid int, err syscall.Errno) {
 //go:nocheckptr
 func confineAndExec(l *launch) {
 	var (
-		f     childFailure
+		f     rawclone.Failure
 		errno syscall.Errno
 		r     uintptr
 		i     int
@@ -162,7 +155,7 @@ func confineAndExec(l *launch) {
 	// counts against the job's allowance, and only the job's do. A
 	// child that cannot join runs nothing.
 	if l.pidsFD >= 0 {
-		f.step = stepJoinPids
+		f.Step = stepJoinPids
 		if _, _, errno = syscall.RawSyscall(unix.SYS_WRITE, uintptr(l.pidsFD), uintptr(unsafe.Pointer(&l.joinSelf[0])), 1); errno != 0 {
 			goto fail
 		}
@@ -173,7 +166,7 @@ func confineAndExec(l *launch) {
 	// the init is placed after its clone, and the pids cgroup's "job"
 	// part it has just joined). Before the capabilities are dropped:
 	// it takes CAP_SYS_ADMIN over the job's user namespace.
-	f.step = stepCgroupNS
+	f.Step = stepCgroupNS
 	if _, _, errno = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); errno != 0 {
 		goto fail
 	}
@@ -182,20 +175,20 @@ func confineAndExec(l *launch) {
 	// mask outlive execve, and both would otherwise come down from the
 	// init (which ignores some: dropSignals) and from whoever started
 	// closet (the runtime restores the mask closet was started with).
-	f.step = stepSignals
+	f.Step = stepSignals
 	for i = 0; i < len(l.defaultSigs); i++ {
-		f.index = uint32(l.defaultSigs[i])
+		f.Index = uint32(l.defaultSigs[i])
 		if _, _, errno = syscall.RawSyscall6(unix.SYS_RT_SIGACTION, l.defaultSigs[i], uintptr(unsafe.Pointer(&l.sigDfl)), 0, 8, 0, 0); errno != 0 {
 			goto fail
 		}
 	}
-	f.index = 0
+	f.Index = 0
 	if _, _, errno = syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&l.noSigs)), 0, 8, 0, 0); errno != 0 {
 		goto fail
 	}
 	// The console: the pty slave becomes stdin, stdout and stderr.
 	if l.tty >= 0 {
-		f.step = stepConsole
+		f.Step = stepConsole
 		for i = 0; i < 3; i++ {
 			if _, _, errno = syscall.RawSyscall(unix.SYS_DUP3, uintptr(l.tty), uintptr(i), 0); errno != 0 {
 				goto fail
@@ -205,7 +198,7 @@ func confineAndExec(l *launch) {
 	// A session of its own: TIOCSTI and job-control signals cannot reach
 	// the terminal closet was started from. With a pty, the pty becomes
 	// its controlling terminal.
-	f.step = stepSession
+	f.Step = stepSession
 	if _, _, errno = syscall.RawSyscall(unix.SYS_SETSID, 0, 0, 0); errno != 0 {
 		goto fail
 	}
@@ -216,19 +209,19 @@ func confineAndExec(l *launch) {
 	}
 	// The job's uid as its real uid too (see takeIdentity).
 	if l.setUID {
-		f.step = stepUID
+		f.Step = stepUID
 		if _, _, errno = syscall.RawSyscall(unix.SYS_SETRESUID, l.uid, l.uid, l.uid); errno != 0 {
 			goto fail
 		}
 	}
-	f.step = stepRlimits
-	if f.index, errno = setRlimits(l.rlimits); errno != 0 {
+	f.Step = stepRlimits
+	if f.Index, errno = setRlimits(l.rlimits); errno != 0 {
 		goto fail
 	}
 	// The job's directory, which must lie inside the root: a directory
 	// reachable only through a stale reference to the old root reads as
 	// "(unreachable)...", not "/...".
-	f.step = stepChdir
+	f.Step = stepChdir
 	if _, _, errno = syscall.RawSyscall(unix.SYS_CHDIR, uintptr(unsafe.Pointer(l.cwd)), 0, 0); errno != 0 {
 		goto fail
 	}
@@ -236,70 +229,67 @@ func confineAndExec(l *launch) {
 		goto fail
 	}
 	if l.cwdBuf[0] != '/' {
-		f.step = stepCwdOutside
+		f.Step = stepCwdOutside
 		goto fail
 	}
 	// Landlock: before the capability drop, since without no_new_privs
 	// enforcing needs CAP_SYS_ADMIN.
 	if l.landlockFD >= 0 {
-		f.step = stepLandlock
+		f.Step = stepLandlock
 		if _, _, errno = syscall.RawSyscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(l.landlockFD), uintptr(l.landlockFlags), 0); errno != 0 {
 			goto fail
 		}
 	}
 	// Every descriptor above stderr closes at execve; the error pipe stays
 	// usable until then, which is how the init learns the target started.
-	f.step = stepCloseFDs
+	f.Step = stepCloseFDs
 	if _, _, errno = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 3, ^uintptr(0), unix.CLOSE_RANGE_CLOEXEC); errno != 0 {
 		goto fail
 	}
 	// Capabilities: the bounding set (needs CAP_SETPCAP, so first), the
 	// ambient set, then effective, permitted and inheritable.
-	f.step = stepBoundingSet
+	f.Step = stepBoundingSet
 	for c = 0; c <= l.lastCap; c++ {
-		f.index = uint32(c)
+		f.Index = uint32(c)
 		if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0, 0, 0, 0); errno != 0 && errno != unix.EINVAL {
 			goto fail
 		}
 	}
-	f.index = 0
-	f.step = stepAmbient
+	f.Index = 0
+	f.Step = stepAmbient
 	if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0); errno != 0 {
 		goto fail
 	}
-	f.step = stepCapset
+	f.Step = stepCapset
 	if _, _, errno = syscall.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&l.capHdr)), uintptr(unsafe.Pointer(&l.capData[0])), 0); errno != 0 {
 		goto fail
 	}
-	f.step = stepNoNewPrivs
+	f.Step = stepNoNewPrivs
 	if _, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
 		goto fail
 	}
 	// seccomp last but the late rlimits: the filter allows what is left
 	// (prlimit64 on itself, write, exit, execve).
 	if l.fprog != nil {
-		f.step = stepSeccompNNP
+		f.Step = stepSeccompNNP
 		if r, _, errno = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0); errno != 0 || r != 1 {
 			goto fail
 		}
-		f.step = stepSeccomp
+		f.Step = stepSeccomp
 		if _, _, errno = syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(l.fprog))); errno != 0 {
 			goto fail
 		}
 	}
-	f.step = stepLateRlimits
-	if f.index, errno = setRlimits(l.late); errno != 0 {
+	f.Step = stepLateRlimits
+	if f.Index, errno = setRlimits(l.late); errno != 0 {
 		goto fail
 	}
-	f.step = stepExecve
+	f.Step = stepExecve
 	_, _, errno = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(l.path)), uintptr(unsafe.Pointer(&l.argv[0])), uintptr(unsafe.Pointer(&l.envv[0])))
 
 fail:
-	f.errno = uint32(errno)
-	syscall.RawSyscall(unix.SYS_WRITE, uintptr(l.errPipe), uintptr(unsafe.Pointer(&f)), unsafe.Sizeof(f))
-	for {
-		syscall.RawSyscall(unix.SYS_EXIT_GROUP, 253, 0, 0)
-	}
+	f.Errno = uint32(errno)
+	rawclone.Fail(l.errPipe, &f)
 }
 
 // setRlimits sets each limit of rs on the calling process (prlimit64 on

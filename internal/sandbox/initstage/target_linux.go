@@ -1,7 +1,6 @@
 package initstage
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -219,46 +217,37 @@ func (st *state) startTarget() (int, error) {
 		unix.Close(p[0])
 		return 0, stage.Errorf(stage.Init, "fork the target", "", errno)
 	}
-	var buf [unsafe.Sizeof(childFailure{})]byte
-	n, err := rawclone.ReadFull(p[0], buf[:])
+	f, failed, err := rawclone.ReadFailure(p[0])
 	unix.Close(p[0])
 	if err != nil {
 		return pid, stage.Errorf(stage.Init, "start the target", "", err)
 	}
-	if n == 0 {
+	if !failed {
 		return pid, nil
-	}
-	if n != len(buf) {
-		return pid, &stage.Error{Stage: stage.Init, Op: "start the target", Msg: fmt.Sprintf("short failure record (%d bytes)", n)}
-	}
-	f := childFailure{
-		step:  binary.NativeEndian.Uint32(buf[0:]),
-		errno: binary.NativeEndian.Uint32(buf[4:]),
-		index: binary.NativeEndian.Uint32(buf[8:]),
 	}
 	return pid, st.childError(f)
 }
 
 // childError turns the child's failure record into the Error the parent
 // reads: which step, on which path, and what to do where that is known.
-func (st *state) childError(f childFailure) *stage.Error {
-	if f.step >= numSteps {
-		return &stage.Error{Stage: stage.Init, Op: "start the target", Msg: fmt.Sprintf("unknown step %d", f.step)}
+func (st *state) childError(f rawclone.Failure) *stage.Error {
+	if f.Step >= numSteps {
+		return &stage.Error{Stage: stage.Init, Op: "start the target", Msg: fmt.Sprintf("unknown step %d", f.Step)}
 	}
-	l, errno := st.target, unix.Errno(f.errno)
-	e := &stage.Error{Stage: stage.Init, Op: stepNames[f.step], Errno: errno}
+	l, errno := st.target, unix.Errno(f.Errno)
+	e := &stage.Error{Stage: stage.Init, Op: stepNames[f.Step], Errno: errno}
 	limit := func(rs []rlimitSet) {
-		if int(f.index) < len(rs) {
-			r := rs[f.index]
+		if int(f.Index) < len(rs) {
+			r := rs[f.Index]
 			e.Msg = fmt.Sprintf("RLIMIT_%s=%d: %v", r.name, r.lim.Cur, errno)
 		}
 	}
-	switch f.step {
+	switch f.Step {
 	case stepJoinPids:
 		e.Msg = fmt.Sprintf("write 0 to the cgroup.procs of the job's pids cgroup (fd %d): %v", stage.PidsFD, errno)
 		e.Hint = "--pids is enforced by that cgroup; nothing ran"
 	case stepSignals:
-		e.Msg = fmt.Sprintf("set signal %d to its default: %v", f.index, errno)
+		e.Msg = fmt.Sprintf("set signal %d to its default: %v", f.Index, errno)
 	case stepConsole:
 		e.Path = "/dev/pts"
 	case stepRlimits:
@@ -273,7 +262,7 @@ func (st *state) childError(f childFailure) *stage.Error {
 	case stepLandlock:
 		e.Msg = fmt.Sprintf("landlock_restrict_self: %v", errno)
 	case stepBoundingSet:
-		e.Msg = fmt.Sprintf("drop capability %d from the bounding set: %v", f.index, errno)
+		e.Msg = fmt.Sprintf("drop capability %d from the bounding set: %v", f.Index, errno)
 	case stepAmbient:
 		e.Msg = fmt.Sprintf("clear ambient capabilities: %v", errno)
 	case stepCapset:

@@ -4,12 +4,15 @@
 // child is one nosplit function of raw system calls over data prepared
 // before the clone, as in Go's syscall.forkAndExecInChild1; this package
 // holds what they share: the clone itself (on amd64 a trampoline that
-// lets the child share the caller's memory until its execve) and the
-// runtime's fork hooks.
+// lets the child share the caller's memory until its execve), the
+// runtime's fork hooks, and the failure record a child writes on its
+// error pipe (Fail) and its parent reads (ReadFailure).
 package rawclone
 
 import (
-	_ "unsafe" // go:linkname
+	"fmt"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,4 +51,42 @@ func ReadFull(fd int, buf []byte) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+// Failure is what a child writes on its error pipe (close-on-exec, so EOF
+// with nothing written means its execve succeeded) before it exits: the
+// step that failed, its errno, and an index into the step's own list
+// where it has one.
+type Failure struct {
+	Step, Errno, Index uint32
+}
+
+// Fail writes f on the error pipe fd and exits the child. It runs in a
+// child between clone and execve: raw system calls only.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func Fail(fd int, f *Failure) {
+	syscall.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(f)), unsafe.Sizeof(*f))
+	for {
+		syscall.RawSyscall(unix.SYS_EXIT_GROUP, 253, 0, 0)
+	}
+}
+
+// ReadFailure reads a child's error pipe to EOF: failed is false when the
+// child wrote nothing (its execve succeeded); an error is a record that
+// could not be read whole.
+func ReadFailure(fd int) (f Failure, failed bool, err error) {
+	buf := (*[unsafe.Sizeof(f)]byte)(unsafe.Pointer(&f))[:]
+	n, err := ReadFull(fd, buf)
+	switch {
+	case err != nil:
+		return f, true, err
+	case n == 0:
+		return f, false, nil
+	case n != len(buf):
+		return f, true, fmt.Errorf("short failure record (%d bytes)", n)
+	}
+	return f, true, nil
 }
