@@ -10,7 +10,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -610,18 +609,15 @@ func (in *Init) Run(ctx context.Context, s *spec.Spec, hooks Hooks) (*Outcome, e
 // done before the init starts reading: at 10,000 paths, 600 KB that
 // otherwise crossed in 64 KB turns between the two processes.
 func sendSpec(w *os.File, s *spec.Spec) error {
-	var buf bytes.Buffer
-	if err := s.EncodeWire(&buf); err != nil {
-		return err
-	}
-	if n := buf.Len(); n > 64<<10 {
+	b := s.MarshalWire()
+	if n := len(b); n > 64<<10 {
 		if rc, err := w.SyscallConn(); err == nil {
 			rc.Control(func(fd uintptr) {
 				unix.FcntlInt(fd, unix.F_SETPIPE_SZ, min(n, 1<<20)) // best effort
 			})
 		}
 	}
-	_, err := w.Write(buf.Bytes())
+	_, err := w.Write(b)
 	return err
 }
 

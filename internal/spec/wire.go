@@ -49,9 +49,12 @@ const maxWire = 1 << 28
 // EncodeWire writes s in the form the init reads, in one write: paths,
 // argv and environment cross as the bytes they are.
 func (s *Spec) EncodeWire(w io.Writer) error {
-	_, err := w.Write(s.AppendWire(make([]byte, 0, s.wireSize())))
+	_, err := w.Write(s.MarshalWire())
 	return err
 }
+
+// MarshalWire is s's wire form, in a slice sized for it.
+func (s *Spec) MarshalWire() []byte { return s.AppendWire(make([]byte, 0, s.wireSize())) }
 
 // wireSize is about the size of s's wire form, at least that of its
 // strings: a 10,000-path spec grown by append from nothing was copied
