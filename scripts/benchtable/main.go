@@ -26,7 +26,7 @@ var (
 	runs     = flag.Int("runs", 15, "runs per measurement (the median is reported)")
 	asUser   = flag.String("user", "nobody", "when run as root, the unprivileged user every measured command runs as, in the nix-users group as a Debian Nix user is (\"root\": as root)")
 	warm     = flag.String("benchwarm", "", "the benchwarm binary (scripts/benchwarm) for the warm-start rows; \"\" skips them")
-	floor    = flag.String("floor", "", "the benchfloor binary (scripts/benchfloor), timed beside the 1-path run; \"\" skips it")
+	floor    = flag.String("floor", "", "the benchfloor binary (scripts/benchfloor), timed with and without -confine beside closet and bwrap at 1 and 10 paths; \"\" skips it")
 	noBuild  = flag.Bool("no-concurrent-build", false, "skip the rows measured while nix-build registers paths")
 	bwrapMax = flag.Int("bwrap-max", 2000, "largest closure to give bubblewrap: it is quadratic (13 s at 2,000 binds) and refuses about 3,000 (its 9,000-argument cap)")
 )
@@ -94,18 +94,7 @@ func main() {
 			bw10 = bw
 		}
 	}
-	// The floors under a cold run, same run: closet's own process start and
-	// exit with nothing to do, and the target run bare.
-	v := medianIn(dir, *runs, *closet, "--version")
-	bare := medianIn(dir, *runs, bb+"/bin/true")
-	fmt.Printf("\nFloors, same run: `closet --version` (closet's own start and exit) %s; `true` run bare %s; bwrap at 1 path %s", ms(v), ms(bare), ms(bw1))
-	if *floor != "" {
-		// Not a sandbox: what a Go parent and an init of raw system calls
-		// (no second Go program) take for about the same mounts.
-		f := medianIn(dir, *runs, *floor, bb)
-		fmt.Printf("; benchfloor (a Go parent, an init of raw system calls, the same mounts, no confinement) %s, %.3f of bwrap", ms(f), float64(f)/float64(bw1))
-	}
-	fmt.Println(".")
+	floors(dir, bb, bw1)
 	if *warm != "" {
 		warmStarts(bb, bw1, bw10)
 	}
@@ -306,22 +295,95 @@ func median(k int, name string, args ...string) time.Duration { return medianIn(
 func medianIn(dir string, k int, name string, args ...string) time.Duration {
 	var ds []time.Duration
 	for i := 0; i <= k; i++ {
-		cmd := exec.Command(name, args...)
-		cmd.Dir = dir
-		unprivileged(cmd)
-		t0 := time.Now()
-		out, err := cmd.CombinedOutput()
-		d := time.Since(t0)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "benchtable: %s: %v: %.300s\n", name, err, out)
-			os.Exit(1)
-		}
-		if i > 0 {
+		if d := timed(dir, name, args...); i > 0 {
 			ds = append(ds, d)
 		}
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	return ds[len(ds)/2]
+}
+
+// floors times, interleaved round by round so that all of them see the
+// same machine, what lies under a cold run at 1 and 10 paths: closet's
+// own process start and exit (--version), the target run bare, bubblewrap,
+// closet, and the two benchfloor floors (scripts/benchfloor): a Go
+// parent and an init of raw system calls making closet's mounts with no
+// confinement, and with closet's confinement (-confine). Neither floor
+// reads a closure, holds a GC root or reports; neither is a sandbox.
+func floors(dir, bb string, bw1 time.Duration) {
+	if *floor == "" {
+		v := medianIn(dir, *runs, *closet, "--version")
+		bare := medianIn(dir, *runs, bb+"/bin/true")
+		fmt.Printf("\nFloors, same run: `closet --version` (closet's own start and exit) %s; `true` run bare %s; bwrap at 1 path %s.\n", ms(v), ms(bare), ms(bw1))
+		return
+	}
+	fmt.Println()
+	fmt.Println("### floors under a cold run (interleaved: every command once per round)")
+	fmt.Println()
+	fmt.Println("| paths | `true` bare | `closet --version` | bwrap | benchfloor | benchfloor -confine | closet run | floor / bwrap | floor -confine / bwrap | closet / bwrap |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, n := range []string{"1", "10"} {
+		root := bb
+		if n != "1" {
+			var ok bool
+			if root, ok = optLink("dag-" + n); !ok {
+				continue
+			}
+		}
+		paths := strings.Fields(run("nix-store", "--query", "--requisites", root, bb))
+		// The floors bind the same paths, busybox (with bin/true) first.
+		fl := []string{bb}
+		for _, p := range paths {
+			if p != bb {
+				fl = append(fl, p)
+			}
+		}
+		m := interleaved(dir, *runs, [][]string{
+			{bb + "/bin/true"},
+			{*closet, "--version"},
+			append([]string{"bwrap"}, bwrapArgs(paths, bb)...),
+			append([]string{*floor}, fl...),
+			append([]string{*floor, "-confine"}, fl...),
+			{*closet, "run", "--cwd", "none", root, bb, "--", "true"},
+		})
+		r := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(m[2])) }
+		fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", len(paths), ms(m[0]), ms(m[1]), ms(m[2]), ms(m[3]), ms(m[4]), ms(m[5]), r(m[3]), r(m[4]), r(m[5]))
+	}
+}
+
+// interleaved runs each of cmds once per round, k rounds after one
+// warm-up round, and returns each one's median.
+func interleaved(dir string, k int, cmds [][]string) []time.Duration {
+	ds := make([][]time.Duration, len(cmds))
+	for i := 0; i <= k; i++ {
+		for j, c := range cmds {
+			if d := timed(dir, c[0], c[1:]...); i > 0 {
+				ds[j] = append(ds[j], d)
+			}
+		}
+	}
+	m := make([]time.Duration, len(cmds))
+	for j := range ds {
+		sort.Slice(ds[j], func(a, b int) bool { return ds[j][a] < ds[j][b] })
+		m[j] = ds[j][len(ds[j])/2]
+	}
+	return m
+}
+
+// timed runs the command once in dir, as the unprivileged user, and
+// returns the wall time of the whole process; a failure ends benchtable.
+func timed(dir, name string, args ...string) time.Duration {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	unprivileged(cmd)
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(t0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchtable: %s: %v: %.300s\n", name, err, out)
+		os.Exit(1)
+	}
+	return d
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
