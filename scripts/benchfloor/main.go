@@ -261,7 +261,9 @@ func confineView(p *plan, mount func(src, dst, typ string, flags uintptr, data s
 	mkdir(in("dev/shm"))
 	call(unix.SYS_SYMLINKAT, p.cstr("/nix/store/x-busybox/bin/sh"), atFDCWD, p.cstr(in("bin/sh")))
 	for name, v := range map[string]string{"max_inotify_instances": "32", "max_inotify_watches": "65536"} {
-		writeFile(p, in("proc/sys/user/"+name), unix.O_TRUNC, v)
+		if _, err := os.Stat("/proc/sys/user/" + name); err == nil { // as closet: a kernel without them has no such quota
+			writeFile(p, in("proc/sys/user/"+name), unix.O_TRUNC, v)
+		}
 	}
 	// Which masks apply is the kernel's, so the host's /proc says.
 	dirMask, fileMask := "", ""
