@@ -17,6 +17,7 @@ import (
 	"github.com/closet-sandbox/closet/internal/closure"
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/storepath"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // hostileDB writes a database whose ValidPaths is a view over an infinite
@@ -65,21 +66,6 @@ func TestHostileViewDatabaseRefused(t *testing.T) {
 	}
 }
 
-// listTree lists every entry under dir with its mode, size and link target.
-func listTree(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		l, _ := os.Readlink(p)
-		out = append(out, fmt.Sprintf("%s %v %d %d %s", p, fi.Mode(), fi.Size(), fi.ModTime().UnixNano(), l))
-		return nil
-	})
-	return out
-}
-
 // Reading a chroot store never writes to it: with a database SQLite cannot
 // read (missing, or not a database), closet refuses instead of letting
 // nix-store create a database, big-lock and reserved file there.
@@ -97,12 +83,12 @@ func TestChrootStoreUnreadableWritesNothing(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			root := t.TempDir()
 			c.make(root)
-			before := listTree(t, root)
+			before := testutil.Tree(t, root)
 			_, err := closure.Open(closure.Options{Root: root, Env: os.Environ()})
 			if !errors.Is(err, closure.ErrStoreUnreadable) || !strings.Contains(err.Error(), "fallback refused for the chroot store") {
 				t.Errorf("err = %v, want ErrStoreUnreadable refusing the nix-store fallback", err)
 			}
-			if after := listTree(t, root); !slices.Equal(before, after) {
+			if after := testutil.Tree(t, root); !slices.Equal(before, after) {
 				t.Errorf("the chroot store changed:\nbefore %v\nafter  %v", before, after)
 			}
 		})

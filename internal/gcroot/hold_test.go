@@ -19,6 +19,7 @@ import (
 
 	"github.com/closet-sandbox/closet/internal/fixture"
 	"github.com/closet-sandbox/closet/internal/storepath"
+	"github.com/closet-sandbox/closet/internal/testutil"
 )
 
 // Fifty Holds in one process, made and released concurrently, each with its
@@ -82,21 +83,6 @@ func TestConcurrentHolds(t *testing.T) {
 	}
 }
 
-// listTree lists every entry under dir with its type, target and size.
-func listTree(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		l, _ := os.Readlink(p)
-		out = append(out, fmt.Sprintf("%s %v %d %s", p, fi.Mode(), fi.Size(), l))
-		return nil
-	})
-	return out
-}
-
 // A chroot store whose per-user directory, or gcroots itself, is a symlink
 // to a directory elsewhere: nothing is created or deleted at the target,
 // even a dead closet's root there stays.
@@ -110,7 +96,7 @@ func TestSymlinkedRootDirNotFollowed(t *testing.T) {
 			if err := os.Symlink(elsewhere, filepath.Join(store, link)); err != nil {
 				t.Fatal(err)
 			}
-			before := listTree(t, elsewhere)
+			before := testutil.Tree(t, elsewhere)
 			h, err := Acquire(Options{StoreRoot: store, User: "mallory", DaemonSocket: "-"}, []storepath.Path{root1})
 			if err == nil {
 				if strings.HasPrefix(h.Dir, elsewhere) || h.Dir == filepath.Join(store, link) {
@@ -120,7 +106,7 @@ func TestSymlinkedRootDirNotFollowed(t *testing.T) {
 			} else if !errors.Is(err, ErrNoPlace) || !strings.Contains(err.Error(), "symlink") {
 				t.Errorf("err = %v, want ErrNoPlace saying a symlink was not followed", err)
 			}
-			if after := listTree(t, elsewhere); !slices.Equal(before, after) {
+			if after := testutil.Tree(t, elsewhere); !slices.Equal(before, after) {
 				t.Errorf("the link's target changed:\nbefore %v\nafter  %v", before, after)
 			}
 		})
