@@ -251,7 +251,8 @@ var (
 )
 
 // confineView adds the parts of closet's view the bare floor leaves out,
-// in closet's order, each by closet's method.
+// each by closet's method and in about its order; the lists are copies
+// of initstage's, to be kept alike.
 func confineView(p *plan, mount func(src, dst, typ string, flags uintptr, data string),
 	mkdir func(string), setattr func(string, uint64, uintptr), in func(string) string) {
 	call := func(nr uintptr, a ...uintptr) { p.ops = append(p.ops, sys(nr, a...)) }
