@@ -72,7 +72,43 @@ type plan struct {
 	path           *byte
 	argv, envv     []*byte
 	keep           [][]byte // the memory ops point into
+	root           string   // the new root's mount point, in the parent's tree
 }
+
+// call adds system call nr to the init's ops.
+func (p *plan) call(nr uintptr, a ...uintptr) { p.ops = append(p.ops, sys(nr, a...)) }
+
+// mount adds a mount(2); "" is a NULL argument.
+func (p *plan) mount(src, dst, typ string, flags uintptr, data string) {
+	var s, t, d uintptr
+	if src != "" {
+		s = p.cstr(src)
+	}
+	if typ != "" {
+		t = p.cstr(typ)
+	}
+	if data != "" {
+		d = p.cstr(data)
+	}
+	p.call(unix.SYS_MOUNT, s, p.cstr(dst), t, flags, d)
+}
+
+func (p *plan) mkdir(path string) { p.call(unix.SYS_MKDIRAT, atFDCWD, p.cstr(path), 0o755) }
+
+// mkfile makes an empty file: a mount point for a file.
+func (p *plan) mkfile(path string) {
+	p.call(unix.SYS_MKNODAT, atFDCWD, p.cstr(path), unix.S_IFREG|0o644)
+}
+
+// setattr adds a mount_setattr(2) setting the MOUNT_ATTR_* flags set.
+func (p *plan) setattr(path string, set uint64, flags uintptr) {
+	b := p.buf(int(unsafe.Sizeof(unix.MountAttr{})))
+	binary.LittleEndian.PutUint64(b, set)
+	p.call(unix.SYS_MOUNT_SETATTR, atFDCWD, p.cstr(path), flags, addr(b), uintptr(len(b)))
+}
+
+// in is rel beneath the new root.
+func (p *plan) in(rel string) string { return filepath.Join(p.root, rel) }
 
 func (p *plan) cstr(s string) uintptr { return uintptr(unsafe.Pointer(p.cptr(s))) }
 
@@ -123,28 +159,8 @@ func main() {
 	}
 	defer os.Remove(root)
 	p := &plan{}
-	call := func(nr uintptr, a ...uintptr) { p.ops = append(p.ops, sys(nr, a...)) }
-	mount := func(src, dst, typ string, flags uintptr, data string) {
-		var s, t, d uintptr
-		if src != "" {
-			s = p.cstr(src)
-		}
-		if typ != "" {
-			t = p.cstr(typ)
-		}
-		if data != "" {
-			d = p.cstr(data)
-		}
-		call(unix.SYS_MOUNT, s, p.cstr(dst), t, flags, d)
-	}
-	mkdir := func(path string) { call(unix.SYS_MKDIRAT, atFDCWD, p.cstr(path), 0o755) }
-	mkfile := func(path string) { call(unix.SYS_MKNODAT, atFDCWD, p.cstr(path), unix.S_IFREG|0o644) }
-	setattr := func(path string, set uint64, flags uintptr) {
-		b := p.buf(int(unsafe.Sizeof(unix.MountAttr{})))
-		binary.LittleEndian.PutUint64(b, set)
-		call(unix.SYS_MOUNT_SETATTR, atFDCWD, p.cstr(path), flags, addr(b), uintptr(len(b)))
-	}
-	in := func(rel string) string { return filepath.Join(root, rel) }
+	p.root = root
+	call, mount, mkdir, mkfile, setattr, in := p.call, p.mount, p.mkdir, p.mkfile, p.setattr, p.in
 	const roNoExec = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC
 
 	mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
@@ -187,7 +203,7 @@ func main() {
 			mkfile(in("etc/" + f))
 		}
 	} else {
-		confineView(p, mount, mkdir, setattr, in)
+		confineView(p)
 	}
 	call(unix.SYS_CHDIR, p.cstr(root))
 	call(unix.SYS_PIVOT_ROOT, p.cstr("."), p.cstr("."))
@@ -253,9 +269,8 @@ var (
 // confineView adds the parts of closet's view the bare floor leaves out,
 // each by closet's method and in about its order; the lists are copies
 // of initstage's, to be kept alike.
-func confineView(p *plan, mount func(src, dst, typ string, flags uintptr, data string),
-	mkdir func(string), setattr func(string, uint64, uintptr), in func(string) string) {
-	call := func(nr uintptr, a ...uintptr) { p.ops = append(p.ops, sys(nr, a...)) }
+func confineView(p *plan) {
+	call, mount, mkdir, setattr, in := p.call, p.mount, p.mkdir, p.setattr, p.in
 	for n, t := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
 		call(unix.SYS_SYMLINKAT, p.cstr(t), atFDCWD, p.cstr(in("dev/"+n)))
 	}
